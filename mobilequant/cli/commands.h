@@ -1,0 +1,40 @@
+// mobilequant/cli/commands.h
+// The subcommands of the `mobilequant` executable; each file cli/<name>_command.cpp adds one.
+// CLI11 appears only in cli/; the commands call library functions and print.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "mobilequant/models/model_loader.h"
+
+namespace mq::cli {
+
+/// Options every command that loads a model shares.
+struct ModelArgs {
+  std::string model;      ///< HF directory, .gguf or llama2.c .bin
+  std::string tokenizer;  ///< optional tokenizer override
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+};
+
+/// Adds --model/--tokenizer/--device/--dtype to `cmd`, bound to `args`.
+void add_model_args(CLI::App& cmd, ModelArgs& args);
+/// Validates `args` and returns LoadOptions; throws mq::Error naming the bad option.
+LoadOptions to_load_options(const ModelArgs& args);
+/// Parses "cpu", "cuda", "cuda:N"; throws naming the value (and when CUDA is unavailable).
+torch::Device parse_device(const std::string& name);
+/// Parses "fp32", "bf16", "fp16"; throws naming the value and the allowed set.
+torch::Dtype parse_dtype(const std::string& name);
+
+/// `mobilequant eval`: perplexity by the WikiText (lm-eval, GPTQ) and document protocols.
+void add_eval_command(CLI::App& app);
+/// `mobilequant generate`: greedy generation from a prompt.
+void add_generate_command(CLI::App& app);
+/// `mobilequant bench ...`: speed measurements.
+void add_bench_command(CLI::App& app);
+/// `mobilequant info`: what a checkpoint holds.
+void add_info_command(CLI::App& app);
+
+}  // namespace mq::cli
