@@ -1,0 +1,164 @@
+// mobilequant/cli/bench_command.cpp
+// `mobilequant bench forward`: tokens per second of our forward pass at several
+// sequence lengths and, in the same run, of transformers' forward on the same weights
+// (written to a temporary Hugging Face directory), threads, dtype and device; prints
+// a Markdown table with the ratio (ours / transformers; above 1 means faster).
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unistd.h>
+
+#include "mobilequant/bench/forward_bench.h"
+#include "mobilequant/cli/commands.h"
+#include "mobilequant/core/error.h"
+#include "mobilequant/models/hf_export.h"
+
+namespace mq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct BenchArgs {
+  ModelArgs model;
+  std::vector<int64_t> seqlens{128, 512, 2048};
+  int64_t batch = 1, warmup = 2, reps = 5, threads = 0;
+  bool no_transformers = false;
+  std::string python;
+  std::string output;
+};
+
+/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
+std::string source_dir() {
+  if (const char* env = std::getenv("MQ_SOURCE_DIR")) return env;
+  return MQ_SOURCE_DIR;
+}
+
+/// The Python with transformers: --python, $MQ_PYTHON, <repo>/.venv/bin/python, python3.
+std::string find_python(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("MQ_PYTHON")) return env;
+  const auto venv = fs::path(source_dir()) / ".venv" / "bin" / "python";
+  return fs::exists(venv) ? venv.string() : "python3";
+}
+
+/// Runs `cmd`, returns its stdout; throws with the command on a non-zero exit.
+std::string run_capture(const std::string& cmd) {
+  FILE* pipe = popen(cmd.c_str(), "r");
+  MQ_CHECK(pipe != nullptr, "bench: cannot start '", cmd, "'");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
+  const int rc = pclose(pipe);
+  MQ_CHECK(rc == 0, "bench: '", cmd, "' exited with status ", rc,
+           " (use --no-transformers to skip the comparison)");
+  return out;
+}
+
+std::string join(const std::vector<int64_t>& v) {
+  std::ostringstream os;
+  for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
+  return os.str();
+}
+
+void run_bench_forward(const BenchArgs& a) {
+  if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
+  const auto opts = to_load_options(a.model);
+  std::cerr << "[bench] loading " << a.model.model << "\n";
+  auto ckpt = read_checkpoint(a.model.model, a.model.tokenizer);
+  auto loaded = build_model(ckpt, opts);
+
+  ForwardBenchOptions bo;
+  bo.seqlens = a.seqlens;
+  bo.batch = a.batch;
+  bo.warmup = a.warmup;
+  bo.reps = a.reps;
+  std::cerr << "[bench] mobilequant forward, " << torch::get_num_threads() << " threads\n";
+  auto ours = bench_forward(loaded.model, bo);
+
+  nlohmann::json hf;
+  if (!a.no_transformers) {
+    const auto dir = fs::temp_directory_path() / ("mq_bench_" + std::to_string(::getpid()));
+    write_hf_directory(dir.string(), ckpt.config, ckpt.tensors);
+    ckpt.tensors.clear();
+    std::ostringstream cmd;
+    cmd << "'" << find_python(a.python) << "' '" << source_dir()
+        << "/eval/reference/hf_bench.py' --model '" << dir.string() << "' --seqlens "
+        << join(a.seqlens) << " --batch " << a.batch << " --warmup " << a.warmup << " --reps "
+        << a.reps << " --threads " << torch::get_num_threads() << " --dtype " << a.model.dtype
+        << " --device " << opts.device.str();
+    std::cerr << "[bench] transformers forward: " << cmd.str() << "\n";
+    const std::string out = run_capture(cmd.str());
+    fs::remove_all(dir);
+    hf = nlohmann::json::parse(out.substr(out.find('{')));
+  }
+
+  std::cout << "\n| seqlen | batch | mobilequant tok/s | transformers tok/s | ratio |\n"
+            << "|---:|---:|---:|---:|---:|\n";
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < ours.size(); ++i) {
+    std::cout << "| " << ours[i].seqlen << " | " << a.batch << " | " << std::fixed
+              << std::setprecision(1) << ours[i].tokens_per_second << " | ";
+    nlohmann::json row{{"seqlen", ours[i].seqlen},
+                       {"mobilequant_tokens_per_second", ours[i].tokens_per_second},
+                       {"mobilequant_median_seconds", ours[i].median_seconds}};
+    if (!hf.is_null()) {
+      const double theirs = hf["results"][i]["tokens_per_second"].get<double>();
+      std::cout << theirs << " | " << std::setprecision(2) << ours[i].tokens_per_second / theirs
+                << " |\n";
+      row["transformers_tokens_per_second"] = theirs;
+      row["ratio"] = ours[i].tokens_per_second / theirs;
+    } else {
+      std::cout << "- | - |\n";
+    }
+    rows.push_back(row);
+  }
+  std::cout << "\nmodel " << a.model.model << ", device " << opts.device.str() << ", dtype "
+            << a.model.dtype << ", threads " << torch::get_num_threads() << ", median of "
+            << a.reps << " after " << a.warmup << " warm-ups; LibTorch " << TORCH_VERSION;
+  if (!hf.is_null())
+    std::cout << "; transformers " << hf["transformers"].get<std::string>() << " on torch "
+              << hf["torch"].get<std::string>();
+  std::cout << "\n";
+  if (!a.output.empty()) {
+    nlohmann::json j{{"model", a.model.model},      {"device", opts.device.str()},
+                     {"dtype", a.model.dtype},      {"threads", torch::get_num_threads()},
+                     {"batch", a.batch},            {"reps", a.reps},
+                     {"libtorch", TORCH_VERSION},   {"results", rows}};
+    if (!hf.is_null()) j["transformers"] = hf["transformers"];
+    const std::string tmp = a.output + ".tmp";
+    std::ofstream(tmp) << j.dump(2) << "\n";
+    fs::rename(tmp, a.output);
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Speed measurements (medians; printed, never tested)");
+  bench->require_subcommand(1);
+  auto args = std::make_shared<BenchArgs>();
+  auto* fwd = bench->add_subcommand(
+      "forward", "Forward-pass tokens/s at several sequence lengths, against transformers");
+  add_model_args(*fwd, args->model);
+  fwd->add_option("--seqlens", args->seqlens, "Sequence lengths")
+      ->delimiter(',')
+      ->capture_default_str();
+  fwd->add_option("--batch", args->batch, "Sequences per forward")->capture_default_str();
+  fwd->add_option("--warmup", args->warmup, "Untimed runs per length")->capture_default_str();
+  fwd->add_option("--reps", args->reps, "Timed runs per length (median)")->capture_default_str();
+  fwd->add_option("--threads", args->threads, "CPU threads for both sides (0: LibTorch default)")
+      ->capture_default_str();
+  fwd->add_flag("--no-transformers", args->no_transformers, "Skip the transformers comparison");
+  fwd->add_option("--python", args->python,
+                  "Python with transformers (default: $MQ_PYTHON, .venv/bin/python, python3)");
+  fwd->add_option("-o,--output", args->output, "Also write the figures as JSON");
+  fwd->callback([args] { run_bench_forward(*args); });
+}
+
+}  // namespace mq::cli
