@@ -15,7 +15,7 @@ jobs=${MQ_JOBS:-$(nproc)}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages ---------------------------------------------------------------
-debs=(g++ cmake ninja-build pkg-config python3-venv libsentencepiece-dev nlohmann-json3-dev
+debs=(g++ cmake ninja-build python3-venv libsentencepiece-dev nlohmann-json3-dev
       libcli11-dev catch2 libicu-dev)
 missing=()
 for p in "${debs[@]}"; do
