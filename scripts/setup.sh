@@ -35,7 +35,7 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import torch, transformers, gguf, numpy, sentencepiece, safetensors' \
+if ! "$venv/bin/python" -c 'import torch, transformers, gguf, numpy, sentencepiece, safetensors, accelerate' \
     2>/dev/null; then
   say "installing torch==2.13.0 (CPU) and the Python oracles into $venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
