@@ -3,7 +3,7 @@
 #include "mobilequant/models/gemma.h"
 
 #include "mobilequant/core/error.h"
-#include "mobilequant/models/llama.h"
+#include "mobilequant/models/hf_config_keys.h"
 
 namespace mq {
 

@@ -1,4 +1,7 @@
 // mobilequant/models/hf_export.cpp
+// ModelConfig -> config.json per family (the keys each family's reader in llama.cpp,
+// gemma.cpp and stablelm.cpp reads back), and the directory writer. A config that the
+// family's transformers class cannot express is refused rather than silently changed.
 #include "mobilequant/models/hf_export.h"
 
 #include <filesystem>
@@ -11,7 +14,25 @@ namespace mq {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+/// Throws unless `cond`: `field` of the config has a value transformers' `family` config
+/// cannot express, so the exported directory would be a different model.
+void require_expressible(bool cond, const char* family, const char* field,
+                         const std::string& actual, const std::string& why) {
+  MQ_CHECK(cond, "hf_config_json: ", family, " config with ", field, " = ", actual,
+           " cannot be written as a Hugging Face config.json (", why, ")");
+}
+
+/// A special-token id as config.json spells it: -1 (none) becomes null.
+nlohmann::json token_id_json(int64_t id) {
+  return id < 0 ? nlohmann::json(nullptr) : nlohmann::json(id);
+}
+
+}  // namespace
+
 nlohmann::json hf_config_json(const ModelConfig& c) {
+  c.validate("hf_config_json");
   nlohmann::json j;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -23,12 +44,22 @@ nlohmann::json hf_config_json(const ModelConfig& c) {
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["rope_theta"] = c.rope_theta;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["bos_token_id"] = c.bos_token_id;
-  j["eos_token_id"] = c.eos_token_id;
+  j["bos_token_id"] = token_id_json(c.bos_token_id);
+  j["eos_token_id"] = token_id_json(c.eos_token_id);
   j["hidden_act"] = to_string(c.hidden_act);
   j["torch_dtype"] = "float32";
   switch (c.arch) {
     case Arch::kLlama:
+      require_expressible(c.norm == NormKind::kRms, "llama", "norm", "non-RMS",
+                          "LlamaRMSNorm is fixed");
+      require_expressible(!c.scale_embeddings, "llama", "scale_embeddings", "true",
+                          "llama does not scale its embeddings");
+      require_expressible(c.o_proj_bias == c.attention_bias, "llama", "o_proj_bias",
+                          c.o_proj_bias ? "true" : "false",
+                          "attention_bias sets the q/k/v and o_proj biases together");
+      require_expressible(c.partial_rotary_factor == 1.0, "llama", "partial_rotary_factor",
+                          std::to_string(c.partial_rotary_factor),
+                          "llama's default RoPE rotates the whole head");
       j["model_type"] = "llama";
       j["architectures"] = {"LlamaForCausalLM"};
       j["rms_norm_eps"] = c.norm_eps;
@@ -36,12 +67,33 @@ nlohmann::json hf_config_json(const ModelConfig& c) {
       j["mlp_bias"] = c.mlp_bias;
       break;
     case Arch::kGemma:
+      require_expressible(c.norm == NormKind::kRmsOnePlus, "gemma", "norm", "not (1+w) RMS",
+                          "GemmaRMSNorm is fixed");
+      require_expressible(c.scale_embeddings, "gemma", "scale_embeddings", "false",
+                          "gemma always scales its embeddings by sqrt(hidden_size)");
+      require_expressible(c.hidden_act != Activation::kGeluErf, "gemma", "hidden_act", "gelu",
+                          "GemmaConfig reads 'gelu' as the tanh approximation");
+      require_expressible(!c.mlp_bias && c.o_proj_bias == c.attention_bias, "gemma",
+                          "mlp_bias/o_proj_bias", c.mlp_bias ? "mlp_bias true" : "o_proj_bias",
+                          "gemma has no MLP bias and attention_bias covers o_proj");
+      require_expressible(c.partial_rotary_factor == 1.0, "gemma", "partial_rotary_factor",
+                          std::to_string(c.partial_rotary_factor),
+                          "gemma's default RoPE rotates the whole head");
       j["model_type"] = "gemma";
       j["architectures"] = {"GemmaForCausalLM"};
       j["rms_norm_eps"] = c.norm_eps;
       j["attention_bias"] = c.attention_bias;
       break;
     case Arch::kStableLm:
+      require_expressible(c.norm == NormKind::kLayerNorm, "stablelm", "norm", "not LayerNorm",
+                          "StableLM uses LayerNorm with bias");
+      require_expressible(!c.scale_embeddings, "stablelm", "scale_embeddings", "true",
+                          "stablelm does not scale its embeddings");
+      require_expressible(!c.mlp_bias && !c.o_proj_bias, "stablelm", "mlp_bias/o_proj_bias",
+                          "true", "stablelm has neither");
+      require_expressible(c.head_dim * c.num_attention_heads == c.hidden_size, "stablelm",
+                          "head_dim", std::to_string(c.head_dim),
+                          "stablelm's head width is hidden_size / num_attention_heads");
       j["model_type"] = "stablelm";
       j["architectures"] = {"StableLmForCausalLM"};
       j["layer_norm_eps"] = c.norm_eps;

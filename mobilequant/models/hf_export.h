@@ -13,7 +13,10 @@
 
 namespace mq {
 
-/// The config.json that makes transformers build the model `cfg` describes.
+/// The config.json that makes transformers build the model `cfg` describes; read back by
+/// read_hf_checkpoint it gives `cfg` again, field for field. Throws mq::Error naming the field
+/// when the family's transformers config cannot express `cfg` (e.g. a llama o_proj bias
+/// without q/k/v biases), instead of writing a different model.
 nlohmann::json hf_config_json(const ModelConfig& cfg);
 
 /// Writes `dir`/config.json and `dir`/model.safetensors (fp32, HF names). Creates `dir`;

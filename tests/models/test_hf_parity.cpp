@@ -12,8 +12,8 @@
 #include <set>
 #include <string>
 
-#include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/models/model_loader.h"
+#include "tests/support/golden.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -23,44 +23,19 @@ constexpr double kLogitTolerance = 1e-4;
 /// The same bound for each decoder layer's output (hidden states are O(1) too).
 constexpr double kHiddenTolerance = 1e-4;
 
-std::filesystem::path golden_dir() { return mq::test::source_dir() / "tests" / "golden"; }
-
-/// hf_parity_golden.safetensors, read once.
-const mq::TensorMap& golden() {
-  static const mq::TensorMap g =
-      mq::read_safetensors((golden_dir() / "hf_parity_golden.safetensors").string(), true);
-  return g;
-}
-
-const torch::Tensor& golden_at(const std::string& key) {
-  auto it = golden().find(key);
-  INFO("golden key " << key);
-  REQUIRE(it != golden().end());
-  return it->second;
-}
-
 mq::LoadedModel load(const std::string& name) {
-  return mq::load_model((golden_dir() / name).string());
+  return mq::load_model((mq::test::golden_dir() / name).string());
 }
 
 /// Compares `model`'s logits on golden case `prefix`.`case_name` with `expected_prefix`'s
 /// logits, at real tokens only; prints and returns max|diff|.
 double check_case(mq::CausalLm& model, const std::string& prefix, const std::string& case_name,
                   const std::string& expected_prefix) {
-  torch::NoGradGuard no_grad;
-  const auto& ids = golden_at(prefix + "." + case_name + ".input_ids");          // [B, T]
-  const auto& mask = golden_at(prefix + "." + case_name + ".attention_mask");    // [B, T]
-  const auto& want = golden_at(expected_prefix + "." + case_name + ".logits");   // [B, T, V]
-  // The unpadded batch runs without a mask (plain causal path); the others with theirs.
-  auto got = case_name == "unpadded" ? model->forward(ids) : model->forward(ids, mask);
-  REQUIRE(got.sizes() == want.sizes());
-  auto real = mask.to(torch::kBool);                                             // [B, T]
-  auto got_real = got.index({real});                                             // [N, V]
-  auto want_real = want.index({real});                                           // [N, V]
-  const double diff = mq::test::max_abs_diff(got_real, want_real);
+  const auto r = mq::test::run_golden_case(model, prefix, case_name, expected_prefix);
+  const double diff = mq::test::max_abs_diff(r.got, r.want);
   std::cout << "  " << prefix << " " << case_name << ": max|diff| = " << diff << " over "
-            << got_real.size(0) << " positions" << std::endl;
-  REQUIRE_ALLCLOSE(got_real, want_real, kLogitTolerance);
+            << r.got.size(0) << " positions" << std::endl;
+  REQUIRE_ALLCLOSE(r.got, r.want, kLogitTolerance);
   return diff;
 }
 
@@ -68,8 +43,7 @@ void check_architecture(const std::string& name, mq::Arch arch) {
   auto loaded = load(name);
   REQUIRE(loaded.format == "hf");
   REQUIRE(loaded.model->config().arch == arch);
-  for (const char* c : {"unpadded", "right_padded", "left_padded"})
-    check_case(loaded.model, name, c, name);
+  for (const char* c : mq::test::kGoldenCases) check_case(loaded.model, name, c, name);
 }
 
 }  // namespace
@@ -89,7 +63,7 @@ TEST_CASE("HF parity: tiny stablelm (partial rotary, qkv bias) logits match tran
 
 TEST_CASE("HF parity: sharded, bf16- and fp16-stored checkpoints match transformers", "[unit]") {
   auto sharded = load("tiny-gemma-sharded");
-  for (const char* c : {"unpadded", "right_padded", "left_padded"})
+  for (const char* c : mq::test::kGoldenCases)
     check_case(sharded.model, "tiny-gemma", c, "tiny-gemma");
   auto bf16 = load("tiny-llama-bf16");
   check_case(bf16.model, "tiny-llama-bf16", "unpadded", "tiny-llama-bf16");
@@ -126,7 +100,7 @@ TEST_CASE("HF parity: activation taps fire at every site and match transformers'
     for (int64_t i = 0; i < n_layers; ++i) {
       INFO("layer " << i);
       REQUIRE(seen[i] == per_layer);
-      const auto& want = golden_at(name + ".unpadded.layer" + std::to_string(i) + ".out");
+      const auto& want = mq::test::golden_at(name + ".unpadded.layer" + std::to_string(i) + ".out");
       std::cout << "  " << name << " layer " << i << " output: max|diff| = "
                 << mq::test::max_abs_diff(layer_out[i], want) << std::endl;
       REQUIRE_ALLCLOSE(layer_out[i], want, kHiddenTolerance);
