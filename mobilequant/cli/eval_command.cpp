@@ -1,0 +1,321 @@
+// mobilequant/cli/eval_command.cpp
+// `mobilequant eval`: perplexity by the protocols the paper and its peers report
+// (eval/perplexity.h): `wikitext` (lm-eval v0.3 word perplexity, what MobileQuant's tables
+// show), `wikitext-gptq` (GPTQ/OmniQuant token perplexity) and `docs` (any text split into
+// documents, e.g. TinyStories). Prints a Markdown table on stdout, progress on stderr, and
+// optionally writes every figure with its protocol, the model, the command line and the
+// machine to a JSON file (atomically: a temporary file renamed over the target).
+//
+// Data files: --data FILE (every task) or --data TASK=FILE, else $MQ_DATA_DIR/<default>,
+// else <repo>/../shared/data/<default>, where <default> is wikitext2/wiki.test.raw.txt for
+// both WikiText tasks and tinystories/valid.head.txt for docs.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "mobilequant/cli/commands.h"
+#include "mobilequant/core/error.h"
+#include "mobilequant/eval/perplexity.h"
+#include "mobilequant/eval/text_documents.h"
+
+namespace mq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Everything `mobilequant eval` is told.
+struct EvalArgs {
+  ModelArgs model;
+  std::vector<std::string> tasks;
+  std::vector<std::string> data;  ///< FILE or TASK=FILE
+  int64_t max_length = 2048;
+  int64_t seqlen = 2048;
+  std::string separator = "<|endoftext|>";
+  int64_t batch_size = 1;
+  int64_t limit = -1;
+  std::string output;
+  bool max_length_given = false;
+  bool seqlen_given = false;
+};
+
+const std::vector<std::string> kTasks = {"wikitext", "wikitext-gptq", "docs"};
+
+/// The data file a task reads when no --data names one, relative to the data directory.
+std::string default_data_relpath(const std::string& task) {
+  return task == "docs" ? "tinystories/valid.head.txt" : "wikitext2/wiki.test.raw.txt";
+}
+
+/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
+fs::path source_dir() {
+  if (const char* env = std::getenv("MQ_SOURCE_DIR")) return env;
+  return MQ_SOURCE_DIR;
+}
+
+/// The data file of `task`: --data TASK=FILE, --data FILE, $MQ_DATA_DIR, ../shared/data.
+std::string resolve_data(const EvalArgs& a, const std::string& task) {
+  std::string any;
+  for (const auto& d : a.data) {
+    const size_t eq = d.find('=');
+    if (eq != std::string::npos &&
+        std::find(kTasks.begin(), kTasks.end(), d.substr(0, eq)) != kTasks.end()) {
+      if (d.substr(0, eq) == task) return d.substr(eq + 1);
+    } else {
+      any = d;
+    }
+  }
+  if (!any.empty()) return any;
+  if (const char* env = std::getenv("MQ_DATA_DIR")) {
+    return (fs::path(env) / default_data_relpath(task)).string();
+  }
+  return (source_dir().parent_path() / "shared" / "data" / default_data_relpath(task)).string();
+}
+
+/// This process's command line, from /proc/self/cmdline (Linux), arguments space-joined.
+std::string command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string out;
+  for (char c : raw) out += c == '\0' ? ' ' : c;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+/// Host name, CPU model, threads and accelerator of this machine, for the JSON record.
+nlohmann::json machine_info(const torch::Device& device) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::string cpu;
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return {{"hostname", host},
+          {"cpu", cpu},
+          {"cpu_threads", torch::get_num_threads()},
+          {"device", device.str()},
+          {"cuda_available", torch::cuda::is_available()},
+          {"cuda_devices", torch::cuda::is_available() ? torch::cuda::device_count() : 0},
+          {"libtorch", TORCH_VERSION}};
+}
+
+/// Current UTC time as ISO 8601.
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// Writes `j` to `path` through a temporary file in the same directory and a rename.
+void write_json_atomically(const nlohmann::json& j, const std::string& path) {
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    MQ_CHECK(out.good(), "--output '", path, "': cannot write the temporary file '", tmp.string(),
+             "'");
+    out << j.dump(2) << "\n";
+    out.close();
+    MQ_CHECK(!out.fail(), "--output '", path, "': write to '", tmp.string(), "' failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp);
+    throw make_error("--output '", path, "': cannot rename '", tmp.string(), "' into place: ",
+                     ec.message());
+  }
+}
+
+/// A progress printer for stderr: "\r" updates on a terminal, a line every 30 s otherwise.
+std::function<void(const ScoreProgress&)> progress_printer(const std::string& task) {
+  const bool tty = isatty(fileno(stderr));
+  auto last = std::make_shared<double>(-1e9);
+  return [task, tty, last](const ScoreProgress& p) {
+    const bool done = p.windows_done == p.windows_total;
+    const double every = tty ? 0.5 : 30.0;
+    if (!done && p.seconds - *last < every) return;
+    *last = p.seconds;
+    const double tps = p.seconds > 0 ? static_cast<double>(p.tokens_done) / p.seconds : 0.0;
+    const double eta = p.windows_done > 0 ? p.seconds * static_cast<double>(p.windows_total -
+                                                                            p.windows_done) /
+                                                static_cast<double>(p.windows_done)
+                                          : 0.0;
+    std::ostringstream os;
+    os << "[eval " << task << "] windows " << p.windows_done << "/" << p.windows_total
+       << ", scored " << p.scored_done << ", " << std::fixed << std::setprecision(0) << tps
+       << " tok/s, " << std::setprecision(1) << p.seconds << " s elapsed, ETA " << eta << " s";
+    if (tty) {
+      std::cerr << "\r" << os.str() << "\x1b[K" << (done ? "\n" : "") << std::flush;
+    } else {
+      std::cerr << os.str() << "\n";
+    }
+  };
+}
+
+/// A short label of the protocol for the table.
+std::string protocol_label(const std::string& task, int64_t max_length, int64_t seqlen) {
+  if (task == "wikitext") {
+    return "lm-eval v0.3 rolling, max_length=" + std::to_string(max_length);
+  }
+  if (task == "wikitext-gptq") return "GPTQ/OmniQuant chunks, seqlen=" + std::to_string(seqlen);
+  return "BOS docs, max_length=" + std::to_string(max_length);
+}
+
+void run_eval(const EvalArgs& a) {
+  MQ_CHECK(!a.tasks.empty(), "eval: give at least one --task (", "wikitext, wikitext-gptq, docs)");
+  MQ_CHECK(a.batch_size >= 1, "--batch-size: expected >= 1, got ", a.batch_size);
+  // Read every data file first, so a bad path fails before the model loads.
+  std::vector<std::pair<std::string, std::string>> inputs;  // (path, text) per task
+  for (const auto& task : a.tasks) {
+    const std::string path = resolve_data(a, task);
+    inputs.emplace_back(path, read_text_file(path, "eval --task " + task + " data file"));
+  }
+
+  const LoadOptions load = to_load_options(a.model);
+  std::cerr << "[eval] loading " << a.model.model << " (" << a.model.dtype << ", "
+            << load.device.str() << ")\n";
+  LoadedModel lm = load_model(a.model.model, load);
+  MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model.model,
+           "': no tokenizer found beside it; pass --tokenizer");
+  const int64_t context = lm.model->config().max_position_embeddings;
+  // Unless given, window lengths are 2048 capped at the model's trained context.
+  const int64_t max_length = a.max_length_given ? a.max_length : std::min<int64_t>(2048, context);
+  const int64_t seqlen = a.seqlen_given ? a.seqlen : std::min<int64_t>(2048, context);
+
+  nlohmann::json results = nlohmann::json::array();
+  std::ostringstream table;
+  table << "| task | protocol | metric | value | tokens | docs |\n"
+        << "|---|---|---|---:|---:|---:|\n";
+  for (size_t t = 0; t < a.tasks.size(); ++t) {
+    const std::string& task = a.tasks[t];
+    const auto& [path, text] = inputs[t];
+    ScoreOptions score;
+    score.batch_size = a.batch_size;
+    score.progress = progress_printer(task);
+    std::cerr << "[eval " << task << "] data " << path << "\n";
+    PerplexityResult r;
+    if (task == "wikitext") {
+      WikitextOptions o;
+      o.max_length = max_length;
+      o.limit_documents = a.limit;
+      r = evaluate_wikitext_lm_eval(lm.model, *lm.tokenizer, text, o, score);
+    } else if (task == "wikitext-gptq") {
+      GptqOptions o;
+      o.seqlen = seqlen;
+      o.limit_windows = a.limit;
+      r = evaluate_wikitext_gptq(lm.model, *lm.tokenizer, text, o, score);
+    } else {
+      DocumentOptions o;
+      o.separator = a.separator;
+      o.max_length = max_length;
+      o.limit_documents = a.limit;
+      r = evaluate_documents(lm.model, *lm.tokenizer, text, o, score);
+    }
+    const std::string label = protocol_label(task, max_length, seqlen);
+    nlohmann::json metrics = nlohmann::json::array();
+    for (const auto& m : r.metrics) {
+      table << "| " << task << " | " << label << " | " << m.name << " | " << std::fixed
+            << std::setprecision(4) << m.value << " | " << r.scored_tokens << " | "
+            << r.documents << " |\n";
+      metrics.push_back({{"metric", m.name}, {"value", m.value}, {"protocol", r.protocol}});
+    }
+    nlohmann::json entry{{"task", task},
+                         {"protocol", r.protocol},
+                         {"protocol_label", label},
+                         {"data", path},
+                         {"metrics", metrics},
+                         {"loglikelihood", r.loglikelihood},
+                         {"scored_tokens", r.scored_tokens},
+                         {"documents", r.documents},
+                         {"windows", r.windows},
+                         {"seconds", r.seconds},
+                         {"limited", a.limit >= 0}};
+    if (task == "wikitext") {
+      entry["words"] = r.words;
+      entry["bytes"] = r.bytes;
+      entry["max_length"] = max_length;
+    } else if (task == "wikitext-gptq") {
+      entry["seqlen"] = seqlen;
+    } else {
+      entry["separator"] = a.separator;
+      entry["max_length"] = max_length;
+    }
+    results.push_back(entry);
+  }
+  std::cout << table.str() << std::flush;
+
+  if (!a.output.empty()) {
+    nlohmann::json out{{"model", a.model.model},
+                       {"model_format", lm.format},
+                       {"tokenizer", a.model.tokenizer.empty() ? "(from the model)"
+                                                               : a.model.tokenizer},
+                       {"dtype", a.model.dtype},
+                       {"device", load.device.str()},
+                       {"batch_size", a.batch_size},
+                       {"command_line", command_line()},
+                       {"machine", machine_info(load.device)},
+                       {"finished_at", utc_now()},
+                       {"results", results}};
+    write_json_atomically(out, a.output);
+    std::cerr << "[eval] wrote " << a.output << "\n";
+  }
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* cmd = app.add_subcommand(
+      "eval",
+      "Perplexity: wikitext (lm-eval v0.3 word perplexity, as MobileQuant reports), "
+      "wikitext-gptq (GPTQ/OmniQuant token perplexity), docs (documents of any text file)");
+  add_model_args(*cmd, a->model);
+  cmd->add_option("--task", a->tasks, "wikitext | wikitext-gptq | docs (repeatable)")
+      ->required()
+      ->check(CLI::IsMember(kTasks));
+  cmd->add_option("--data", a->data,
+                  "Data file for every task, or TASK=FILE for one (repeatable); default "
+                  "$MQ_DATA_DIR or <repo>/../shared/data: wikitext2/wiki.test.raw.txt, "
+                  "tinystories/valid.head.txt");
+  auto* ml = cmd->add_option("--max-length", a->max_length,
+                             "Window length of wikitext and docs (default 2048, capped at the "
+                             "model's context)");
+  auto* sl = cmd->add_option("--seqlen", a->seqlen,
+                             "Window length of wikitext-gptq (default 2048, capped at the "
+                             "model's context)");
+  cmd->add_option("--separator", a->separator, "Document separator line of docs")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Windows of equal length per forward pass")
+      ->capture_default_str();
+  cmd->add_option("--limit", a->limit,
+                  "Score only the first N documents (wikitext, docs) or windows (wikitext-gptq)");
+  cmd->add_option("-o,--output", a->output, "Write the results as JSON to this file");
+  cmd->callback([a, ml, sl] {
+    a->max_length_given = ml->count() > 0;
+    a->seqlen_given = sl->count() > 0;
+    run_eval(*a);
+  });
+}
+
+}  // namespace mq::cli
