@@ -16,6 +16,7 @@
 #include "mobilequant/bench/forward_bench.h"
 #include "mobilequant/cli/commands.h"
 #include "mobilequant/core/error.h"
+#include "mobilequant/core/file_util.h"
 #include "mobilequant/models/hf_export.h"
 
 namespace mq::cli {
@@ -94,7 +95,7 @@ void run_bench_forward(const BenchArgs& a) {
         << " --device " << opts.device.str();
     std::cerr << "[bench] transformers forward: " << cmd.str() << "\n";
     const std::string out = run_capture(cmd.str());
-    fs::remove_all(dir);
+    remove_tree(dir.string());
     hf = nlohmann::json::parse(out.substr(out.find('{')));
   }
 

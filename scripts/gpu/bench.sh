@@ -16,7 +16,7 @@ run() { echo "+ $*" | tee -a "$out/commands.txt"; "$@"; }
 [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --target /tmp/mq/site .whl/*.whl \
   && export PYTHONPATH=/tmp/mq/site
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt"
-(cd build && run ctest -L model --output-on-failure) > "$out/tests_model.log" 2>&1
+(cd build && run ctest -L "unit|model" --output-on-failure) > "$out/tests.log" 2>&1
 for dtype in fp32 bf16; do
   run $mq bench forward -m "$smol" --device cuda --dtype "$dtype" --seqlens 128,512,2048 \
     --reps 20 --warmup 3 -o "$out/bench_smollm2_cuda_$dtype.json" > "$out/bench_smollm2_cuda_$dtype.md" 2>&1

@@ -12,7 +12,7 @@ deps=$state/deps
 lib=$deps/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 export MQ_MODELS_DIR=$state/models
-export MQ_PYTHON=${MQ_PYTHON:-python3}
+export MQ_PYTHON=${MQ_PYTHON:-$(command -v python3)}
 export MQ_SOURCE_DIR=$root
 export MQ_SHARED_DIR=$state/shared
 [ -d .carry/shared ] && { rm -rf "$state/shared"; cp -r .carry/shared "$state/shared"; }

@@ -15,6 +15,7 @@
 #include "mobilequant/eval/text_documents.h"
 #include "mobilequant/eval/wikitext.h"
 #include "mobilequant/models/model_loader.h"
+#include "mobilequant/core/file_util.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -299,5 +300,5 @@ TEST_CASE("WikiText documents and detokenization match the Python oracle", "[mod
     CHECK(oracle[d]["words"].get<int64_t>() == mq::count_split_words(docs[d]));
     CHECK(oracle[d]["bytes"].get<int64_t>() == static_cast<int64_t>(docs[d].size()));
   }
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }

@@ -7,6 +7,7 @@
 
 #include "mobilequant/core/error.h"
 #include "mobilequant/eval/text_documents.h"
+#include "mobilequant/core/file_util.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -58,7 +59,7 @@ TEST_CASE("read_text_file names a missing or empty file", "[unit]") {
   REQUIRE_THROWS_WITH(mq::read_text_file(empty), Contains("empty.txt") && Contains("empty"));
   std::ofstream(dir / "a.txt") << "hello";
   CHECK(mq::read_text_file((dir / "a.txt").string()) == "hello");
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }
 
 TEST_CASE("the shared TinyStories head splits into 22 stories", "[unit]") {

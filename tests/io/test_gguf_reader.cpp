@@ -38,8 +38,10 @@ constexpr uint16_t kHalfOnePointFive = 0x3E00;  // 1.5
 struct RemoveOnExit {
   fs::path dir;
   ~RemoveOnExit() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+    try {
+      mq::remove_tree(dir.string());
+    } catch (const mq::Error&) {  // a destructor must not throw; the temp dir stays behind
+    }
   }
 };
 

@@ -23,6 +23,7 @@
 #include "mobilequant/models/hf_export.h"
 #include "mobilequant/models/model_loader.h"
 #include "tests/support/golden.h"
+#include "mobilequant/core/file_util.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -161,7 +162,7 @@ TEST_CASE("hf export: golden tiny models round-trip config and tensors bitwise",
     CHECK(second.format == "hf");
     check_same_config(first.config, second.config);
     check_same_tensors(first.tensors, second.tensors);
-    fs::remove_all(dir);
+    mq::remove_tree(dir.string());
   }
 }
 
@@ -231,5 +232,5 @@ TEST_CASE("hf export: stories260K (llama2.c) logits equal transformers' on the e
     REQUIRE_ALLCLOSE(got, want, kLogitTolerance);
     CHECK(torch::equal(got.argmax(-1), want.argmax(-1)));
   }
-  fs::remove_all(work);
+  mq::remove_tree(work.string());
 }

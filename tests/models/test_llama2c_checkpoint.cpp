@@ -8,6 +8,7 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/models/generation.h"
 #include "mobilequant/models/model_loader.h"
+#include "mobilequant/core/file_util.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -94,5 +95,5 @@ TEST_CASE("broken llama2.c checkpoints and tokenizers fail with a clear message"
   std::ofstream(dir / "model.xyz") << "x";
   REQUIRE_THROWS_WITH(mq::read_checkpoint((dir / "model.xyz").string()),
                       Contains("unknown format") && Contains(".xyz"));
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }

@@ -23,6 +23,7 @@
 #include "mobilequant/io/bpe_tokenizer.h"
 #include "mobilequant/io/gguf_reader.h"
 #include "mobilequant/models/model_loader.h"
+#include "mobilequant/core/file_util.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -137,7 +138,7 @@ TEST_CASE("smollm2: every GGUF tensor dequantizes bitwise like gguf-py", "[model
   }
   CHECK(checked == ours.size());
   CHECK(checked == 272);
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }
 
 TEST_CASE("smollm2: BPE token ids equal transformers' tokenizer from the same GGUF", "[model]") {
@@ -170,7 +171,7 @@ TEST_CASE("smollm2: BPE token ids equal transformers' tokenizer from the same GG
     ++checked;
   }
   CHECK(checked >= 19);
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }
 
 TEST_CASE("smollm2: fp32 logits match transformers' GGUF model", "[model]") {
@@ -232,5 +233,5 @@ TEST_CASE("smollm2: fp32 logits match transformers' GGUF model", "[model]") {
   WARN("read_gguf_checkpoint " << seconds(t0, t1) << " s, build_model " << seconds(t1, t2)
                                << " s, forward of " << prompts.size() << " prompts "
                                << seconds(t3, std::chrono::steady_clock::now()) << " s");
-  fs::remove_all(dir);
+  mq::remove_tree(dir.string());
 }

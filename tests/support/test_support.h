@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
+
+#include "mobilequant/core/file_util.h"
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -52,7 +54,7 @@ inline std::filesystem::path python() {
 inline std::filesystem::path scratch_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() /
              ("mq_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  ::mq::remove_tree(dir.string());
   std::filesystem::create_directories(dir);
   return dir;
 }
