@@ -164,8 +164,14 @@ TEST_CASE("smollm2: BPE token ids equal transformers' tokenizer from the same GG
     const std::string text = from_hex(line.substr(0, tab));
     std::istringstream ids_in(line.substr(tab + 1));
     const std::vector<int64_t> want = parse_ids(ids_in);
-    INFO("text: \"" << text << "\"");
-    CHECK(tok.encode(text) == want);
+    INFO("text (" << text.size() << " bytes): \"" << text.substr(0, 200) << "\"");
+    const std::vector<int64_t> got = tok.encode(text);
+    if (got != want) {  // name the first difference rather than printing whole id lists
+      size_t i = 0;
+      while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+      FAIL_CHECK("ids differ at position " << i << " of " << got.size() << " (ours) / "
+                 << want.size() << " (transformers)");
+    }
     // Decoding drops control tokens only; everything else round-trips.
     if (text.find("<|") == std::string::npos) CHECK(tok.decode(want) == text);
     ++checked;

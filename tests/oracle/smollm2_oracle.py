@@ -114,10 +114,22 @@ def load_tokenizer(gguf_path):
     return AutoTokenizer.from_pretrained(directory, gguf_file=name)
 
 
+def wikitext_text():
+    """The whole WikiText-2 test file (1.3 MB), if the shared folder is there: the
+    tokenization that the WikiText perplexity depends on, checked in one piece."""
+    shared = os.environ.get("MQ_SHARED_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared")
+    path = os.path.join(shared, "data", "wikitext2", "wiki.test.raw.txt")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [f.read()]
+
+
 def dump_tokens(gguf_path, out_dir):
     tok = load_tokenizer(gguf_path)
     with open(os.path.join(out_dir, "tokens.txt"), "w") as f:
-        for text in TEXTS:
+        for text in TEXTS + wikitext_text():
             ids = tok(text, add_special_tokens=False)["input_ids"]
             f.write(text.encode("utf-8").hex() + "\t" + " ".join(map(str, ids)) + "\n")
 
