@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# tests/cli/test_cli_errors.sh: bad input to the CLI gives one clear error line and a
+# non-zero exit, never a crash. Usage: test_cli_errors.sh BUILD/mobilequant SHARED_DIR
+set -u
+mq=$1
+shared=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+
+# expect_error DESCRIPTION EXPECTED_SUBSTRING COMMAND...: a non-zero exit that is not a signal
+# (1: mq::Error; CLI11 usage errors have their own codes) and the substring on stderr.
+expect_error() {
+  local what=$1 want=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -ge 1 ] && [ $rc -lt 128 ] && grep -qF -- "$want" "$tmp/err"; then
+    passes=$((passes + 1))
+  else
+    fails=$((fails + 1))
+    echo "FAIL: $what: exit $rc, stderr:"; sed 's/^/    /' "$tmp/err" | head -5
+    echo "    (expected a non-zero exit below 128 (no crash) and '$want')"
+  fi
+}
+
+stories=$shared/models/stories260K/stories260K.bin
+: > "$tmp/empty.txt"
+head -c 1000 "$stories" > "$tmp/cut.bin" 2>/dev/null || true
+printf 'GGUF\x02\x00\x00\x00' > "$tmp/old.gguf"
+mkdir -p "$tmp/hf" && echo '{"model_type": "gpt2"}' > "$tmp/hf/config.json"
+
+expect_error "missing model" "no such file" "$mq" eval -m "$tmp/nope.bin" --task docs
+expect_error "unknown format" "unknown format" "$mq" info -m "$tmp/empty.txt"
+expect_error "truncated llama2.c" "cut.bin" "$mq" info -m "$tmp/cut.bin"
+expect_error "old GGUF version" "old.gguf" "$mq" info -m "$tmp/old.gguf"
+expect_error "unsupported architecture" "gpt2" "$mq" info -m "$tmp/hf"
+expect_error "bad device" "--device" "$mq" generate -m "$stories" --device tpu
+expect_error "bad dtype" "--dtype" "$mq" generate -m "$stories" --dtype int3
+expect_error "unknown flag" "--frobnicate" "$mq" eval -m "$stories" --task docs --frobnicate
+expect_error "unknown task" "--task" "$mq" eval -m "$stories" --task lambada
+if [ -f "$stories" ]; then
+  expect_error "empty data file" "empty.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/empty.txt"
+  expect_error "missing data file" "missing.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/missing.txt"
+fi
+echo "$passes passed, $fails failed"
+[ $fails -eq 0 ]
