@@ -2,6 +2,9 @@
 // Encoding is llama2.c's greedy merge (highest-scoring adjacent pair first, the
 // leftmost among equals), run with a heap over a linked list of symbols so that
 // long documents stay O(n log n) instead of llama2.c's O(n^2).
+// Two details follow SentencePiece's BPE (and so llama.cpp's GGUF "llama" vocabularies)
+// where llama2.c's run.c is silent: a byte that does not start well-formed UTF-8 becomes
+// U+FFFD before lookup, and merges never produce the BOS/EOS/unknown or <0xXX> pieces.
 #include "mobilequant/io/scored_bpe_tokenizer.h"
 
 #include <cstdio>
@@ -31,13 +34,32 @@ std::string spm_to_spaces(const std::string& piece) {
   return out;
 }
 
-/// Length in bytes of the UTF-8 sequence starting with `lead` (1 for invalid lead bytes).
-size_t utf8_length(unsigned char lead) {
+constexpr const char* kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+/// Length in bytes of the well-formed UTF-8 character at text[i], or 0 when the bytes there
+/// are not one (bad lead or trail byte, truncated, overlong, surrogate, above U+10FFFF).
+/// SentencePiece's normalizer replaces each such byte with U+FFFD; so does encode().
+size_t valid_utf8_length(const std::string& text, size_t i) {
+  const auto at = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
+  const auto trail = [&](size_t k) { return i + k < text.size() && (at(k) & 0xC0) == 0x80; };
+  const unsigned char lead = at(0);
   if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  if ((lead >> 3) == 0x1E) return 4;
-  return 1;
+  if ((lead & 0xE0) == 0xC0 && trail(1)) {
+    const uint32_t cp = (static_cast<uint32_t>(lead & 0x1F) << 6) | (at(1) & 0x3F);
+    return cp >= 0x80 ? 2 : 0;
+  }
+  if ((lead & 0xF0) == 0xE0 && trail(1) && trail(2)) {
+    const uint32_t cp = (static_cast<uint32_t>(lead & 0x0F) << 12) |
+                        (static_cast<uint32_t>(at(1) & 0x3F) << 6) | (at(2) & 0x3F);
+    return cp >= 0x800 && (cp < 0xD800 || cp >= 0xE000) ? 3 : 0;
+  }
+  if ((lead & 0xF8) == 0xF0 && trail(1) && trail(2) && trail(3)) {
+    const uint32_t cp = (static_cast<uint32_t>(lead & 0x07) << 18) |
+                        (static_cast<uint32_t>(at(1) & 0x3F) << 12) |
+                        (static_cast<uint32_t>(at(2) & 0x3F) << 6) | (at(3) & 0x3F);
+    return cp >= 0x10000 && cp <= 0x10FFFF ? 4 : 0;
+  }
+  return 0;
 }
 
 /// Parses "<0xAB>" into 0xAB; returns -1 for any other piece.
@@ -109,18 +131,20 @@ std::vector<int64_t> ScoredBpeTokenizer::encode(const std::string& raw) const {
   // 1. Initial symbols: one per UTF-8 character, or its bytes when the character is unknown.
   std::vector<int64_t> ids;
   ids.reserve(text.size());
+  //    A byte that does not start a well-formed UTF-8 character stands for U+FFFD.
   for (size_t i = 0; i < text.size();) {
-    size_t n = std::min(utf8_length(static_cast<unsigned char>(text[i])), text.size() - i);
-    auto it = lookup_.find(text.substr(i, n));
+    const size_t n = valid_utf8_length(text, i);
+    const std::string ch = n > 0 ? text.substr(i, n) : std::string(kReplacement);
+    auto it = lookup_.find(ch);
     if (it != lookup_.end()) {
       ids.push_back(it->second);
     } else {
-      for (size_t k = 0; k < n; ++k) {
-        const auto byte = static_cast<unsigned char>(text[i + k]);
+      for (const char c : ch) {
+        const auto byte = static_cast<unsigned char>(c);
         ids.push_back(byte_base_ >= 0 ? byte_base_ + byte : opts_.unk_id);
       }
     }
-    i += n;
+    i += n > 0 ? n : 1;
   }
 
   // 2. Merges: a doubly linked list of symbols and a heap of candidate pairs ordered by
@@ -144,7 +168,12 @@ std::vector<int64_t> ScoredBpeTokenizer::encode(const std::string& raw) const {
   auto push = [&](int64_t left, int64_t right) {
     if (left < 0 || right < 0) return;
     auto it = lookup_.find(pieces_[ids[left]] + pieces_[ids[right]]);
-    if (it != lookup_.end()) heap.push({scores_[it->second], left, right, it->second});
+    if (it == lookup_.end()) return;
+    // Like SentencePiece, never merge into a special or a byte piece (e.g. "<s>" typed out).
+    const int64_t m = it->second;
+    if (m == opts_.bos_id || m == opts_.eos_id || m == opts_.unk_id) return;
+    if (byte_base_ >= 0 && m >= byte_base_ && m < byte_base_ + 256) return;
+    heap.push({scores_[m], left, right, m});
   };
   for (int64_t i = 0; i + 1 < n; ++i) push(i, i + 1);
   while (!heap.empty()) {
