@@ -9,6 +9,10 @@
 // Data files: --data FILE (every task) or --data TASK=FILE, else $MQ_DATA_DIR/<default>,
 // else <repo>/../shared/data/<default>, where <default> is wikitext2/wiki.test.raw.txt for
 // both WikiText tasks and tinystories/valid.head.txt for docs.
+//
+// Every option is a field of mq::EvalConfig (config/eval_config.h), resolved in this order:
+// the defaults, `--config FILE.json`, the flags given on the command line, then every
+// `--set key=value` in order. `--print-config` prints the result as JSON and exits.
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +31,8 @@
 #include <sstream>
 
 #include "mobilequant/cli/commands.h"
+#include "mobilequant/config/config_json.h"
+#include "mobilequant/config/eval_config.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/eval/perplexity.h"
 #include "mobilequant/eval/text_documents.h"
@@ -37,26 +43,33 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Everything `mobilequant eval` is told.
+/// The command line of `mobilequant eval`: the flags as given, before they meet the config file.
 struct EvalArgs {
   ModelArgs model;
   std::vector<std::string> tasks;
   std::vector<std::string> data;  ///< FILE or TASK=FILE
-  int64_t max_length = 2048;
-  int64_t seqlen = 2048;
+  int64_t max_length = 0;
+  int64_t seqlen = 0;
   std::string separator = "<|endoftext|>";
   int64_t batch_size = 1;
   int64_t limit = -1;
   std::string output;
-  bool max_length_given = false;
-  bool seqlen_given = false;
+  std::string config;             ///< --config FILE.json
+  std::vector<std::string> sets;  ///< --set key=value, in order
+  bool print_config = false;
 };
 
-const std::vector<std::string> kTasks = {"wikitext", "wikitext-gptq", "docs"};
-
 /// The data file a task reads when no --data names one, relative to the data directory.
-std::string default_data_relpath(const std::string& task) {
-  return task == "docs" ? "tinystories/valid.head.txt" : "wikitext2/wiki.test.raw.txt";
+std::string default_data_relpath(EvalTask task) {
+  return task == EvalTask::kDocs ? "tinystories/valid.head.txt" : "wikitext2/wiki.test.raw.txt";
+}
+
+/// True if `name` is the name of an EvalTask.
+bool is_task_name(const std::string& name) {
+  for (const EvalTask t : EnumValues<EvalTask>::values()) {
+    if (name == to_string(t)) return true;
+  }
+  return false;
 }
 
 /// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
@@ -66,13 +79,12 @@ fs::path source_dir() {
 }
 
 /// The data file of `task`: --data TASK=FILE, --data FILE, $MQ_DATA_DIR, ../shared/data.
-std::string resolve_data(const EvalArgs& a, const std::string& task) {
+std::string resolve_data(const EvalConfig& a, EvalTask task) {
   std::string any;
   for (const auto& d : a.data) {
     const size_t eq = d.find('=');
-    if (eq != std::string::npos &&
-        std::find(kTasks.begin(), kTasks.end(), d.substr(0, eq)) != kTasks.end()) {
-      if (d.substr(0, eq) == task) return d.substr(eq + 1);
+    if (eq != std::string::npos && is_task_name(d.substr(0, eq))) {
+      if (d.substr(0, eq) == to_string(task)) return d.substr(eq + 1);
     } else {
       any = d;
     }
@@ -174,53 +186,87 @@ std::function<void(const ScoreProgress&)> progress_printer(const std::string& ta
 }
 
 /// A short label of the protocol for the table.
-std::string protocol_label(const std::string& task, int64_t max_length, int64_t seqlen) {
-  if (task == "wikitext") {
+std::string protocol_label(EvalTask task, int64_t max_length, int64_t seqlen) {
+  if (task == EvalTask::kWikitext) {
     return "lm-eval v0.3 rolling, max_length=" + std::to_string(max_length);
   }
-  if (task == "wikitext-gptq") return "GPTQ/OmniQuant chunks, seqlen=" + std::to_string(seqlen);
+  if (task == EvalTask::kWikitextGptq) {
+    return "GPTQ/OmniQuant chunks, seqlen=" + std::to_string(seqlen);
+  }
   return "BOS docs, max_length=" + std::to_string(max_length);
 }
 
-void run_eval(const EvalArgs& a) {
-  MQ_CHECK(!a.tasks.empty(), "eval: give at least one --task (", "wikitext, wikitext-gptq, docs)");
-  MQ_CHECK(a.batch_size >= 1, "--batch-size: expected >= 1, got ", a.batch_size);
+/// The EvalConfig of one command line: defaults, then --config FILE, then the flags given
+/// explicitly, then every --set in order; validated.
+EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
+  EvalConfig c;
+  if (!a.config.empty()) read_config_file(a.config, c);
+  const auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
+  if (given("--model")) c.model = a.model.model;
+  if (given("--tokenizer")) c.tokenizer = a.model.tokenizer;
+  if (given("--device")) c.device = a.model.device;
+  if (given("--dtype")) c.dtype = a.model.dtype;
+  if (given("--task")) {
+    c.tasks.clear();
+    for (const auto& t : a.tasks) c.tasks.push_back(parse_eval_task(t, "--task"));
+  }
+  if (given("--data")) c.data = a.data;
+  if (given("--max-length")) c.max_length = a.max_length;
+  if (given("--seqlen")) c.seqlen = a.seqlen;
+  if (given("--separator")) c.separator = a.separator;
+  if (given("--batch-size")) c.batch_size = a.batch_size;
+  if (given("--limit")) c.limit = a.limit;
+  if (given("--output")) c.output = a.output;
+  for (const auto& s : a.sets) apply_override(c, s, "--set");
+  c.validate(a.config.empty() ? "eval" : "eval (--config " + a.config + ")");
+  return c;
+}
+
+/// Runs every task of the resolved, validated `a`.
+void run_eval(const EvalConfig& a) {
   // Read every data file first, so a bad path fails before the model loads.
   std::vector<std::pair<std::string, std::string>> inputs;  // (path, text) per task
-  for (const auto& task : a.tasks) {
+  for (const EvalTask task : a.tasks) {
     const std::string path = resolve_data(a, task);
-    inputs.emplace_back(path, read_text_file(path, "eval --task " + task + " data file"));
+    inputs.emplace_back(path, read_text_file(path, std::string("eval --task ") + to_string(task) +
+                                                       " data file"));
   }
 
-  const LoadOptions load = to_load_options(a.model);
-  std::cerr << "[eval] loading " << a.model.model << " (" << a.model.dtype << ", "
-            << load.device.str() << ")\n";
-  LoadedModel lm = load_model(a.model.model, load);
-  MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model.model,
+  ModelArgs model_args;
+  model_args.model = a.model;
+  model_args.tokenizer = a.tokenizer;
+  model_args.device = a.device;
+  model_args.dtype = a.dtype;
+  const LoadOptions load = to_load_options(model_args);
+  std::cerr << "[eval] loading " << a.model << " (" << a.dtype << ", " << load.device.str()
+            << ")\n";
+  LoadedModel lm = load_model(a.model, load);
+  MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model,
            "': no tokenizer found beside it; pass --tokenizer");
   const int64_t context = lm.model->config().max_position_embeddings;
-  // Unless given, window lengths are 2048 capped at the model's trained context.
-  const int64_t max_length = a.max_length_given ? a.max_length : std::min<int64_t>(2048, context);
-  const int64_t seqlen = a.seqlen_given ? a.seqlen : std::min<int64_t>(2048, context);
+  // Unless given (0), window lengths are 2048 capped at the model's trained context.
+  const int64_t max_length = a.max_length > 0 ? a.max_length : std::min<int64_t>(2048, context);
+  const int64_t seqlen = a.seqlen > 0 ? a.seqlen : std::min<int64_t>(2048, context);
 
   nlohmann::json results = nlohmann::json::array();
   std::ostringstream table;
   table << "| task | protocol | metric | value | tokens | docs |\n"
         << "|---|---|---|---:|---:|---:|\n";
   for (size_t t = 0; t < a.tasks.size(); ++t) {
-    const std::string& task = a.tasks[t];
+    const EvalTask task_id = a.tasks[t];
+    const std::string task = to_string(task_id);
     const auto& [path, text] = inputs[t];
     ScoreOptions score;
     score.batch_size = a.batch_size;
     score.progress = progress_printer(task);
     std::cerr << "[eval " << task << "] data " << path << "\n";
     PerplexityResult r;
-    if (task == "wikitext") {
+    if (task_id == EvalTask::kWikitext) {
       WikitextOptions o;
       o.max_length = max_length;
       o.limit_documents = a.limit;
       r = evaluate_wikitext_lm_eval(lm.model, *lm.tokenizer, text, o, score);
-    } else if (task == "wikitext-gptq") {
+    } else if (task_id == EvalTask::kWikitextGptq) {
       GptqOptions o;
       o.seqlen = seqlen;
       o.limit_windows = a.limit;
@@ -232,7 +278,7 @@ void run_eval(const EvalArgs& a) {
       o.limit_documents = a.limit;
       r = evaluate_documents(lm.model, *lm.tokenizer, text, o, score);
     }
-    const std::string label = protocol_label(task, max_length, seqlen);
+    const std::string label = protocol_label(task_id, max_length, seqlen);
     nlohmann::json metrics = nlohmann::json::array();
     for (const auto& m : r.metrics) {
       table << "| " << task << " | " << label << " | " << m.name << " | " << std::fixed
@@ -251,11 +297,11 @@ void run_eval(const EvalArgs& a) {
                          {"windows", r.windows},
                          {"seconds", r.seconds},
                          {"limited", a.limit >= 0}};
-    if (task == "wikitext") {
+    if (task_id == EvalTask::kWikitext) {
       entry["words"] = r.words;
       entry["bytes"] = r.bytes;
       entry["max_length"] = max_length;
-    } else if (task == "wikitext-gptq") {
+    } else if (task_id == EvalTask::kWikitextGptq) {
       entry["seqlen"] = seqlen;
     } else {
       entry["separator"] = a.separator;
@@ -266,16 +312,16 @@ void run_eval(const EvalArgs& a) {
   std::cout << table.str() << std::flush;
 
   if (!a.output.empty()) {
-    nlohmann::json out{{"model", a.model.model},
+    nlohmann::json out{{"model", a.model},
                        {"model_format", lm.format},
-                       {"tokenizer", a.model.tokenizer.empty() ? "(from the model)"
-                                                               : a.model.tokenizer},
-                       {"dtype", a.model.dtype},
+                       {"tokenizer", a.tokenizer.empty() ? "(from the model)" : a.tokenizer},
+                       {"dtype", a.dtype},
                        {"device", load.device.str()},
                        {"batch_size", a.batch_size},
                        {"command_line", command_line()},
                        {"machine", machine_info(load.device)},
                        {"finished_at", utc_now()},
+                       {"config", config_to_json(a)},
                        {"results", results}};
     write_json_atomically(out, a.output);
     std::cerr << "[eval] wrote " << a.output << "\n";
@@ -290,20 +336,30 @@ void add_eval_command(CLI::App& app) {
       "eval",
       "Perplexity: wikitext (lm-eval v0.3 word perplexity, as MobileQuant reports), "
       "wikitext-gptq (GPTQ/OmniQuant token perplexity), docs (documents of any text file)");
+  cmd->add_option("--config", a->config,
+                  "Read the evaluation from this JSON file (configs/eval/*.json); flags given "
+                  "on the command line override it")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--set", a->sets,
+                  "Override one config key, e.g. --set max_length=512 (repeatable, applied "
+                  "last, in order)");
+  cmd->add_flag("--print-config", a->print_config,
+                "Print the resolved config as JSON and exit");
   add_model_args(*cmd, a->model);
+  // A config file may name the model; resolve_eval_config checks that something does.
+  cmd->get_option("--model")->required(false);
   cmd->add_option("--task", a->tasks, "wikitext | wikitext-gptq | docs (repeatable)")
-      ->required()
-      ->check(CLI::IsMember(kTasks));
+      ->check(CLI::IsMember(enum_names<EvalTask>()));
   cmd->add_option("--data", a->data,
                   "Data file for every task, or TASK=FILE for one (repeatable); default "
                   "$MQ_DATA_DIR or <repo>/../shared/data: wikitext2/wiki.test.raw.txt, "
                   "tinystories/valid.head.txt");
-  auto* ml = cmd->add_option("--max-length", a->max_length,
-                             "Window length of wikitext and docs (default 2048, capped at the "
-                             "model's context)");
-  auto* sl = cmd->add_option("--seqlen", a->seqlen,
-                             "Window length of wikitext-gptq (default 2048, capped at the "
-                             "model's context)");
+  cmd->add_option("--max-length", a->max_length,
+                  "Window length of wikitext and docs (default 2048, capped at the "
+                  "model's context)");
+  cmd->add_option("--seqlen", a->seqlen,
+                  "Window length of wikitext-gptq (default 2048, capped at the "
+                  "model's context)");
   cmd->add_option("--separator", a->separator, "Document separator line of docs")
       ->capture_default_str();
   cmd->add_option("--batch-size", a->batch_size, "Windows of equal length per forward pass")
@@ -311,10 +367,16 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--limit", a->limit,
                   "Score only the first N documents (wikitext, docs) or windows (wikitext-gptq)");
   cmd->add_option("-o,--output", a->output, "Write the results as JSON to this file");
-  cmd->callback([a, ml, sl] {
-    a->max_length_given = ml->count() > 0;
-    a->seqlen_given = sl->count() > 0;
-    run_eval(*a);
+  cmd->callback([a, cmd] {
+    const EvalConfig config = resolve_eval_config(*a, *cmd);
+    if (a->print_config) {
+      std::cout << config_to_json(config).dump(2) << std::endl;
+      return;
+    }
+    MQ_CHECK(!config.model.empty(),
+             "eval: no model; pass --model PATH, or set \"model\" in the --config file, or "
+             "--set model=PATH");
+    run_eval(config);
   });
 }
 

@@ -1,0 +1,72 @@
+// mobilequant/config/eval_config.h
+// What `mobilequant eval` is told, as one plain struct that a JSON file (configs/eval/*.json),
+// the command-line flags and `--set key=value` fill (config/config_json.h). The protocols
+// themselves are in eval/perplexity.h; this struct only names them and their parameters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mobilequant/config/field_visitor.h"
+
+namespace mq {
+
+/// The perplexity protocols of eval/perplexity.h.
+enum class EvalTask {
+  kWikitext,      ///< "wikitext": lm-eval v0.3 word perplexity (what MobileQuant reports)
+  kWikitextGptq,  ///< "wikitext-gptq": GPTQ/OmniQuant token perplexity
+  kDocs,          ///< "docs": documents of any text file (e.g. TinyStories)
+};
+
+/// Returns "wikitext", "wikitext-gptq" or "docs".
+const char* to_string(EvalTask task);
+/// Parses a task name; throws mq::Error naming `where`, the name and the allowed set.
+EvalTask parse_eval_task(const std::string& name, const std::string& where);
+
+/// The values of EvalTask, for parse_enum and the allowed-set messages.
+template <>
+struct EnumValues<EvalTask> {
+  /// Every EvalTask, in declaration order.
+  static const std::vector<EvalTask>& values();
+};
+
+/// One evaluation: the model, the protocols and their parameters, where the results go.
+struct EvalConfig {
+  std::string model;                        ///< HF directory, .gguf or llama2.c .bin
+  std::string tokenizer;                    ///< tokenizer file overriding the model's ("": none)
+  std::string device = "cpu";               ///< cpu, cuda or cuda:N
+  std::string dtype = "fp32";               ///< fp32, bf16 or fp16 (float32, ... accepted)
+  std::vector<EvalTask> tasks;              ///< protocols to run, in order
+  std::vector<std::string> data;            ///< data files: FILE (every task) or TASK=FILE
+  int64_t max_length = 0;                   ///< wikitext/docs window; 0: 2048 capped at context
+  int64_t seqlen = 0;                       ///< wikitext-gptq window; 0: 2048 capped at context
+  std::string separator = "<|endoftext|>";  ///< docs: a line holding only this ends a document
+  int64_t batch_size = 1;                   ///< windows of equal length per forward pass
+  int64_t limit = -1;                       ///< first N documents/windows only (-1: all)
+  std::string output;                       ///< results JSON file ("": none)
+
+  /// The one field list (config/field_visitor.h).
+  template <class V>
+  void for_each_field(V& v) {
+    v("model", model, "Model: a Hugging Face directory, a .gguf file or a llama2.c .bin");
+    v("tokenizer", tokenizer, "Tokenizer file overriding the one found beside the model");
+    v("device", device, "cpu, cuda or cuda:N");
+    v("dtype", dtype, "Parameter dtype: fp32, bf16 or fp16");
+    v("tasks", tasks, "Protocols: wikitext, wikitext-gptq, docs");
+    v("data", data, "Data file for every task, or TASK=FILE for one");
+    v("max_length", max_length, "Window length of wikitext and docs (0: 2048 capped at context)");
+    v("seqlen", seqlen, "Window length of wikitext-gptq (0: 2048 capped at context)");
+    v("separator", separator, "Document separator line of docs");
+    v("batch_size", batch_size, "Windows of equal length per forward pass");
+    v("limit", limit, "Score only the first N documents or windows (-1: all)");
+    v("output", output, "Write the results as JSON to this file");
+  }
+
+  /// Throws mq::Error naming `where`, the key, the value and what is allowed when a field is
+  /// out of range: no tasks, lengths < 0, batch_size < 1, limit < -1, an unknown dtype or
+  /// device. The model path is not checked (a config file may leave it to the command line).
+  void validate(const std::string& where) const;
+};
+
+}  // namespace mq
