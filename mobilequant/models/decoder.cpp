@@ -70,8 +70,10 @@ RotaryEmbedding::RotaryEmbedding(int64_t rotary_dim, double theta) : rotary_dim_
 
 std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::tables(
     const torch::Tensor& positions) const {
-  auto inv = inv_freq_.to(positions.device());
-  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv;            // [B, T, R/2]
+  // Copy the frequencies to the positions' device once, not on every forward.
+  if (!inv_freq_on_device_.defined() || inv_freq_on_device_.device() != positions.device())
+    inv_freq_on_device_ = inv_freq_.to(positions.device());
+  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_on_device_;  // [B, T, R/2]
   auto emb = torch::cat({freqs, freqs}, -1);                                 // [B, T, R]
   return {emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)};                   // [B, 1, T, R]
 }

@@ -54,7 +54,8 @@ class RotaryEmbedding {
 
  private:
   int64_t rotary_dim_;
-  torch::Tensor inv_freq_;  // [rotary_dim/2] fp32
+  torch::Tensor inv_freq_;          // [rotary_dim/2] fp32, on the CPU
+  mutable torch::Tensor inv_freq_on_device_;  // [rotary_dim/2] fp32, copy on the last device used
 };
 
 /// Self-attention with grouped/multi-query heads and (partial) rotary embeddings.
