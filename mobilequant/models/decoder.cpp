@@ -12,15 +12,46 @@ namespace mq {
 
 namespace {
 
-/// Reports `value` to the observer, if any.
-inline void tap(const ActivationObserver* observer, int64_t layer, const char* site,
-                const torch::Tensor& value) {
-  if (observer != nullptr && *observer) (*observer)(layer, site, value);
+/// The activation the forward continues with at `site` (x itself without hooks).
+inline torch::Tensor at_site(ForwardHooks* hooks, int64_t layer, ActSite site,
+                             const torch::Tensor& x) {
+  return hooks != nullptr ? hooks->activation(layer, site, x) : x;
+}
+
+/// x [..., in] -> [..., out] with explicit weights.
+inline torch::Tensor linear(const torch::Tensor& x, const LinearWeights& w) {
+  return torch::nn::functional::linear(x, w.weight, w.bias);
 }
 
 torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
+
+/// Copies src into dst (a parameter) after checking the shape; `name` for errors.
+void copy_checked(torch::Tensor& dst, const torch::Tensor& src, const std::string& where,
+                  const char* name) {
+  if (!dst.defined()) {
+    MQ_CHECK(!src.defined(), where, ": ", name, " has no such parameter in this model");
+    return;
+  }
+  MQ_CHECK(src.defined(), where, ": ", name, " missing");
+  MQ_CHECK(src.sizes() == dst.sizes(), where, ": ", name, " has shape ", src.sizes(),
+           ", expected ", dst.sizes());
+  dst.copy_(src);
+}
+
+/// Hooks that report to an observer and change nothing.
+class ObserverHooks : public ForwardHooks {
+ public:
+  explicit ObserverHooks(ActivationObserver fn) : fn_(std::move(fn)) {}
+  torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) override {
+    fn_(layer, site, x);
+    return x;
+  }
+
+ private:
+  ActivationObserver fn_;
+};
 
 }  // namespace
 
@@ -34,6 +65,13 @@ NormImpl::NormImpl(NormKind kind_, int64_t dim, double eps_) : kind(kind_), eps(
 }
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
+  return apply(kind, eps, x, NormWeights{weight, bias});
+}
+
+torch::Tensor NormImpl::apply(NormKind kind, double eps, const torch::Tensor& x,
+                              const NormWeights& w) {
+  const auto& weight = w.weight;
+  const auto& bias = w.bias;
   switch (kind) {
     case NormKind::kRms: {
       // LlamaRMSNorm: normalise in fp32, cast back, then scale by w in the weight's dtype.
@@ -108,49 +146,64 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg)
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin, const torch::Tensor& mask,
-                                     int64_t layer, const ActivationObserver* observer) {
+                                     const LayerWeights& w, int64_t layer, ForwardHooks* hooks) {
   const int64_t b = x.size(0), t = x.size(1);
-  auto q = q_proj(x);                                                        // [B, T, H*D]
-  auto k = k_proj(x);                                                        // [B, T, KV*D]
-  auto v = v_proj(x);                                                        // [B, T, KV*D]
-  tap(observer, layer, "self_attn.q_proj.out", q);
-  tap(observer, layer, "self_attn.k_proj.out", k);
-  tap(observer, layer, "self_attn.v_proj.out", v);
+  torch::Tensor q, k, v;
+  if (hooks == nullptr) {
+    q = linear(x, w.q_proj);                                                 // [B, T, H*D]
+    k = linear(x, w.k_proj);                                                 // [B, T, KV*D]
+    v = linear(x, w.v_proj);                                                 // [B, T, KV*D]
+  } else {
+    q = at_site(hooks, layer, ActSite::kQProjOut,
+                linear(at_site(hooks, layer, ActSite::kQProjIn, x), w.q_proj));
+    k = at_site(hooks, layer, ActSite::kKProjOut,
+                linear(at_site(hooks, layer, ActSite::kKProjIn, x), w.k_proj));
+    v = at_site(hooks, layer, ActSite::kVProjOut,
+                linear(at_site(hooks, layer, ActSite::kVProjIn, x), w.v_proj));
+  }
   q = q.view({b, t, num_heads_, head_dim_}).transpose(1, 2);                 // [B, H, T, D]
   k = k.view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);              // [B, KV, T, D]
   v = v.view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);              // [B, KV, T, D]
   q = RotaryEmbedding::apply(q, cos, sin);
   k = RotaryEmbedding::apply(k, cos, sin);
-  tap(observer, layer, "self_attn.q_rope.out", q);
-  tap(observer, layer, "self_attn.k_rope.out", k);
   const int64_t rep = num_heads_ / num_kv_heads_;
-  if (rep > 1) {  // transformers' repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
-    k = k.repeat_interleave(rep, 1);                                         // [B, H, T, D]
-    v = v.repeat_interleave(rep, 1);                                         // [B, H, T, D]
-  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   torch::Tensor ctx;                                                         // [B, H, T, D]
-  if (observer != nullptr && *observer) {
-    // Explicit path so that the scores and probabilities can be observed.
-    auto scores = torch::matmul(q, k.transpose(-2, -1)) * scale;             // [B, H, T, T]
-    tap(observer, layer, "self_attn.qk_bmm.out", scores);
+  if (hooks != nullptr) {
+    // Explicit path: every operand of the two matmuls is a site (per-tensor or per-D ranges
+    // are the same before and after repeat_kv, so k and v are reported unrepeated).
+    q = at_site(hooks, layer, ActSite::kQkBmmIn, q);
+    k = at_site(hooks, layer, ActSite::kQkBmmIn2, k);
+    v = at_site(hooks, layer, ActSite::kPvBmmIn2, v);
+    if (rep > 1) {  // transformers' repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
+      k = k.repeat_interleave(rep, 1);                                       // [B, H, T, D]
+      v = v.repeat_interleave(rep, 1);                                       // [B, H, T, D]
+    }
+    auto scores = torch::matmul(q, k.transpose(-2, -1));                     // [B, H, T, T]
+    scores = at_site(hooks, layer, ActSite::kQkBmmOut, scores) * scale;
     auto allowed = mask.defined()
                        ? mask
                        : torch::ones({t, t}, torch::dtype(torch::kBool).device(x.device())).tril();
     scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
     auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-    tap(observer, layer, "self_attn.softmax.out", probs);
+    probs = at_site(hooks, layer, ActSite::kPvBmmIn, probs);                 // [B, H, T, T]
     ctx = torch::matmul(probs, v);
-  } else if (mask.defined()) {
-    ctx = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
   } else {
-    ctx = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
+    if (rep > 1) {
+      k = k.repeat_interleave(rep, 1);                                       // [B, H, T, D]
+      v = v.repeat_interleave(rep, 1);                                       // [B, H, T, D]
+    }
+    if (mask.defined()) {
+      ctx = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
+    } else {
+      ctx = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
+    }
   }
   ctx = ctx.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});         // [B, T, H*D]
-  tap(observer, layer, "self_attn.o_proj.in", ctx);
-  auto out = o_proj(ctx);                                                    // [B, T, C]
-  tap(observer, layer, "self_attn.o_proj.out", out);
-  return out;
+  if (hooks == nullptr) return linear(ctx, w.o_proj);                        // [B, T, C]
+  ctx = at_site(hooks, layer, ActSite::kPvBmmOut, ctx);
+  ctx = at_site(hooks, layer, ActSite::kOProjIn, ctx);
+  return at_site(hooks, layer, ActSite::kOProjOut, linear(ctx, w.o_proj));   // [B, T, C]
 }
 
 // ---------------------------------------------------------------------------- MLP
@@ -162,24 +215,36 @@ MlpImpl::MlpImpl(const ModelConfig& cfg) : act_(cfg.hidden_act) {
   down_proj = register_module("down_proj", make_linear(f, c, cfg.mlp_bias));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x, int64_t layer,
-                               const ActivationObserver* observer) {
-  auto gate = gate_proj(x);                                                  // [B, T, F]
-  auto up = up_proj(x);                                                      // [B, T, F]
-  tap(observer, layer, "mlp.gate_proj.out", gate);
-  tap(observer, layer, "mlp.up_proj.out", up);
+torch::Tensor MlpImpl::forward(const torch::Tensor& x, const LayerWeights& w, int64_t layer,
+                               ForwardHooks* hooks) {
+  if (hooks == nullptr) {
+    auto gate = linear(x, w.gate_proj);                                      // [B, T, F]
+    auto up = linear(x, w.up_proj);                                          // [B, T, F]
+    torch::Tensor act;                                                       // [B, T, F]
+    switch (act_) {
+      case Activation::kSilu: act = torch::silu(gate); break;
+      case Activation::kGeluTanh: act = torch::gelu(gate, "tanh"); break;
+      case Activation::kGeluErf: act = torch::gelu(gate); break;
+    }
+    return linear(act * up, w.down_proj);                                    // [B, T, C]
+  }
+  auto gate = at_site(hooks, layer, ActSite::kGateOut,
+                      linear(at_site(hooks, layer, ActSite::kGateIn, x), w.gate_proj));
+  auto up = at_site(hooks, layer, ActSite::kUpOut,
+                    linear(at_site(hooks, layer, ActSite::kUpIn, x), w.up_proj));
+  gate = at_site(hooks, layer, ActSite::kActIn, gate);
   torch::Tensor act;                                                         // [B, T, F]
   switch (act_) {
-    case Activation::kSilu: act = torch::silu(gate); break;
+    case Activation::kSilu:
+      // The reference's QSiLU: x * sigmoid(x), with the sigmoid a site of its own (§3.1).
+      act = gate * at_site(hooks, layer, ActSite::kActIn2, torch::sigmoid(gate));
+      break;
     case Activation::kGeluTanh: act = torch::gelu(gate, "tanh"); break;
     case Activation::kGeluErf: act = torch::gelu(gate); break;
   }
-  tap(observer, layer, "mlp.act_fn.out", act);
-  auto h = act * up;                                                         // [B, T, F]
-  tap(observer, layer, "mlp.down_proj.in", h);
-  auto out = down_proj(h);                                                   // [B, T, C]
-  tap(observer, layer, "mlp.down_proj.out", out);
-  return out;
+  act = at_site(hooks, layer, ActSite::kActOut, act);
+  auto h = at_site(hooks, layer, ActSite::kDownIn, act * up);               // [B, T, F]
+  return at_site(hooks, layer, ActSite::kDownOut, linear(h, w.down_proj));  // [B, T, C]
 }
 
 // ---------------------------------------------------------------------------- Block
@@ -195,17 +260,52 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg) {
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                         const torch::Tensor& sin, const torch::Tensor& mask,
-                                        int64_t layer, const ActivationObserver* observer) {
-  tap(observer, layer, "input_layernorm.in", x);
-  auto h = input_layernorm(x);                                               // [B, T, C]
-  tap(observer, layer, "input_layernorm.out", h);
-  auto r = x + self_attn->forward(h, cos, sin, mask, layer, observer);       // [B, T, C]
-  tap(observer, layer, "post_attention_layernorm.in", r);
-  h = post_attention_layernorm(r);
-  tap(observer, layer, "post_attention_layernorm.out", h);
-  auto out = r + mlp->forward(h, layer, observer);                           // [B, T, C]
-  tap(observer, layer, "out", out);
-  return out;
+                                        int64_t layer, ForwardHooks* hooks) {
+  const LayerWeights stored = weights();
+  const LayerWeights w = hooks != nullptr ? hooks->layer_weights(layer, stored) : stored;
+  const NormImpl& n1 = *input_layernorm;
+  const NormImpl& n2 = *post_attention_layernorm;
+  auto h = NormImpl::apply(n1.kind, n1.eps, at_site(hooks, layer, ActSite::kInputNormIn, x),
+                           w.input_layernorm);                               // [B, T, C]
+  h = at_site(hooks, layer, ActSite::kInputNormOut, h);
+  auto r = at_site(hooks, layer, ActSite::kResidAdd1Out,
+                   x + self_attn->forward(h, cos, sin, mask, w, layer, hooks));  // [B, T, C]
+  h = NormImpl::apply(n2.kind, n2.eps, at_site(hooks, layer, ActSite::kPostNormIn, r),
+                      w.post_attention_layernorm);
+  h = at_site(hooks, layer, ActSite::kPostNormOut, h);
+  return at_site(hooks, layer, ActSite::kResidAdd2Out,
+                 r + mlp->forward(h, w, layer, hooks));                      // [B, T, C]
+}
+
+LayerWeights DecoderLayerImpl::weights() const {
+  auto lin = [](const torch::nn::Linear& l) { return LinearWeights{l->weight, l->bias}; };
+  auto norm = [](const Norm& n) { return NormWeights{n->weight, n->bias}; };
+  return LayerWeights{norm(input_layernorm),          lin(self_attn->q_proj),
+                      lin(self_attn->k_proj),         lin(self_attn->v_proj),
+                      lin(self_attn->o_proj),         norm(post_attention_layernorm),
+                      lin(mlp->gate_proj),            lin(mlp->up_proj),
+                      lin(mlp->down_proj)};
+}
+
+void DecoderLayerImpl::set_weights(const LayerWeights& w, const std::string& where) {
+  torch::NoGradGuard no_grad;
+  auto lin = [&](torch::nn::Linear& l, const LinearWeights& src, const char* name) {
+    copy_checked(l->weight, src.weight, where, name);
+    copy_checked(l->bias, src.bias, where, name);
+  };
+  auto norm = [&](Norm& n, const NormWeights& src, const char* name) {
+    copy_checked(n->weight, src.weight, where, name);
+    copy_checked(n->bias, src.bias, where, name);
+  };
+  norm(input_layernorm, w.input_layernorm, "input_layernorm");
+  lin(self_attn->q_proj, w.q_proj, "self_attn.q_proj");
+  lin(self_attn->k_proj, w.k_proj, "self_attn.k_proj");
+  lin(self_attn->v_proj, w.v_proj, "self_attn.v_proj");
+  lin(self_attn->o_proj, w.o_proj, "self_attn.o_proj");
+  norm(post_attention_layernorm, w.post_attention_layernorm, "post_attention_layernorm");
+  lin(mlp->gate_proj, w.gate_proj, "mlp.gate_proj");
+  lin(mlp->up_proj, w.up_proj, "mlp.up_proj");
+  lin(mlp->down_proj, w.down_proj, "mlp.down_proj");
 }
 
 // ---------------------------------------------------------------------------- Model
@@ -230,7 +330,7 @@ torch::Tensor CausalLmImpl::hidden_states(const torch::Tensor& input_ids,
                                           const torch::Tensor& attention_mask) {
   TORCH_CHECK(input_ids.dim() == 2, "CausalLm: input_ids must be [B, T], got ", input_ids.sizes());
   const int64_t b = input_ids.size(0), t = input_ids.size(1);
-  const ActivationObserver* obs = observer_ ? &observer_ : nullptr;
+  ForwardHooks* hooks = hooks_;
   auto dev = input_ids.device();
 
   torch::Tensor positions;  // [B, T]
@@ -257,13 +357,11 @@ torch::Tensor CausalLmImpl::hidden_states(const torch::Tensor& input_ids,
                                     torch::dtype(h.scalar_type()).device(dev));
     h = h * normalizer;
   }
-  tap(obs, -1, "model.embed_tokens.out", h);
+  h = at_site(hooks, -1, ActSite::kEmbedOut, h);
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i)
-    h = model->layers[i]->as<DecoderLayer>()->forward(h, cos, sin, mask, i, obs);
-  tap(obs, -1, "model.norm.in", h);
-  h = model->norm(h);
-  tap(obs, -1, "model.norm.out", h);
-  return h;
+    h = model->layers[i]->as<DecoderLayer>()->forward(h, cos, sin, mask, i, hooks);
+  h = model->norm(at_site(hooks, -1, ActSite::kFinalNormIn, h));
+  return at_site(hooks, -1, ActSite::kFinalNormOut, h);
 }
 
 torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) {
@@ -274,8 +372,23 @@ torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) {
 torch::Tensor CausalLmImpl::forward(const torch::Tensor& input_ids,
                                     const torch::Tensor& attention_mask) {
   auto out = logits(hidden_states(input_ids, attention_mask));               // [B, T, V]
-  if (observer_) observer_(-1, "lm_head.out", out);
-  return out;
+  return at_site(hooks_, -1, ActSite::kLmHeadOut, out);
+}
+
+void CausalLmImpl::set_observer(ActivationObserver observer) {
+  if (observer) {
+    observer_hooks_ = std::make_shared<ObserverHooks>(std::move(observer));
+    hooks_ = observer_hooks_.get();
+  } else {
+    if (hooks_ == observer_hooks_.get()) hooks_ = nullptr;
+    observer_hooks_.reset();
+  }
+}
+
+DecoderLayer CausalLmImpl::layer(int64_t i) const {
+  MQ_CHECK(i >= 0 && i < cfg_.num_hidden_layers, "CausalLm: layer ", i, " out of range [0, ",
+           cfg_.num_hidden_layers, ")");
+  return DecoderLayer(model->layers->ptr<DecoderLayerImpl>(i));
 }
 
 void CausalLmImpl::load_tensors(const TensorMap& tensors, const std::string& source) {

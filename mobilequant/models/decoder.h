@@ -8,9 +8,12 @@
 // (model.layers.{i}.self_attn.q_proj.weight, ...), so named_parameters() is the
 // checkpoint's name table.
 //
-// Every block reports named activation taps (layer, site, tensor) to an optional
-// observer; calibration and quantization hook in there. This file knows nothing
-// about quantization.
+// Every block reports its activations (layer, site, tensor) to optional ForwardHooks, which
+// may replace them (fake quantization) and may replace the weights a block computes with
+// (equivalent transforms, weight quantization). Sites carry the reference's names
+// (config/quant_sites.h). Without hooks the forward is the plain float one (SDPA attention,
+// fused SiLU); with hooks it runs an explicit path that exposes every site. This file knows
+// nothing about quantization itself.
 #pragma once
 
 #include <torch/torch.h>
@@ -20,14 +23,51 @@
 #include <string>
 
 #include "mobilequant/config/model_config.h"
+#include "mobilequant/config/quant_sites.h"
 #include "mobilequant/core/tensor_map.h"
 
 namespace mq {
 
-/// Receives (layer, site, tensor) at every tap; layer is -1 outside the blocks.
-/// Sites are Hugging Face module names with ".in"/".out", e.g. "self_attn.q_proj.out".
+/// Receives (layer, site, tensor) at every site; layer is -1 for model-level sites.
 using ActivationObserver =
-    std::function<void(int64_t layer, const std::string& site, const torch::Tensor& value)>;
+    std::function<void(int64_t layer, ActSite site, const torch::Tensor& value)>;
+
+/// Weight and bias of a linear layer as a block computes with them.
+struct LinearWeights {
+  torch::Tensor weight;  ///< [out, in]
+  torch::Tensor bias;    ///< [out], or undefined
+};
+
+/// Weight and bias of a norm as a block computes with them, in the stored form of its kind
+/// (Gemma's kRmsOnePlus stores w with the norm computing 1 + w).
+struct NormWeights {
+  torch::Tensor weight;  ///< [C]
+  torch::Tensor bias;    ///< [C] (LayerNorm), or undefined
+};
+
+/// Every weight of one decoder block, under Hugging Face module names.
+struct LayerWeights {
+  NormWeights input_layernorm;           ///< before attention
+  LinearWeights q_proj, k_proj, v_proj;  ///< [H*D, C], [KV*D, C], [KV*D, C]
+  LinearWeights o_proj;                  ///< [C, H*D]
+  NormWeights post_attention_layernorm;  ///< before the MLP
+  LinearWeights gate_proj, up_proj;      ///< [F, C] (reference: w1, w3)
+  LinearWeights down_proj;               ///< [C, F] (reference: w2)
+};
+
+/// What a quantized (or observed) forward plugs into the decoder.
+class ForwardHooks {
+ public:
+  virtual ~ForwardHooks() = default;
+  /// The weights block `layer` computes with; `stored` are its parameters. Default: stored.
+  virtual LayerWeights layer_weights(int64_t layer, const LayerWeights& stored) {
+    (void)layer;
+    return stored;
+  }
+  /// Called with the activation at `site` of `layer` (-1: model level); returns the tensor
+  /// the forward continues with (x itself to observe only).
+  virtual torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) = 0;
+};
 
 /// The normalisation of a block or of the final norm: RMSNorm, RMSNorm(1+w) or LayerNorm.
 class NormImpl : public torch::nn::Module {
@@ -35,6 +75,9 @@ class NormImpl : public torch::nn::Module {
   NormImpl(NormKind kind, int64_t dim, double eps);
   /// x: [..., dim] -> [..., dim]; computed in fp32 as transformers does.
   torch::Tensor forward(const torch::Tensor& x);
+  /// The same norm with explicit weights (stored form, see NormWeights).
+  static torch::Tensor apply(NormKind kind, double eps, const torch::Tensor& x,
+                             const NormWeights& w);
   NormKind kind;
   double eps;
   torch::Tensor weight;  // [dim]
@@ -63,10 +106,10 @@ class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& cfg);
   /// x: [B, T, C]; cos/sin: [B, 1, T, R]; mask: [B, 1, T, T] bool (true = attend) or
-  /// undefined for plain causal attention. Returns [B, T, C].
+  /// undefined for plain causal attention; w: the block's weights. Returns [B, T, C].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, int64_t layer,
-                        const ActivationObserver* observer);
+                        const torch::Tensor& mask, const LayerWeights& w, int64_t layer,
+                        ForwardHooks* hooks);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -78,8 +121,9 @@ TORCH_MODULE(Attention);
 class MlpImpl : public torch::nn::Module {
  public:
   explicit MlpImpl(const ModelConfig& cfg);
-  /// x: [B, T, C] -> [B, T, C].
-  torch::Tensor forward(const torch::Tensor& x, int64_t layer, const ActivationObserver* observer);
+  /// x: [B, T, C] -> [B, T, C]; w: the block's weights.
+  torch::Tensor forward(const torch::Tensor& x, const LayerWeights& w, int64_t layer,
+                        ForwardHooks* hooks);
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
@@ -93,8 +137,12 @@ class DecoderLayerImpl : public torch::nn::Module {
   explicit DecoderLayerImpl(const ModelConfig& cfg);
   /// x: [B, T, C] -> [B, T, C].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, int64_t layer,
-                        const ActivationObserver* observer);
+                        const torch::Tensor& mask, int64_t layer, ForwardHooks* hooks);
+  /// The block's parameters (shared tensors, not copies).
+  LayerWeights weights() const;
+  /// Copies `w` into the parameters under NoGradGuard (folding a transform in place); shapes
+  /// must match, `where` names the caller in errors.
+  void set_weights(const LayerWeights& w, const std::string& where);
   Norm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -130,8 +178,15 @@ class CausalLmImpl : public torch::nn::Module {
   /// `source` names the checkpoint in errors. Extra tensors not used by the model are errors too,
   /// except rotary caches (`*.rotary_emb.inv_freq`).
   void load_tensors(const TensorMap& tensors, const std::string& source);
-  /// Installs (or clears, with nullptr) the activation observer.
-  void set_observer(ActivationObserver observer) { observer_ = std::move(observer); }
+  /// Installs (or clears, with nullptr) hooks the model does not own; the caller keeps them
+  /// alive while installed. Replaces any observer.
+  void set_hooks(ForwardHooks* hooks) { hooks_ = hooks; }
+  /// The installed hooks (nullptr: plain float forward).
+  ForwardHooks* hooks() const { return hooks_; }
+  /// Installs (or clears, with an empty function) hooks that only observe; replaces any hooks.
+  void set_observer(ActivationObserver observer);
+  /// The layer at index i.
+  DecoderLayer layer(int64_t i) const;
   const ModelConfig& config() const { return cfg_; }
 
   DecoderModel model{nullptr};
@@ -140,7 +195,8 @@ class CausalLmImpl : public torch::nn::Module {
  private:
   ModelConfig cfg_;
   RotaryEmbedding rope_;
-  ActivationObserver observer_;
+  ForwardHooks* hooks_ = nullptr;
+  std::shared_ptr<ForwardHooks> observer_hooks_;  // owned hooks of set_observer
 };
 TORCH_MODULE(CausalLm);
 

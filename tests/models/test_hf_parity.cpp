@@ -73,24 +73,26 @@ TEST_CASE("HF parity: sharded, bf16- and fp16-stored checkpoints match transform
 
 TEST_CASE("HF parity: activation taps fire at every site and match transformers' layers",
           "[unit]") {
-  const std::set<std::string> per_layer = {
-      "input_layernorm.in",       "input_layernorm.out",      "self_attn.q_proj.out",
-      "self_attn.k_proj.out",     "self_attn.v_proj.out",     "self_attn.q_rope.out",
-      "self_attn.k_rope.out",     "self_attn.qk_bmm.out",     "self_attn.softmax.out",
-      "self_attn.o_proj.in",      "self_attn.o_proj.out",     "post_attention_layernorm.in",
-      "post_attention_layernorm.out", "mlp.gate_proj.out",    "mlp.up_proj.out",
-      "mlp.act_fn.out",           "mlp.down_proj.in",         "mlp.down_proj.out",
-      "out"};
-  const std::set<std::string> global = {"model.embed_tokens.out", "model.norm.in",
-                                        "model.norm.out", "lm_head.out"};
+  std::set<mq::ActSite> global;
+  for (const mq::ActSite site : mq::EnumValues<mq::ActSite>::values())
+    if (!mq::is_block_site(site)) global.insert(site);
   for (const std::string name : {"tiny-llama", "tiny-gemma", "tiny-stablelm"}) {
     INFO("model " << name);
     auto loaded = load(name);
-    std::map<int64_t, std::set<std::string>> seen;
+    // Every block site fires, except SiLU's sigmoid in a GELU model.
+    std::set<mq::ActSite> per_layer;
+    for (const mq::ActSite site : mq::EnumValues<mq::ActSite>::values()) {
+      if (!mq::is_block_site(site)) continue;
+      if (site == mq::ActSite::kActIn2 &&
+          loaded.model->config().hidden_act != mq::Activation::kSilu)
+        continue;
+      per_layer.insert(site);
+    }
+    std::map<int64_t, std::set<mq::ActSite>> seen;
     std::map<int64_t, torch::Tensor> layer_out;  // layer -> [B, T, C]
-    loaded.model->set_observer([&](int64_t layer, const std::string& site, const torch::Tensor& v) {
+    loaded.model->set_observer([&](int64_t layer, mq::ActSite site, const torch::Tensor& v) {
       seen[layer].insert(site);
-      if (site == "out") layer_out[layer] = v.detach().clone();
+      if (site == mq::ActSite::kResidAdd2Out) layer_out[layer] = v.detach().clone();
     });
     // The observed path computes attention explicitly; it must agree with transformers too.
     check_case(loaded.model, name, "unpadded", name);
