@@ -3,6 +3,7 @@
 // sequence lengths and, in the same run, of transformers' forward on the same weights
 // (written to a temporary Hugging Face directory), threads, dtype and device; prints
 // a Markdown table with the ratio (ours / transformers; above 1 means faster).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,10 +15,13 @@
 #include <unistd.h>
 
 #include "mobilequant/bench/forward_bench.h"
+#include "mobilequant/calib/act_stats.h"
 #include "mobilequant/cli/commands.h"
+#include "mobilequant/config/quant_config.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/core/file_util.h"
 #include "mobilequant/models/hf_export.h"
+#include "mobilequant/transforms/quantized_model.h"
 
 namespace mq::cli {
 
@@ -27,18 +31,13 @@ namespace {
 
 struct BenchArgs {
   ModelArgs model;
+  std::vector<std::string> quant{"w8a8"};  ///< bench quant: presets to simulate
   std::vector<int64_t> seqlens{128, 512, 2048};
   int64_t batch = 1, warmup = 2, reps = 5, threads = 0;
   bool no_transformers = false;
   std::string python;
   std::string output;
 };
-
-/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
-std::string source_dir() {
-  if (const char* env = std::getenv("MQ_SOURCE_DIR")) return env;
-  return MQ_SOURCE_DIR;
-}
 
 /// The Python with transformers: --python, $MQ_PYTHON, <repo>/.venv/bin/python, python3.
 std::string find_python(const std::string& flag) {
@@ -88,7 +87,7 @@ void run_bench_forward(const BenchArgs& a) {
     write_hf_directory(dir.string(), ckpt.config, ckpt.tensors);
     ckpt.tensors.clear();
     std::ostringstream cmd;
-    cmd << "'" << find_python(a.python) << "' '" << source_dir()
+    cmd << "'" << find_python(a.python) << "' '" << source_dir().string()
         << "/eval/reference/hf_bench.py' --model '" << dir.string() << "' --seqlens "
         << join(a.seqlens) << " --batch " << a.batch << " --warmup " << a.warmup << " --reps "
         << a.reps << " --threads " << torch::get_num_threads() << " --dtype " << a.model.dtype
@@ -138,6 +137,81 @@ void run_bench_forward(const BenchArgs& a) {
   }
 }
 
+/// `bench quant`: the float forward and the simulated-quantized forward of each preset, in
+/// one run on one device, as medians and ratios (simulated time / float time).
+void run_bench_quant(const BenchArgs& a) {
+  if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
+  const auto opts = to_load_options(a.model);
+  std::cerr << "[bench] loading " << a.model.model << "\n";
+  auto loaded = load_model(a.model.model, opts);
+  CausalLm model = loaded.model;
+  ForwardBenchOptions bo;
+  bo.seqlens = a.seqlens;
+  bo.batch = a.batch;
+  bo.warmup = a.warmup;
+  bo.reps = a.reps;
+  std::cerr << "[bench] float forward\n";
+  const auto fp = bench_forward(model, bo);
+  struct Row {
+    std::string label;
+    std::vector<ForwardBenchResult> r;
+  };
+  std::vector<Row> rows;
+  const std::string presets = (source_dir() / "configs" / "quant").string();
+  for (const auto& name : a.quant) {
+    const QuantConfig q = load_quant_config(name, presets);
+    // Ranges from one random batch: the speed does not depend on their values.
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+    const int64_t t = *std::max_element(a.seqlens.begin(), a.seqlens.end());
+    auto ids = torch::randint(model->config().vocab_size, {1, t}, gen, torch::kInt64);  // [1, T]
+    ActStats stats = collect_act_stats(model, ids, 1);
+    QuantizedModel qm(model, QuantizedModelOptions(q));
+    qm->set_act_ranges(stats);
+    std::cerr << "[bench] " << q.name << " simulated forward, weights re-quantized per call\n";
+    rows.push_back({q.name + " (weights re-quantized per forward)", bench_forward(model, bo)});
+    qm->set_weight_cache(true);
+    std::cerr << "[bench] " << q.name << " simulated forward, cached weights\n";
+    rows.push_back({q.name + " (cached fake-quantized weights)", bench_forward(model, bo)});
+    qm->set_weight_cache(false);
+  }
+  model->set_hooks(nullptr);
+  std::cout << "\n| forward | seqlen | batch | median ms | tok/s | time / float |\n"
+            << "|---|---:|---:|---:|---:|---:|\n";
+  nlohmann::json out = nlohmann::json::array();
+  auto print = [&](const std::string& label, const std::vector<ForwardBenchResult>& r) {
+    for (size_t i = 0; i < r.size(); ++i) {
+      const double ratio = r[i].median_seconds / fp[i].median_seconds;
+      std::cout << "| " << label << " | " << r[i].seqlen << " | " << a.batch << " | " << std::fixed
+                << std::setprecision(2) << r[i].median_seconds * 1e3 << " | "
+                << std::setprecision(0) << r[i].tokens_per_second << " | " << std::setprecision(2)
+                << ratio << " |\n";
+      out.push_back({{"forward", label},
+                     {"seqlen", r[i].seqlen},
+                     {"median_seconds", r[i].median_seconds},
+                     {"tokens_per_second", r[i].tokens_per_second},
+                     {"time_over_float", ratio}});
+    }
+  };
+  print("float", fp);
+  for (const auto& row : rows) print(row.label, row.r);
+  std::cout << "\nmodel " << a.model.model << ", device " << opts.device.str() << ", dtype "
+            << a.model.dtype << ", threads " << torch::get_num_threads() << ", median of "
+            << a.reps << " after " << a.warmup << " warm-ups; LibTorch " << TORCH_VERSION << "\n";
+  if (!a.output.empty()) {
+    write_json_atomically({{"model", a.model.model},
+                           {"device", opts.device.str()},
+                           {"dtype", a.model.dtype},
+                           {"threads", torch::get_num_threads()},
+                           {"batch", a.batch},
+                           {"reps", a.reps},
+                           {"libtorch", TORCH_VERSION},
+                           {"command_line", command_line()},
+                           {"machine", machine_info(opts.device)},
+                           {"results", out}},
+                          a.output);
+  }
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -160,6 +234,24 @@ void add_bench_command(CLI::App& app) {
                   "Python with transformers (default: $MQ_PYTHON, .venv/bin/python, python3)");
   fwd->add_option("-o,--output", args->output, "Also write the figures as JSON");
   fwd->callback([args] { run_bench_forward(*args); });
+
+  auto qargs = std::make_shared<BenchArgs>();
+  auto* quant = bench->add_subcommand(
+      "quant", "Simulated-quantization forward time against the float forward, in one run");
+  add_model_args(*quant, qargs->model);
+  quant->add_option("--quant,-q", qargs->quant, "Presets to simulate (configs/quant/)")
+      ->delimiter(',')
+      ->capture_default_str();
+  quant->add_option("--seqlens", qargs->seqlens, "Sequence lengths")
+      ->delimiter(',')
+      ->capture_default_str();
+  quant->add_option("--batch", qargs->batch, "Sequences per forward")->capture_default_str();
+  quant->add_option("--warmup", qargs->warmup, "Untimed runs per length")->capture_default_str();
+  quant->add_option("--reps", qargs->reps, "Timed runs per length (median)")->capture_default_str();
+  quant->add_option("--threads", qargs->threads, "CPU threads (0: LibTorch default)")
+      ->capture_default_str();
+  quant->add_option("-o,--output", qargs->output, "Also write the figures as JSON");
+  quant->callback([qargs] { run_bench_quant(*qargs); });
 }
 
 }  // namespace mq::cli

@@ -5,7 +5,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "mobilequant/models/model_loader.h"
 
@@ -28,6 +31,21 @@ torch::Device parse_device(const std::string& name);
 /// Parses "fp32", "bf16", "fp16"; throws naming the value and the allowed set.
 torch::Dtype parse_dtype(const std::string& name);
 
+/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
+std::filesystem::path source_dir();
+/// This process's command line, arguments space-joined.
+std::string command_line();
+/// Host name, CPU model, threads and accelerator of this machine, for JSON records.
+nlohmann::json machine_info(const torch::Device& device);
+/// Current UTC time as ISO 8601.
+std::string utc_now();
+/// The git revision of the source tree ("unknown" outside a checkout).
+std::string git_revision();
+/// Writes `j` to `path` through a temporary file in the same directory and a rename.
+void write_json_atomically(const nlohmann::json& j, const std::string& path);
+
+/// `mobilequant quantize`: closed-form quantization (RTN, SmoothQuant-Static/Edge).
+void add_quantize_command(CLI::App& app);
 /// `mobilequant eval`: perplexity by the WikiText (lm-eval, GPTQ) and document protocols.
 void add_eval_command(CLI::App& app);
 /// `mobilequant generate`: greedy generation from a prompt.

@@ -1,8 +1,102 @@
 // mobilequant/cli/common.cpp: the model options every command shares.
 #include "mobilequant/cli/commands.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
 #include "mobilequant/core/error.h"
 
 namespace mq::cli {
+
+namespace fs = std::filesystem;
+
+/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
+fs::path source_dir() {
+  if (const char* env = std::getenv("MQ_SOURCE_DIR")) return env;
+  return MQ_SOURCE_DIR;
+}
+
+/// This process's command line, from /proc/self/cmdline (Linux), arguments space-joined.
+std::string command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string out;
+  for (char c : raw) out += c == '\0' ? ' ' : c;
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+/// Host name, CPU model, threads and accelerator of this machine, for the JSON record.
+nlohmann::json machine_info(const torch::Device& device) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::string cpu;
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return {{"hostname", host},
+          {"cpu", cpu},
+          {"cpu_threads", torch::get_num_threads()},
+          {"device", device.str()},
+          {"cuda_available", torch::cuda::is_available()},
+          {"cuda_devices", torch::cuda::is_available() ? torch::cuda::device_count() : 0},
+          {"libtorch", TORCH_VERSION}};
+}
+
+/// Current UTC time as ISO 8601.
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// Writes `j` to `path` through a temporary file in the same directory and a rename.
+void write_json_atomically(const nlohmann::json& j, const std::string& path) {
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    MQ_CHECK(out.good(), "--output '", path, "': cannot write the temporary file '", tmp.string(),
+             "'");
+    out << j.dump(2) << "\n";
+    out.close();
+    MQ_CHECK(!out.fail(), "--output '", path, "': write to '", tmp.string(), "' failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp);
+    throw make_error("--output '", path, "': cannot rename '", tmp.string(), "' into place: ",
+                     ec.message());
+  }
+}
+
+
+std::string git_revision() {
+  const std::string cmd = "git -C '" + source_dir().string() + "' rev-parse HEAD 2>/dev/null";
+  std::string out;
+  if (FILE* pipe = ::popen(cmd.c_str(), "r")) {
+    char buf[128];
+    while (std::fgets(buf, sizeof(buf), pipe) != nullptr) out += buf;
+    ::pclose(pipe);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out.empty() ? "unknown" : out;
+}
+
 
 void add_model_args(CLI::App& cmd, ModelArgs& args) {
   cmd.add_option("-m,--model", args.model,

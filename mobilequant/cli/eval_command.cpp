@@ -36,6 +36,7 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/eval/perplexity.h"
 #include "mobilequant/eval/text_documents.h"
+#include "mobilequant/transforms/quantized_checkpoint.h"
 
 namespace mq::cli {
 
@@ -72,12 +73,6 @@ bool is_task_name(const std::string& name) {
   return false;
 }
 
-/// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
-fs::path source_dir() {
-  if (const char* env = std::getenv("MQ_SOURCE_DIR")) return env;
-  return MQ_SOURCE_DIR;
-}
-
 /// The data file of `task`: --data TASK=FILE, --data FILE, $MQ_DATA_DIR, ../shared/data.
 std::string resolve_data(const EvalConfig& a, EvalTask task) {
   std::string any;
@@ -94,69 +89,6 @@ std::string resolve_data(const EvalConfig& a, EvalTask task) {
     return (fs::path(env) / default_data_relpath(task)).string();
   }
   return (source_dir().parent_path() / "shared" / "data" / default_data_relpath(task)).string();
-}
-
-/// This process's command line, from /proc/self/cmdline (Linux), arguments space-joined.
-std::string command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::string out;
-  for (char c : raw) out += c == '\0' ? ' ' : c;
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
-/// Host name, CPU model, threads and accelerator of this machine, for the JSON record.
-nlohmann::json machine_info(const torch::Device& device) {
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  std::string cpu;
-  std::ifstream info("/proc/cpuinfo");
-  for (std::string line; std::getline(info, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return {{"hostname", host},
-          {"cpu", cpu},
-          {"cpu_threads", torch::get_num_threads()},
-          {"device", device.str()},
-          {"cuda_available", torch::cuda::is_available()},
-          {"cuda_devices", torch::cuda::is_available() ? torch::cuda::device_count() : 0},
-          {"libtorch", TORCH_VERSION}};
-}
-
-/// Current UTC time as ISO 8601.
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-/// Writes `j` to `path` through a temporary file in the same directory and a rename.
-void write_json_atomically(const nlohmann::json& j, const std::string& path) {
-  const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    MQ_CHECK(out.good(), "--output '", path, "': cannot write the temporary file '", tmp.string(),
-             "'");
-    out << j.dump(2) << "\n";
-    out.close();
-    MQ_CHECK(!out.fail(), "--output '", path, "': write to '", tmp.string(), "' failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp);
-    throw make_error("--output '", path, "': cannot rename '", tmp.string(), "' into place: ",
-                     ec.message());
-  }
 }
 
 /// A progress printer for stderr: "\r" updates on a terminal, a line every 30 s otherwise.
@@ -240,7 +172,17 @@ void run_eval(const EvalConfig& a) {
   const LoadOptions load = to_load_options(model_args);
   std::cerr << "[eval] loading " << a.model << " (" << a.dtype << ", " << load.device.str()
             << ")\n";
-  LoadedModel lm = load_model(a.model, load);
+  LoadedModel lm;
+  LoadedQuantizedModel quantized;  // holds the simulated-quantization wrapper alive
+  if (is_quantized_model_dir(a.model)) {
+    quantized = load_quantized_model(a.model, load);
+    quantized.model->set_weight_cache(true);  // weights are fixed while evaluating
+    lm = quantized.base;
+    std::cerr << "[eval] simulated quantization: " << quantized.manifest.quant.name << " ("
+              << quantized.manifest.method << ")\n";
+  } else {
+    lm = load_model(a.model, load);
+  }
   MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model,
            "': no tokenizer found beside it; pass --tokenizer");
   const int64_t context = lm.model->config().max_position_embeddings;
@@ -316,6 +258,12 @@ void run_eval(const EvalConfig& a) {
                        {"model_format", lm.format},
                        {"tokenizer", a.tokenizer.empty() ? "(from the model)" : a.tokenizer},
                        {"dtype", a.dtype},
+                       {"quantization",
+                        quantized.model.is_empty()
+                            ? nlohmann::json(nullptr)
+                            : nlohmann::json{{"quant", quantized.manifest.quant.name},
+                                             {"method", quantized.manifest.method},
+                                             {"base_model", quantized.manifest.base_model}}},
                        {"device", load.device.str()},
                        {"batch_size", a.batch_size},
                        {"command_line", command_line()},

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
       "llama2.c .bin checkpoints."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "mobilequant 0.1.0");
+  mq::cli::add_quantize_command(app);
   mq::cli::add_eval_command(app);
   mq::cli::add_generate_command(app);
   mq::cli::add_bench_command(app);

@@ -1,0 +1,143 @@
+// mobilequant/transforms/quantized_model.h
+// The simulated-quantization model: a wrapper around a float CausalLm that plugs into its
+// ForwardHooks (models/decoder.h) the learnable equivalent transforms of every block
+// (transforms/smooth_scales.h), a weight fake quantizer per weight site and an activation
+// fake quantizer per enabled activation site (quant/fake_quantizer.h), as a QuantConfig says.
+//
+// Lifecycle (the torchao way, style.md §3.9):
+//   QuantizedModel qm(float_model, options);   // prepare: wraps, scales = 1, ranges unset
+//   qm->set_act_ranges(stats);                  // calibrate (calib/act_stats.h)
+//   ... train let/lwc/lrl parameters ...         // train (next issue)
+//   qm->fold();                                 // convert: scales and clipping into the weights
+//   save_quantized_model(...)                   // transforms/quantized_checkpoint.h
+//
+// The float model's parameters stay the checkpoint's (Hugging Face names); the wrapper owns
+// only the quantization parameters, named as the reference names them
+// ("model.layers.3.qkv_smooth_scale", "model.layers.3.mlp.w2.weight_quantizer.upbound_factor",
+// "model.layers.3.self_attn.qk_bmm.output_quantizer.scale"). With quantization switched off
+// and no scales, no hooks are installed and the float model runs at its own speed.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mobilequant/config/quant_config.h"
+#include "mobilequant/core/tensor_map.h"
+#include "mobilequant/models/decoder.h"
+#include "mobilequant/quant/fake_quantizer.h"
+#include "mobilequant/transforms/smooth_scales.h"
+
+namespace mq {
+
+class ActStats;
+
+/// Options of a QuantizedModel.
+struct QuantizedModelOptions {
+  /// Every site's spec.
+  explicit QuantizedModelOptions(QuantConfig quant) : quant_(std::move(quant)) {}
+  TORCH_ARG(QuantConfig, quant);
+  /// Which equivalent-transform scales exist (none by default: RTN).
+  TORCH_ARG(LetPairs, let) = LetPairs{false, false, false, false, false};
+};
+
+/// The quantization state of one decoder block.
+class QuantizedLayerImpl : public torch::nn::Module {
+ public:
+  QuantizedLayerImpl(const ModelConfig& cfg, const QuantizedModelOptions& options, int64_t layer);
+  LayerScales scales{nullptr};  ///< null when no pair is on
+  /// One per WeightSite; empty holders where disabled.
+  std::vector<WeightFakeQuantizer> weight_quantizers =
+      std::vector<WeightFakeQuantizer>(kNumWeightSites, WeightFakeQuantizer(nullptr));
+  /// One per ActSite; empty holders where disabled and at model-level sites.
+  std::vector<ActFakeQuantizer> act_quantizers =
+      std::vector<ActFakeQuantizer>(kNumActSites, ActFakeQuantizer(nullptr));
+};
+TORCH_MODULE(QuantizedLayer);
+
+/// A float CausalLm with equivalent transforms and fake quantizers plugged in.
+class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
+ public:
+  /// Wraps `model` (which must outlive no one: the wrapper holds it) and installs the hooks.
+  /// Validates the config against the model's shapes (group sizes).
+  QuantizedModelImpl(CausalLm model, QuantizedModelOptions options);
+  ~QuantizedModelImpl() override;
+
+  /// Logits [B, T, V] for input_ids [B, T], through the hooks.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
+
+  // ForwardHooks
+  /// Scales applied, then each enabled weight quantizer (cached under set_weight_cache).
+  LayerWeights layer_weights(int64_t layer, const LayerWeights& stored) override;
+  /// The observer (if any) sees x, then the site's quantizer (if enabled and on) applies.
+  torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) override;
+
+  /// Switches every fake quantizer on or off at once (scales stay applied).
+  void set_quantization(bool on);
+  /// True while fake quantization is on.
+  bool quantization() const { return quant_on_; }
+  /// Observes activations (after the transforms, before quantization); empty clears.
+  void set_observer(ActivationObserver observer);
+  /// Caches the transformed, fake-quantized weights of every block while no gradient is
+  /// recorded (evaluation). Any change through this class's methods invalidates the cache;
+  /// call invalidate_weight_cache() after editing parameters directly.
+  void set_weight_cache(bool on);
+  /// Drops cached weights.
+  void invalidate_weight_cache();
+
+  /// Sets every enabled activation quantizer's range from calibration statistics (per-tensor
+  /// min/max, or per channel where the spec says so). Throws mq::Error naming a site the
+  /// statistics lack.
+  void set_act_ranges(const ActStats& stats);
+  /// Makes activation ranges learnable (ARL) or frozen.
+  void set_act_ranges_learnable(bool learnable);
+  /// Enables learnable weight clipping on every weight quantizer (bounds at `init`).
+  void enable_lwc(double init = kLwcInit);
+
+  /// Folds everything into the float weights in place (§1.4): scales applied and reset to 1,
+  /// weights clipped to their LWC ranges and LWC removed. Afterwards the float model with
+  /// quantization off equals the transformed model before folding.
+  void fold();
+
+  /// The LET scales (empty if none).
+  std::vector<torch::Tensor> let_parameters();
+  /// The LWC bounds (empty unless enable_lwc).
+  std::vector<torch::Tensor> lwc_parameters();
+  /// The activation scales and offsets.
+  std::vector<torch::Tensor> lrl_parameters();
+
+  /// Every quantization parameter under the reference's qualified names.
+  TensorMap quant_state() const;
+  /// Loads a quant_state(); every name must be known and every shape match (`source` in
+  /// errors). Activation quantizers named in it become initialised.
+  void load_quant_state(const TensorMap& tensors, const std::string& source);
+
+  /// The quantization config.
+  const QuantConfig& quant_config() const { return options.quant(); }
+  /// The wrapped float model.
+  CausalLm float_model() const { return model_; }
+  /// The quantization state of block i.
+  QuantizedLayer layer(int64_t i) const;
+
+  QuantizedModelOptions options;
+
+ private:
+  void update_hooks();
+  ActFakeQuantizer& act_quantizer(int64_t layer, ActSite site);
+
+  CausalLm model_;
+  torch::nn::ModuleList layers_{nullptr};
+  std::vector<ActFakeQuantizer> model_act_quantizers_ =  // model-level sites
+      std::vector<ActFakeQuantizer>(kNumActSites, ActFakeQuantizer(nullptr));
+  bool quant_on_ = true;
+  bool cache_on_ = false;
+  std::vector<LayerWeights> cache_;            // per block, when cache_on_ (else empty)
+  std::vector<bool> cache_valid_;
+  ActivationObserver observer_;
+};
+TORCH_MODULE(QuantizedModel);
+
+}  // namespace mq
