@@ -158,6 +158,15 @@ void run_bench_quant(const BenchArgs& a) {
   };
   std::vector<Row> rows;
   const std::string presets = (source_dir() / "configs" / "quant").string();
+  {
+    // The explicit path alone (hooks installed, nothing quantized): what the attention costs
+    // without SDPA, apart from fake quantization.
+    QuantizedModel probe(model, QuantizedModelOptions(load_quant_config("fp", presets)));
+    probe->set_observer([](int64_t, ActSite, const torch::Tensor&) {});
+    std::cerr << "[bench] explicit path, quantization off\n";
+    rows.push_back({"explicit path, quantization off", bench_forward(model, bo)});
+  }
+  model->set_hooks(nullptr);
   for (const auto& name : a.quant) {
     const QuantConfig q = load_quant_config(name, presets);
     // Ranges from one random batch: the speed does not depend on their values.

@@ -94,6 +94,15 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const QParams& p) {
   const auto dtype = compute_dtype(x);
   const torch::Tensor s = p.scale.to(dtype);   // broadcastable to x
   const torch::Tensor o = p.offset.to(dtype);  // broadcastable to x
+  if (!torch::GradMode::is_enabled() ||
+      !(x.requires_grad() || s.requires_grad() || o.requires_grad())) {
+    // No gradient wanted: the same arithmetic in place on one buffer (round_ste's forward is
+    // round exactly), which saves four temporaries per call.
+    torch::Tensor y = x.to(dtype) / s;  // [x], a fresh buffer
+    y.round_().add_(o).clamp_(static_cast<double>(p.qmin), static_cast<double>(p.qmax));
+    y.sub_(o).mul_(s);
+    return y.to(x.scalar_type());
+  }
   // Eq. 2 with the straight-through rounding, as the reference's Quantizer.forward.
   const torch::Tensor q = (round_ste(x.to(dtype) / s) + o)
                               .clamp(static_cast<double>(p.qmin), static_cast<double>(p.qmax));
