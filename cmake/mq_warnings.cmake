@@ -1,9 +1,11 @@
 # mq_set_warnings(target): our warning flags, on our targets only (never third-party code).
 function(mq_set_warnings target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
-                         -Wno-unused-parameter -Wno-missing-field-initializers)
+  # C++ sources only: nvcc (quant/*_cuda.cu) takes other flags.
+  target_compile_options(${target} PRIVATE
+                         $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow
+                         -Wno-unused-parameter -Wno-missing-field-initializers>)
   if(MQ_WARNINGS_AS_ERRORS)
-    target_compile_options(${target} PRIVATE -Werror)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
   endif()
   if(MQ_SANITIZE_ADDRESS)
     target_compile_options(${target} PRIVATE -fsanitize=address -fno-omit-frame-pointer)

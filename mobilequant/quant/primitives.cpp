@@ -6,6 +6,7 @@
 #include "mobilequant/quant/primitives.h"
 
 #include "mobilequant/core/error.h"
+#include "mobilequant/quant/fused_fake_quantize.h"
 
 namespace mq {
 namespace {
@@ -96,8 +97,12 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const QParams& p) {
   const torch::Tensor o = p.offset.to(dtype);  // broadcastable to x
   if (!torch::GradMode::is_enabled() ||
       !(x.requires_grad() || s.requires_grad() || o.requires_grad())) {
-    // No gradient wanted: the same arithmetic in place on one buffer (round_ste's forward is
-    // round exactly), which saves four temporaries per call.
+    // No gradient wanted: one fused kernel on CUDA (bit for bit the same arithmetic), else the
+    // same ops in place on one buffer (round_ste's forward is round exactly).
+    const bool per_tensor_or_last_dim =
+        s.numel() == 1 || (s.dim() == 1 && x.dim() >= 1 && s.numel() == x.size(-1));
+    if (dtype == torch::kFloat32 && per_tensor_or_last_dim && fused_fake_quantize_supported(x))
+      return fused_fake_quantize(x, s, o, p.qmin, p.qmax);
     torch::Tensor y = x.to(dtype) / s;  // [x], a fresh buffer
     y.round_().add_(o).clamp_(static_cast<double>(p.qmin), static_cast<double>(p.qmax));
     y.sub_(o).mul_(s);

@@ -44,5 +44,18 @@ if [ -f "$stories" ]; then
   expect_error "empty data file" "empty.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/empty.txt"
   expect_error "missing data file" "missing.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/missing.txt"
 fi
+# quantize: presets, overrides, calibration text, output.
+echo 'tiny text' > "$tmp/short.txt"
+echo '{"weights": {"default": {"bits": 8}}, "activations": {"mlp.w9.output": {"bits": 8}}}' > "$tmp/q.json"
+expect_error "unknown preset" "w3a3" "$mq" quantize -m "$stories" --quant w3a3 -o "$tmp/q"
+expect_error "unknown site in a quant file" "mlp.w9.output" "$mq" quantize -m "$stories" --quant "$tmp/q.json" -o "$tmp/q"
+expect_error "unknown method" "--method" "$mq" quantize -m "$stories" --method gptq -o "$tmp/q"
+expect_error "bad alpha" "alpha" "$mq" quantize -m "$stories" --alpha 2 -o "$tmp/q"
+expect_error "unknown --set key" "calib_sample" "$mq" quantize -m "$stories" --set calib_sample=3 -o "$tmp/q"
+expect_error "missing output" "--output" "$mq" quantize -m "$stories"
+if [ -f "$stories" ]; then
+  expect_error "calibration text too short" "short.txt" "$mq" quantize -m "$stories" --calib "$tmp/short.txt" -o "$tmp/q"
+  [ -e "$tmp/q" ] && { echo "FAIL: a failed quantize left $tmp/q behind"; fails=$((fails + 1)); }
+fi
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
