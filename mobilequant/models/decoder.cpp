@@ -18,6 +18,15 @@ inline torch::Tensor at_site(ForwardHooks* hooks, int64_t layer, ActSite site,
   return hooks != nullptr ? hooks->activation(layer, site, x) : x;
 }
 
+/// transformers' repeat_kv: KV head j serves query heads j*rep .. j*rep+rep-1. x: [B, KV, T, D]
+/// -> [B, KV*rep, T, D]. An expand and a copy: repeat_interleave with an integer count
+/// synchronises a CUDA device (it sizes its output from a device tensor).
+inline torch::Tensor repeat_kv(const torch::Tensor& x, int64_t rep) {
+  if (rep == 1) return x;
+  const int64_t b = x.size(0), kv = x.size(1), t = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({b, kv, rep, t, d}).reshape({b, kv * rep, t, d});
+}
+
 /// x [..., in] -> [..., out] with explicit weights.
 inline torch::Tensor linear(const torch::Tensor& x, const LinearWeights& w) {
   return torch::nn::functional::linear(x, w.weight, w.bias);
@@ -175,10 +184,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     q = at_site(hooks, layer, ActSite::kQkBmmIn, q);
     k = at_site(hooks, layer, ActSite::kQkBmmIn2, k);
     v = at_site(hooks, layer, ActSite::kPvBmmIn2, v);
-    if (rep > 1) {  // transformers' repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1
-      k = k.repeat_interleave(rep, 1);                                       // [B, H, T, D]
-      v = v.repeat_interleave(rep, 1);                                       // [B, H, T, D]
-    }
+    k = repeat_kv(k, rep);                                                   // [B, H, T, D]
+    v = repeat_kv(v, rep);                                                   // [B, H, T, D]
     auto scores = torch::matmul(q, k.transpose(-2, -1));                     // [B, H, T, T]
     scores = at_site(hooks, layer, ActSite::kQkBmmOut, scores) * scale;
     auto allowed = mask.defined()
@@ -189,10 +196,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     probs = at_site(hooks, layer, ActSite::kPvBmmIn, probs);                 // [B, H, T, T]
     ctx = torch::matmul(probs, v);
   } else {
-    if (rep > 1) {
-      k = k.repeat_interleave(rep, 1);                                       // [B, H, T, D]
-      v = v.repeat_interleave(rep, 1);                                       // [B, H, T, D]
-    }
+    k = repeat_kv(k, rep);                                                   // [B, H, T, D]
+    v = repeat_kv(v, rep);                                                   // [B, H, T, D]
     if (mask.defined()) {
       ctx = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
     } else {
