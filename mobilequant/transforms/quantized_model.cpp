@@ -116,6 +116,10 @@ QuantizedModelImpl::QuantizedModelImpl(CausalLm model, QuantizedModelOptions opt
         module_key(to_string(site)) + "_quantizer",
         ActFakeQuantizer(ActFakeQuantizerOptions(options.quant().act(site), act_quantizer_name(-1, site))));
   }
+  // Quantization parameters live beside the weights: a scale on the CPU under a CUDA model
+  // would be copied to the device at every site of every forward (a synchronising copy).
+  const auto params = model_->parameters();
+  if (!params.empty()) to(params.front().device());
   update_hooks();
 }
 

@@ -61,8 +61,9 @@ TORCH_MODULE(QuantizedLayer);
 /// A float CausalLm with equivalent transforms and fake quantizers plugged in.
 class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
  public:
-  /// Wraps `model` (which must outlive no one: the wrapper holds it) and installs the hooks.
-  /// Validates the config against the model's shapes (group sizes).
+  /// Wraps `model` (the wrapper holds it) and installs the hooks. The quantization parameters
+  /// are created (fp32) on the device of the model's parameters. Validates the config against
+  /// the model's shapes (group sizes).
   QuantizedModelImpl(CausalLm model, QuantizedModelOptions options);
   ~QuantizedModelImpl() override;
 

@@ -3,7 +3,7 @@
 # non-zero exit, never a crash. Usage: test_cli_errors.sh BUILD/mobilequant SHARED_DIR
 set -u
 mq=$1
-shared=$2
+shared=${MQ_SHARED_DIR:-$2}  # the GPU machine keeps the shared folder elsewhere
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -31,7 +31,8 @@ head -c 1000 "$stories" > "$tmp/cut.bin" 2>/dev/null || true
 printf 'GGUF\x02\x00\x00\x00' > "$tmp/old.gguf"
 mkdir -p "$tmp/hf" && echo '{"model_type": "gpt2"}' > "$tmp/hf/config.json"
 
-expect_error "missing model" "no such file" "$mq" eval -m "$tmp/nope.bin" --task docs
+expect_error "missing model" "no such file" "$mq" eval -m "$tmp/nope.bin" --task docs \
+  --data "$shared/data/tinystories/valid.head.txt"
 expect_error "unknown format" "unknown format" "$mq" info -m "$tmp/empty.txt"
 expect_error "truncated llama2.c" "cut.bin" "$mq" info -m "$tmp/cut.bin"
 expect_error "old GGUF version" "old.gguf" "$mq" info -m "$tmp/old.gguf"
