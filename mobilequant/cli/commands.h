@@ -39,7 +39,7 @@ std::string command_line();
 nlohmann::json machine_info(const torch::Device& device);
 /// Current UTC time as ISO 8601.
 std::string utc_now();
-/// The git revision of the source tree ("unknown" outside a checkout).
+/// $MQ_GIT_REVISION, else the git revision of the source tree ("unknown" outside a checkout).
 std::string git_revision();
 /// Writes `j` to `path` through a temporary file in the same directory and a rename.
 void write_json_atomically(const nlohmann::json& j, const std::string& path);

@@ -102,6 +102,7 @@ QuantizeConfig resolve_quantize_config(const QuantizeArgs& a, const CLI::App& cm
   if (given("--model")) c.model = f.model;
   if (given("--tokenizer")) c.tokenizer = f.tokenizer;
   if (given("--quant")) c.quant = f.quant;
+  if (given("--quant-set")) c.quant_overrides = f.quant_overrides;
   if (given("--method")) c.method = f.method;
   if (given("--alpha")) c.alpha = f.alpha;
   if (given("--calib")) c.calib_data = f.calib_data;
@@ -119,8 +120,15 @@ QuantizeConfig resolve_quantize_config(const QuantizeArgs& a, const CLI::App& cm
   return c;
 }
 
+/// The preset of `c` with its per-site overrides applied.
+QuantConfig resolve_quant(const QuantizeConfig& c) {
+  QuantConfig quant = load_quant_config(c.quant, presets_dir());
+  for (const auto& o : c.quant_overrides) apply_quant_override(quant, o, "--quant-set");
+  return quant;
+}
+
 void run_quantize(const QuantizeConfig& c) {
-  const QuantConfig quant = load_quant_config(c.quant, presets_dir());
+  const QuantConfig quant = resolve_quant(c);
   const std::string text = read_text_file(c.calib_data, "quantize --calib data file");
 
   ModelArgs model_args;
@@ -195,6 +203,9 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_option("--quant,-q", a->flags.quant,
                   "Preset (w8a8, w4a8, w4a8-sym, w8a16, w4a16, full-w8a8, fp) or a JSON file")
       ->default_val("w8a8");
+  cmd->add_option("--quant-set", a->flags.quant_overrides,
+                  "Change one site of the preset: weights|activations.SITE|all.FIELD=VALUE, e.g. "
+                  "activations.self_attn.qk_bmm.output.bits=8 (repeatable)");
   cmd->add_option("--method", a->flags.method,
                   "rtn, smoothquant-static or smoothquant-edge")
       ->transform(CLI::CheckedTransformer(
@@ -224,7 +235,7 @@ void add_quantize_command(CLI::App& app) {
     const QuantizeConfig c = resolve_quantize_config(*a, *cmd);
     if (a->print_config) {
       std::cout << config_to_json(c).dump(2) << "\n"
-                << format_quant_table(load_quant_config(c.quant, presets_dir()));
+                << format_quant_table(resolve_quant(c));
       return;
     }
     MQ_CHECK(!c.model.empty(), "quantize: --model is required");

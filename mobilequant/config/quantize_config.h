@@ -36,6 +36,7 @@ struct QuantizeConfig {
   std::string model;                         ///< HF directory, .gguf or llama2.c .bin
   std::string tokenizer;                     ///< tokenizer overriding the model's ("": none)
   std::string quant = "w8a8";                ///< preset name (configs/quant/) or JSON file
+  std::vector<std::string> quant_overrides;  ///< "activations.SITE.FIELD=VALUE", applied in order
   QuantMethod method = QuantMethod::kRtn;    ///< closed-form method
   double alpha = 0.5;                        ///< SmoothQuant migration strength (stablelm: 0.6)
   std::string calib_data;                    ///< calibration text file
@@ -54,6 +55,8 @@ struct QuantizeConfig {
     v("model", model, "Model: a Hugging Face directory, a .gguf file or a llama2.c .bin");
     v("tokenizer", tokenizer, "Tokenizer file overriding the one found beside the model");
     v("quant", quant, "Quantization preset (configs/quant/NAME.json) or a JSON file");
+    v("quant_overrides", quant_overrides,
+      "Per-site changes to the preset: weights|activations.SITE|all.FIELD=VALUE");
     v("method", method, "rtn, smoothquant-static or smoothquant-edge");
     v("alpha", alpha, "SmoothQuant migration strength in [0, 1]");
     v("calib_data", calib_data, "Calibration text file");

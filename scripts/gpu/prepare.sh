@@ -4,6 +4,7 @@
 #   .carry/debs/      the Debian packages of our C++ dependencies (extracted there with dpkg -x)
 #   .carry/shared/    stories260K and the evaluation texts from ../shared
 #   .carry/model.N    SmolLM2-135M-Instruct's GGUF in parts of at most 32 MiB (one per call)
+#   .carry/git_revision  the commit of this tree (run prepare.sh again after committing)
 # .carry/ is git-ignored; scripts/gpu/run.sh names these paths in each call's carry list.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,4 +29,8 @@ if [ -f "$model" ] && [ ! -f "$carry/model.sha256" ]; then
   split -b 32M -d "$model" "$carry/model.part"
   sha256sum "$model" | cut -d' ' -f1 > "$carry/model.sha256"
 fi
+# The copy on the GPU machine has no history: tell it which commit (and whether edited) it is.
+rev=$(git -C "$root" rev-parse HEAD)
+git -C "$root" diff --quiet HEAD || rev="$rev+uncommitted"
+echo "$rev" > "$carry/git_revision"
 ls -la "$carry"

@@ -15,6 +15,8 @@ export MQ_MODELS_DIR=$state/models
 export MQ_PYTHON=${MQ_PYTHON:-$(command -v python3)}
 export MQ_SOURCE_DIR=$root
 export MQ_SHARED_DIR=$state/shared
+# The copy here has no usable history: the commit comes from .carry/git_revision (prepare.sh).
+export MQ_GIT_REVISION=$(cat .carry/git_revision 2>/dev/null || echo "unknown (no .carry/git_revision)")
 [ -d .carry/shared ] && { rm -rf "$state/shared"; cp -r .carry/shared "$state/shared"; }
 
 case "${1:-}" in
