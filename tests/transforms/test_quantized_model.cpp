@@ -292,3 +292,22 @@ TEST_CASE("Quantized model on CUDA: parameters beside the weights, logits as on 
   CHECK(rel <= 1e-2);
   for (const auto& [name, t] : gpu->quant_state()) REQUIRE(torch::equal(t, state.at(name)));
 }
+
+TEST_CASE("Quantized model: with everything off the float path runs untouched", "[unit]") {
+  auto lm = load_tiny("tiny-llama");
+  auto [ids, mask] = golden_batch("tiny-llama");
+  torch::NoGradGuard no_grad;
+  auto want = lm.model->forward(ids, mask);
+  {
+    mq::QuantizedModel off(lm.model, mq::QuantizedModelOptions(preset("fp")));
+    REQUIRE(lm.model->hooks() == nullptr);  // the SDPA path, at its own speed
+    REQUIRE(torch::equal(off->forward(ids, mask), want));
+    mq::QuantizedModel on(lm.model, mq::QuantizedModelOptions(preset("w8a8")));
+    REQUIRE(lm.model->hooks() == on.get());
+    on->set_quantization(false);
+    REQUIRE(lm.model->hooks() == nullptr);
+    on->set_quantization(true);
+    REQUIRE(lm.model->hooks() == on.get());
+  }
+  REQUIRE(lm.model->hooks() == nullptr);  // the wrapper's destructor uninstalled itself
+}
