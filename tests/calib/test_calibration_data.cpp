@@ -12,35 +12,13 @@
 #include "mobilequant/calib/calibration_data.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/core/py_random.h"
+#include "tests/support/fakes.h"
 #include "tests/support/test_support.h"
 
 namespace {
 
 /// Bytes b -> ids b+3; 0 unk, 1 BOS (or none), 2 EOS.
-class ByteTokenizer : public mq::Tokenizer {
- public:
-  ByteTokenizer(bool adds_bos, int64_t bos) : adds_bos_(adds_bos), bos_(bos) {}
-  std::vector<int64_t> encode(const std::string& text) const override {
-    std::vector<int64_t> ids;
-    for (unsigned char c : text) ids.push_back(static_cast<int64_t>(c) + 3);
-    return ids;
-  }
-  std::string decode(const std::vector<int64_t>& ids) const override {
-    std::string s;
-    for (int64_t id : ids) {
-      if (id >= 3) s += static_cast<char>(id - 3);
-    }
-    return s;
-  }
-  int64_t vocab_size() const override { return 259; }
-  int64_t bos_id() const override { return bos_; }
-  int64_t eos_id() const override { return 2; }
-  bool adds_bos() const override { return adds_bos_; }
-
- private:
-  bool adds_bos_;
-  int64_t bos_;
-};
+using mq::test::ByteTokenizer;
 
 /// N ids with distinct values (so a window identifies its offset).
 std::vector<int64_t> distinct_ids(int64_t n) {

@@ -16,6 +16,7 @@
 #include "mobilequant/eval/wikitext.h"
 #include "mobilequant/models/model_loader.h"
 #include "mobilequant/core/file_util.h"
+#include "tests/support/fakes.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -27,29 +28,7 @@ namespace {
 constexpr double kLogLikelihoodAtol = 1e-4;
 
 /// Bytes b -> ids b+3; 0 unk, 1 BOS, 2 EOS.
-class ByteTokenizer : public mq::Tokenizer {
- public:
-  explicit ByteTokenizer(bool adds_bos) : adds_bos_(adds_bos) {}
-  std::vector<int64_t> encode(const std::string& text) const override {
-    std::vector<int64_t> ids;
-    for (unsigned char c : text) ids.push_back(static_cast<int64_t>(c) + 3);
-    return ids;
-  }
-  std::string decode(const std::vector<int64_t>& ids) const override {
-    std::string s;
-    for (int64_t id : ids) {
-      if (id >= 3) s += static_cast<char>(id - 3);
-    }
-    return s;
-  }
-  int64_t vocab_size() const override { return 259; }
-  int64_t bos_id() const override { return 1; }
-  int64_t eos_id() const override { return 2; }
-  bool adds_bos() const override { return adds_bos_; }
-
- private:
-  bool adds_bos_;
-};
+using mq::test::ByteTokenizer;
 
 /// A 2-layer GQA llama with random weights over the byte vocabulary.
 mq::CausalLm tiny_model() {

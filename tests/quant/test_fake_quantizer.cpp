@@ -14,6 +14,7 @@
 
 #include "mobilequant/core/error.h"
 #include "mobilequant/quant/fake_quantizer.h"
+#include "tests/support/fakes.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -28,14 +29,7 @@ constexpr double kFdTol = 1e-7;
 /// Per-tensor activation gradients sum a few fp32 products: rounding differs from the formula.
 constexpr double kGradTol = 1e-5;
 
-QuantSpec make_spec(int64_t bits, bool symmetric, Granularity g, int64_t group_size = 0) {
-  QuantSpec s;
-  s.bits = bits;
-  s.symmetric = symmetric;
-  s.granularity = g;
-  s.group_size = group_size;
-  return s;
-}
+using mq::test::make_spec;
 
 /// §2 for one group, in scalar fp32 without torch: the range [mn, mx] gives scale and offset,
 /// each value is fake-quantized.

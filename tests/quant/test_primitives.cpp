@@ -11,6 +11,7 @@
 
 #include "mobilequant/core/error.h"
 #include "mobilequant/quant/primitives.h"
+#include "tests/support/fakes.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -23,14 +24,7 @@ using mq::QuantSpec;
 /// Gradients are sums of a handful of fp32 products: their rounding differs from the formula's.
 constexpr double kGradTol = 1e-5;
 
-QuantSpec make_spec(int64_t bits, bool symmetric, Granularity g, int64_t group_size = 0) {
-  QuantSpec s;
-  s.bits = bits;
-  s.symmetric = symmetric;
-  s.granularity = g;
-  s.group_size = group_size;
-  return s;
-}
+using mq::test::make_spec;
 
 /// Per-tensor QParams from plain numbers.
 QParams scalar_qparams(float scale, float offset, int64_t bits, bool symmetric) {

@@ -1,0 +1,51 @@
+// tests/support/fakes.h
+// Small stand-ins the tests share: a byte-level tokenizer (ids = byte + 3; 1 = BOS, 2 = EOS)
+// and a QuantSpec builder.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mobilequant/config/quant_spec.h"
+#include "mobilequant/io/tokenizer.h"
+
+namespace mq::test {
+
+/// Bytes as ids (byte + 3), BOS `bos` (1 by default, -1: none) added when `adds_bos`, EOS 2.
+class ByteTokenizer : public Tokenizer {
+ public:
+  explicit ByteTokenizer(bool adds_bos, int64_t bos = 1) : adds_bos_(adds_bos), bos_(bos) {}
+  std::vector<int64_t> encode(const std::string& text) const override {
+    std::vector<int64_t> ids;
+    for (unsigned char c : text) ids.push_back(static_cast<int64_t>(c) + 3);
+    return ids;
+  }
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::string s;
+    for (int64_t id : ids) {
+      if (id >= 3) s += static_cast<char>(id - 3);
+    }
+    return s;
+  }
+  int64_t vocab_size() const override { return 259; }
+  int64_t bos_id() const override { return bos_; }
+  int64_t eos_id() const override { return 2; }
+  bool adds_bos() const override { return adds_bos_; }
+
+ private:
+  bool adds_bos_;
+  int64_t bos_;
+};
+
+/// An enabled QuantSpec with the given fields.
+inline QuantSpec make_spec(int64_t bits, bool symmetric, Granularity g, int64_t group_size = 0) {
+  QuantSpec s;
+  s.bits = bits;
+  s.symmetric = symmetric;
+  s.granularity = g;
+  s.group_size = group_size;
+  return s;
+}
+
+}  // namespace mq::test
