@@ -1,0 +1,100 @@
+// tests/train/test_e2e_trainer.cpp
+// The end-to-end trainer core (train/e2e_trainer.h) on a tiny GQA llama at W4A8 with every
+// equivalent transform: the MSE to the float model's last-layer outputs falls over epochs;
+// groups that are switched off do not move; a NaN in a scale stops the run with an error that
+// names the step.
+#include <catch2/catch.hpp>
+
+#include <iostream>
+
+#include "mobilequant/calib/act_stats.h"
+#include "mobilequant/config/quant_config.h"
+#include "mobilequant/models/model_loader.h"
+#include "mobilequant/train/e2e_trainer.h"
+#include "tests/support/golden.h"
+#include "tests/support/test_support.h"
+
+namespace {
+
+/// Last-epoch mean loss must fall below this fraction of the first epoch's.
+constexpr double kLossRatio = 0.98;
+
+struct Setup {
+  mq::LoadedModel lm;
+  mq::QuantizedModel qm{nullptr};
+  torch::Tensor windows;  // [8, 24]
+};
+
+Setup make_setup() {
+  Setup s;
+  s.lm = mq::load_model((mq::test::golden_dir() / "tiny-llama").string());
+  auto gen = at::detail::createCPUGenerator(3);
+  s.windows = torch::randint(0, s.lm.model->config().vocab_size, {8, 24}, gen);
+  auto stats = mq::collect_act_stats(s.lm.model, s.windows, 4);
+  const auto quant =
+      mq::load_quant_config("w4a8", (mq::test::source_dir() / "configs" / "quant").string());
+  s.qm = mq::QuantizedModel(s.lm.model, mq::QuantizedModelOptions(quant).let(mq::LetPairs{}));
+  s.qm->set_act_ranges(stats);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("End-to-end training lowers the loss to the float model's last layer", "[unit]") {
+  torch::manual_seed(0);
+  auto s = make_setup();
+  mq::EndToEndOptions o;
+  o.epochs = 8;
+  o.batch_size = 2;
+  o.let = {true, 1e-3, 1e-4, 0.0};
+  o.lwc = {true, 1e-2, 1e-3, 0.0};
+  o.lrl = {true, 1e-7, 1e-8, 0.0};  // Adam steps ~lr: 16-bit scales are ~1e-5
+  int64_t seen = 0;
+  o.on_step = [&](const mq::TrainStep& t) {
+    REQUIRE(t.step == seen++);
+    REQUIRE(std::isfinite(t.loss));
+    REQUIRE(t.grad_norm > 0.0);
+  };
+  const auto r = mq::train_end_to_end(*s.qm, s.windows, o);
+  std::cout << "  tiny-llama w4a8: loss " << r.first_epoch_loss << " -> " << r.last_epoch_loss
+            << " over " << r.steps << " steps" << std::endl;
+  REQUIRE(r.steps == 32);
+  REQUIRE(seen == 32);
+  // Deterministic on the CPU (measured 0.112 -> 0.108): a trainer that applied no update, or
+  // the wrong sign, would not go below the first epoch.
+  CHECK(r.last_epoch_loss < kLossRatio * r.first_epoch_loss);
+}
+
+TEST_CASE("End-to-end training leaves switched-off groups alone", "[unit]") {
+  auto s = make_setup();
+  std::vector<torch::Tensor> ranges;
+  for (const auto& p : s.qm->lrl_parameters()) ranges.push_back(p.detach().clone());
+  mq::EndToEndOptions o;
+  o.epochs = 1;
+  o.batch_size = 4;
+  o.lrl.enabled = false;
+  o.lwc.enabled = false;
+  mq::train_end_to_end(*s.qm, s.windows, o);
+  const auto after = s.qm->lrl_parameters();
+  REQUIRE(after.size() == ranges.size());
+  for (size_t i = 0; i < after.size(); ++i) REQUIRE(torch::equal(after[i], ranges[i]));
+  REQUIRE(s.qm->lwc_parameters().empty());
+  bool moved = false;
+  for (const auto& p : s.qm->let_parameters()) moved = moved || !torch::all(p == 1).item<bool>();
+  REQUIRE(moved);
+}
+
+TEST_CASE("End-to-end training: a NaN stops the run naming the step; bad batches are errors",
+          "[unit]") {
+  auto s = make_setup();
+  {
+    torch::NoGradGuard no_grad;
+    s.qm->let_parameters().front()[0] = std::numeric_limits<float>::quiet_NaN();
+  }
+  mq::EndToEndOptions o;
+  REQUIRE_THROWS_WITH(mq::train_end_to_end(*s.qm, s.windows, o),
+                      Catch::Contains("non-finite") && Catch::Contains("step 0"));
+  o.batch_size = 3;
+  REQUIRE_THROWS_WITH(mq::train_end_to_end(*s.qm, s.windows, o),
+                      Catch::Contains("batch_size 3") && Catch::Contains("8 windows"));
+}
