@@ -131,9 +131,7 @@ void run_bench_forward(const BenchArgs& a) {
                      {"batch", a.batch},            {"reps", a.reps},
                      {"libtorch", TORCH_VERSION},   {"results", rows}};
     if (!hf.is_null()) j["transformers"] = hf["transformers"];
-    const std::string tmp = a.output + ".tmp";
-    std::ofstream(tmp) << j.dump(2) << "\n";
-    fs::rename(tmp, a.output);
+    write_json_atomically(j, a.output);
   }
 }
 
@@ -157,7 +155,7 @@ void run_bench_quant(const BenchArgs& a) {
     std::vector<ForwardBenchResult> r;
   };
   std::vector<Row> rows;
-  const std::string presets = (source_dir() / "configs" / "quant").string();
+  const std::string presets = presets_dir();
   {
     // The explicit path alone (hooks installed, nothing quantized): what the attention costs
     // without SDPA, apart from fake quantization.
@@ -221,6 +219,17 @@ void run_bench_quant(const BenchArgs& a) {
   }
 }
 
+/// The model and timing options every bench subcommand takes.
+void add_timing_args(CLI::App& cmd, BenchArgs& a) {
+  add_model_args(cmd, a.model);
+  cmd.add_option("--seqlens", a.seqlens, "Sequence lengths")->delimiter(',')->capture_default_str();
+  cmd.add_option("--batch", a.batch, "Sequences per forward")->capture_default_str();
+  cmd.add_option("--warmup", a.warmup, "Untimed runs per length")->capture_default_str();
+  cmd.add_option("--reps", a.reps, "Timed runs per length (median)")->capture_default_str();
+  cmd.add_option("--threads", a.threads, "CPU threads (0: LibTorch default)")
+      ->capture_default_str();
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -229,15 +238,7 @@ void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   auto* fwd = bench->add_subcommand(
       "forward", "Forward-pass tokens/s at several sequence lengths, against transformers");
-  add_model_args(*fwd, args->model);
-  fwd->add_option("--seqlens", args->seqlens, "Sequence lengths")
-      ->delimiter(',')
-      ->capture_default_str();
-  fwd->add_option("--batch", args->batch, "Sequences per forward")->capture_default_str();
-  fwd->add_option("--warmup", args->warmup, "Untimed runs per length")->capture_default_str();
-  fwd->add_option("--reps", args->reps, "Timed runs per length (median)")->capture_default_str();
-  fwd->add_option("--threads", args->threads, "CPU threads for both sides (0: LibTorch default)")
-      ->capture_default_str();
+  add_timing_args(*fwd, *args);
   fwd->add_flag("--no-transformers", args->no_transformers, "Skip the transformers comparison");
   fwd->add_option("--python", args->python,
                   "Python with transformers (default: $MQ_PYTHON, .venv/bin/python, python3)");
@@ -247,17 +248,9 @@ void add_bench_command(CLI::App& app) {
   auto qargs = std::make_shared<BenchArgs>();
   auto* quant = bench->add_subcommand(
       "quant", "Simulated-quantization forward time against the float forward, in one run");
-  add_model_args(*quant, qargs->model);
+  add_timing_args(*quant, *qargs);
   quant->add_option("--quant,-q", qargs->quant, "Presets to simulate (configs/quant/)")
       ->delimiter(',')
-      ->capture_default_str();
-  quant->add_option("--seqlens", qargs->seqlens, "Sequence lengths")
-      ->delimiter(',')
-      ->capture_default_str();
-  quant->add_option("--batch", qargs->batch, "Sequences per forward")->capture_default_str();
-  quant->add_option("--warmup", qargs->warmup, "Untimed runs per length")->capture_default_str();
-  quant->add_option("--reps", qargs->reps, "Timed runs per length (median)")->capture_default_str();
-  quant->add_option("--threads", qargs->threads, "CPU threads (0: LibTorch default)")
       ->capture_default_str();
   quant->add_option("-o,--output", qargs->output, "Also write the figures as JSON");
   quant->callback([qargs] { run_bench_quant(*qargs); });

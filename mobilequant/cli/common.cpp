@@ -85,6 +85,13 @@ void write_json_atomically(const nlohmann::json& j, const std::string& path) {
 }
 
 
+fs::path data_dir() {
+  if (const char* env = std::getenv("MQ_DATA_DIR")) return env;
+  return source_dir().parent_path() / "shared" / "data";
+}
+
+std::string presets_dir() { return (source_dir() / "configs" / "quant").string(); }
+
 std::string git_revision() {
   // A copy of the tree without its history (the GPU machine) says which commit it is here.
   if (const char* env = std::getenv("MQ_GIT_REVISION")) return env;

@@ -85,10 +85,7 @@ std::string resolve_data(const EvalConfig& a, EvalTask task) {
     }
   }
   if (!any.empty()) return any;
-  if (const char* env = std::getenv("MQ_DATA_DIR")) {
-    return (fs::path(env) / default_data_relpath(task)).string();
-  }
-  return (source_dir().parent_path() / "shared" / "data" / default_data_relpath(task)).string();
+  return (data_dir() / default_data_relpath(task)).string();
 }
 
 /// A progress printer for stderr: "\r" updates on a terminal, a line every 30 s otherwise.

@@ -40,15 +40,10 @@ struct QuantizeArgs {
   bool print_config = false;
 };
 
-/// Where presets live: $MQ_SOURCE_DIR/configs/quant.
-std::string presets_dir() { return (source_dir() / "configs" / "quant").string(); }
-
 /// The default calibration text: WikiText-2's validation split (disjoint from the test split
-/// the WikiText protocols evaluate), under $MQ_DATA_DIR or ../shared/data.
+/// the WikiText protocols evaluate), under data_dir().
 std::string default_calib_data() {
-  const std::string rel = "wikitext2/wiki.valid.tokens.txt";
-  if (const char* env = std::getenv("MQ_DATA_DIR")) return (fs::path(env) / rel).string();
-  return (source_dir().parent_path() / "shared" / "data" / rel).string();
+  return (data_dir() / "wikitext2" / "wiki.valid.tokens.txt").string();
 }
 
 /// A file's identity for cache keys: absolute path, size and modification time.

@@ -8,6 +8,22 @@
 
 namespace mq {
 
+namespace {
+
+/// [prefix] + the first `count` tokens, every one of them scored.
+ScoringWindow prefixed_window(int64_t prefix_token, const std::vector<int64_t>& tokens,
+                              int64_t count, int64_t document) {
+  ScoringWindow w;
+  w.tokens.reserve(static_cast<size_t>(count + 1));
+  w.tokens.push_back(prefix_token);
+  w.tokens.insert(w.tokens.end(), tokens.begin(), tokens.begin() + count);
+  w.num_scored = count;
+  w.document = document;
+  return w;
+}
+
+}  // namespace
+
 std::vector<ScoringWindow> rolling_token_windows(const std::vector<int64_t>& tokens,
                                                  int64_t prefix_token, int64_t max_length,
                                                  int64_t document) {
@@ -17,13 +33,7 @@ std::vector<ScoringWindow> rolling_token_windows(const std::vector<int64_t>& tok
   if (n == 0) return out;
   // First window: [prefix] + the first min(max_length, n) tokens, all of them predicted.
   const int64_t first = std::min(max_length, n);
-  ScoringWindow w;
-  w.tokens.reserve(static_cast<size_t>(first + 1));
-  w.tokens.push_back(prefix_token);
-  w.tokens.insert(w.tokens.end(), tokens.begin(), tokens.begin() + first);
-  w.num_scored = first;
-  w.document = document;
-  out.push_back(std::move(w));
+  out.push_back(prefixed_window(prefix_token, tokens, first, document));
   // Later windows: predict up to max_length new tokens, with a full max_length-token input
   // ending just before the last predicted token (context_len = 1 => pred_len = max_length).
   int64_t predicted = first;
@@ -62,13 +72,7 @@ std::vector<ScoringWindow> prefixed_document_window(const std::vector<int64_t>& 
   std::vector<ScoringWindow> out;
   if (tokens.empty()) return out;
   const int64_t keep = std::min<int64_t>(static_cast<int64_t>(tokens.size()), max_length - 1);
-  ScoringWindow w;
-  w.tokens.reserve(static_cast<size_t>(keep + 1));
-  w.tokens.push_back(prefix_token);
-  w.tokens.insert(w.tokens.end(), tokens.begin(), tokens.begin() + keep);
-  w.num_scored = keep;
-  w.document = document;
-  out.push_back(std::move(w));
+  out.push_back(prefixed_window(prefix_token, tokens, keep, document));
   return out;
 }
 

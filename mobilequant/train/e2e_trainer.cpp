@@ -107,16 +107,22 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
       MQ_CHECK(std::isfinite(info.loss), "train: non-finite loss ", info.loss, " at step ", step,
                " (epoch ", epoch, ", batch ", b, "); parameters are those after step ", step - 1);
       loss.backward();
-      double sq = 0.0;
+      // Squared gradient norm of each group, read back with one device synchronisation.
+      std::vector<torch::Tensor> group_sq;
       for (const Group* g : live) {
-        for (const auto& p : g->params) {
-          if (!p.grad().defined()) continue;
-          const double s = p.grad().pow(2).sum().item<double>();
-          MQ_CHECK(std::isfinite(s), "train: non-finite gradient in parameter group '", g->name,
-                   "' at step ", step, " (epoch ", epoch, "); parameters are those after step ",
-                   step - 1);
-          sq += s;
-        }
+        auto sq = torch::zeros({}, torch::dtype(torch::kFloat64).device(device));
+        for (const auto& p : g->params)
+          if (p.grad().defined()) sq = sq + p.grad().to(torch::kFloat64).pow(2).sum();
+        group_sq.push_back(sq);
+      }
+      const auto sq_cpu = torch::stack(group_sq).cpu();                        // [groups]
+      double sq = 0.0;
+      for (size_t g = 0; g < live.size(); ++g) {
+        const double v = sq_cpu[static_cast<int64_t>(g)].item<double>();
+        MQ_CHECK(std::isfinite(v), "train: non-finite gradient in parameter group '",
+                 live[g]->name, "' at step ", step, " (epoch ", epoch,
+                 "); parameters are those after step ", step - 1);
+        sq += v;
       }
       info.grad_norm = std::sqrt(sq);
       optimizer.step();

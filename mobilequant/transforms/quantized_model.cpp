@@ -108,8 +108,10 @@ QuantizedModelImpl::QuantizedModelImpl(CausalLm model, QuantizedModelOptions opt
                                      "quant config '" + options.quant().name + "'");
   register_module("float_model", model_);
   layers_ = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i)
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
     layers_->push_back(QuantizedLayer(cfg, options, i));
+    layer_ptrs_.push_back(layers_->ptr<QuantizedLayerImpl>(static_cast<size_t>(i)).get());
+  }
   for (const ActSite site : EnumValues<ActSite>::values()) {
     if (is_block_site(site) || !options.quant().act(site).enabled) continue;
     model_act_quantizers_[static_cast<size_t>(site)] = register_module(
@@ -153,7 +155,7 @@ LayerWeights QuantizedModelImpl::layer_weights(int64_t layer, const LayerWeights
   const bool use_cache = cache_on_ && !torch::GradMode::is_enabled();
   if (use_cache && cache_valid_[static_cast<size_t>(layer)])
     return cache_[static_cast<size_t>(layer)];
-  auto& q = *layers_->ptr<QuantizedLayerImpl>(static_cast<size_t>(layer));
+  auto& q = *layer_ptrs_[static_cast<size_t>(layer)];
   LayerWeights w = stored;
   const NormKind norm = model_->config().norm;
   if (!q.scales.is_empty()) {
@@ -188,8 +190,21 @@ torch::Tensor QuantizedModelImpl::activation(int64_t layer, ActSite site, const 
 
 ActFakeQuantizer& QuantizedModelImpl::act_quantizer(int64_t layer, ActSite site) {
   if (layer < 0) return model_act_quantizers_[static_cast<size_t>(site)];
-  return layers_->ptr<QuantizedLayerImpl>(static_cast<size_t>(layer))
-      ->act_quantizers[static_cast<size_t>(site)];
+  return layer_ptrs_[static_cast<size_t>(layer)]->act_quantizers[static_cast<size_t>(site)];
+}
+
+template <class F>
+void QuantizedModelImpl::for_each_act_quantizer(F&& fn) const {
+  const int64_t n = static_cast<int64_t>(layer_ptrs_.size());
+  for (int64_t layer = -1; layer < n; ++layer) {
+    for (const ActSite site : EnumValues<ActSite>::values()) {
+      if ((layer < 0) == is_block_site(site)) continue;
+      ActFakeQuantizer q = layer < 0 ? model_act_quantizers_[static_cast<size_t>(site)]
+                                     : layer_ptrs_[static_cast<size_t>(layer)]
+                                           ->act_quantizers[static_cast<size_t>(site)];
+      if (!q.is_empty()) fn(layer, site, q);
+    }
+  }
 }
 
 void QuantizedModelImpl::set_quantization(bool on) {
@@ -214,23 +229,17 @@ void QuantizedModelImpl::invalidate_weight_cache() {
 }
 
 void QuantizedModelImpl::set_act_ranges(const ActStats& stats) {
-  const int64_t n = static_cast<int64_t>(layers_->size());
-  for (int64_t layer = -1; layer < n; ++layer) {
-    for (const ActSite site : EnumValues<ActSite>::values()) {
-      if ((layer < 0) == is_block_site(site)) continue;
-      auto& q = act_quantizer(layer, site);
-      if (q.is_empty()) continue;
-      MQ_CHECK(stats.contains(layer, site), "calibration statistics have no range for '",
-               qualified_site_name(layer, site),
-               "' (was the calibration run on this model, with its activation?)");
-      const SiteStats& s = stats.at(layer, site);
-      if (q->options.spec().granularity == Granularity::kPerChannel) {
-        q->set_range(s.min, s.max);
-      } else {
-        q->set_range(s.tensor_min(), s.tensor_max());
-      }
+  for_each_act_quantizer([&](int64_t layer, ActSite site, ActFakeQuantizer& q) {
+    MQ_CHECK(stats.contains(layer, site), "calibration statistics have no range for '",
+             qualified_site_name(layer, site),
+             "' (was the calibration run on this model, with its activation?)");
+    const SiteStats& s = stats.at(layer, site);
+    if (q->options.spec().granularity == Granularity::kPerChannel) {
+      q->set_range(s.min, s.max);
+    } else {
+      q->set_range(s.tensor_min(), s.tensor_max());
     }
-  }
+  });
   invalidate_weight_cache();
 }
 
@@ -320,15 +329,11 @@ TensorMap QuantizedModelImpl::quant_state() const {
       out[weight_quantizer_name(i, site) + ".lowbound_factor"] = wq->lowbound_factor.detach().cpu();
     }
   }
-  for (int64_t layer = -1; layer < n; ++layer) {
-    for (const ActSite site : EnumValues<ActSite>::values()) {
-      if ((layer < 0) == is_block_site(site)) continue;
-      const auto& q = const_cast<QuantizedModelImpl*>(this)->act_quantizer(layer, site);
-      if (q.is_empty() || !q->initialized()) continue;
-      out[act_quantizer_name(layer, site) + ".scale"] = q->scale.detach().cpu();
-      out[act_quantizer_name(layer, site) + ".offset"] = q->offset.detach().cpu();
-    }
-  }
+  for_each_act_quantizer([&](int64_t layer, ActSite site, const ActFakeQuantizer& q) {
+    if (!q->initialized()) return;
+    out[act_quantizer_name(layer, site) + ".scale"] = q->scale.detach().cpu();
+    out[act_quantizer_name(layer, site) + ".offset"] = q->offset.detach().cpu();
+  });
   return out;
 }
 
@@ -368,20 +373,15 @@ void QuantizedModelImpl::load_quant_state(const TensorMap& tensors, const std::s
       copy(wq->lowbound_factor, *low, base + ".lowbound_factor");
     }
   }
-  for (int64_t layer = -1; layer < n; ++layer) {
-    for (const ActSite site : EnumValues<ActSite>::values()) {
-      if ((layer < 0) == is_block_site(site)) continue;
-      auto& q = act_quantizer(layer, site);
-      if (q.is_empty()) continue;
-      const std::string base = act_quantizer_name(layer, site);
-      const auto* scale = take(base + ".scale");
-      const auto* offset = take(base + ".offset");
-      if (scale == nullptr && offset == nullptr) continue;
-      MQ_CHECK(scale != nullptr && offset != nullptr, source, ": '", base,
-               "' needs both scale and offset");
-      q->set_qparams(*scale, *offset);
-    }
-  }
+  for_each_act_quantizer([&](int64_t layer, ActSite site, ActFakeQuantizer& q) {
+    const std::string base = act_quantizer_name(layer, site);
+    const auto* scale = take(base + ".scale");
+    const auto* offset = take(base + ".offset");
+    if (scale == nullptr && offset == nullptr) return;
+    MQ_CHECK(scale != nullptr && offset != nullptr, source, ": '", base,
+             "' needs both scale and offset");
+    q->set_qparams(*scale, *offset);
+  });
   for (const auto& kv : tensors) {
     MQ_CHECK(used.count(kv.first) != 0, source, ": unexpected tensor '", kv.first, "' with shape ",
              kv.second.sizes(),

@@ -128,9 +128,14 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
  private:
   void update_hooks();
   ActFakeQuantizer& act_quantizer(int64_t layer, ActSite site);
+  /// Calls fn(layer, site, quantizer) for every enabled activation quantizer, model-level
+  /// sites (layer -1) first, then block by block in site order.
+  template <class F>
+  void for_each_act_quantizer(F&& fn) const;
 
   CausalLm model_;
   torch::nn::ModuleList layers_{nullptr};
+  std::vector<QuantizedLayerImpl*> layer_ptrs_;  // layers_'s entries, for the per-site hot path
   std::vector<ActFakeQuantizer> model_act_quantizers_ =  // model-level sites
       std::vector<ActFakeQuantizer>(kNumActSites, ActFakeQuantizer(nullptr));
   bool quant_on_ = true;
