@@ -3,6 +3,9 @@
 // sequence lengths and, in the same run, of transformers' forward on the same weights
 // (written to a temporary Hugging Face directory), threads, dtype and device; prints
 // a Markdown table with the ratio (ours / transformers; above 1 means faster).
+// `mobilequant bench quant`: the simulated-quantized forward against the float forward.
+// `mobilequant bench train`: the end-to-end training step (bench/train_bench.h), of a model
+// given by path or by shape with random weights, one row per precision.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "mobilequant/bench/forward_bench.h"
+#include "mobilequant/bench/train_bench.h"
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/cli/commands.h"
 #include "mobilequant/config/quant_config.h"
@@ -219,6 +223,292 @@ void run_bench_quant(const BenchArgs& a) {
   }
 }
 
+/// `bench train` options: the model by path or by shape, the trainer's inputs and the rows.
+struct TrainArgs {
+  std::string model;  ///< -m: a checkpoint ("": a random model of --shape and the shape flags)
+  std::string shape;  ///< preset: smollm2-135m, tinyllama-1.1b
+  int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, intermediate = 0, vocab = 0;
+  uint64_t seed = 0;
+  std::string quant = "w8a8";
+  std::vector<std::string> let{"all"};
+  int64_t seqlen = 2048, batch = 1, steps = 5, warmup = 2, threads = 0, profile_top = 15;
+  std::vector<std::string> precisions{"fp32", "tf32", "bf16"};
+  std::string device = "cpu";
+  bool profile = false;
+  std::string output;
+};
+
+/// The shape presets of `--shape` (the models' Hugging Face config.json values).
+ModelConfig shape_preset(const std::string& name) {
+  ModelConfig c;
+  c.arch = Arch::kLlama;
+  if (name == "smollm2-135m") {
+    c.hidden_size = 576, c.num_hidden_layers = 30, c.num_attention_heads = 9;
+    c.num_key_value_heads = 3, c.intermediate_size = 1536, c.vocab_size = 49152;
+    c.max_position_embeddings = 8192, c.rope_theta = 100000.0, c.tie_word_embeddings = true;
+    c.bos_token_id = 1, c.eos_token_id = 2;
+  } else if (name == "tinyllama-1.1b") {
+    c.hidden_size = 2048, c.num_hidden_layers = 22, c.num_attention_heads = 32;
+    c.num_key_value_heads = 4, c.intermediate_size = 5632, c.vocab_size = 32000;
+    c.max_position_embeddings = 2048, c.rope_theta = 10000.0, c.tie_word_embeddings = false;
+  } else if (!name.empty()) {
+    throw make_error("--shape: unknown preset '", name,
+                     "', expected smollm2-135m or tinyllama-1.1b");
+  }
+  return c;
+}
+
+/// LetPairs from "all", "none" or a list of pair names (qkv, fc1, fc2, out, qkt).
+LetPairs parse_let(const std::vector<std::string>& names) {
+  LetPairs p{false, false, false, false, false};
+  for (const auto& n : names) {
+    if (n == "all") p = LetPairs{};
+    else if (n == "none") p = LetPairs{false, false, false, false, false};
+    else if (n == "qkv") p.qkv = true;
+    else if (n == "fc1") p.fc1 = true;
+    else if (n == "fc2") p.fc2 = true;
+    else if (n == "out") p.out = true;
+    else if (n == "qkt") p.qkt = true;
+    else
+      throw make_error("--let: unknown pair '", n,
+                       "', expected all, none or a list of qkv, fc1, fc2, out, qkt");
+  }
+  return p;
+}
+
+std::string let_string(const LetPairs& p) {
+  std::string s;
+  for (auto [on, name] : {std::pair{p.qkv, "qkv"}, std::pair{p.fc1, "fc1"},
+                          std::pair{p.fc2, "fc2"}, std::pair{p.out, "out"},
+                          std::pair{p.qkt, "qkt"}})
+    if (on) s += (s.empty() ? "" : ",") + std::string(name);
+  return s.empty() ? "none" : s;
+}
+
+/// A model of the asked shape with random N(0, 0.02) weights (transformers' initializer_range)
+/// and unit norms, fp32 on `device`.
+CausalLm random_model(const TrainArgs& a, const torch::Device& device, std::string& label) {
+  ModelConfig c = shape_preset(a.shape);
+  if (a.hidden) c.hidden_size = a.hidden;
+  if (a.layers) c.num_hidden_layers = a.layers;
+  if (a.heads) c.num_attention_heads = a.heads;
+  if (a.kv_heads) c.num_key_value_heads = a.kv_heads;
+  if (a.intermediate) c.intermediate_size = a.intermediate;
+  if (a.vocab) c.vocab_size = a.vocab;
+  if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
+  MQ_CHECK(c.hidden_size > 0 && c.num_hidden_layers > 0 && c.num_attention_heads > 0 &&
+               c.intermediate_size > 0 && c.vocab_size > 0,
+           "bench train: no model: give -m PATH, or --shape, or all of --hidden, --layers, "
+           "--heads, --intermediate and --vocab (got hidden ", c.hidden_size, ", layers ",
+           c.num_hidden_layers, ", heads ", c.num_attention_heads, ", intermediate ",
+           c.intermediate_size, ", vocab ", c.vocab_size, ")");
+  MQ_CHECK(c.hidden_size % c.num_attention_heads == 0, "bench train: --hidden ", c.hidden_size,
+           " is not a multiple of --heads ", c.num_attention_heads);
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.max_position_embeddings = std::max(c.max_position_embeddings, a.seqlen);
+  c.validate("bench train shape");
+  torch::manual_seed(a.seed);
+  CausalLm model(c);
+  model->to(device, torch::kFloat32);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      if (p.dim() >= 2) p.normal_(0.0, 0.02);  // linear and embedding weights
+      else p.fill_(1.0);                      // norm weights (no biases in these shapes)
+    }
+  }
+  std::ostringstream os;
+  os << (a.shape.empty() ? "random" : a.shape) << " shape (hidden " << c.hidden_size
+     << ", layers " << c.num_hidden_layers << ", heads " << c.num_attention_heads << "/"
+     << c.num_key_value_heads << ", intermediate " << c.intermediate_size << ", vocab "
+     << c.vocab_size << "), random weights, seed " << a.seed;
+  label = os.str();
+  return model;
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(digits) << v;
+  return os.str();
+}
+
+/// `bench train`: the end-to-end training step, one row per precision.
+void run_bench_train(const TrainArgs& a) {
+  if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
+  const torch::Device device = parse_device(a.device);
+  std::vector<BenchPrecision> precisions;
+  for (const auto& p : a.precisions) precisions.push_back(parse_bench_precision(p, "--precision"));
+  const LetPairs let = parse_let(a.let);
+  const QuantConfig quant = load_quant_config(a.quant, presets_dir());
+
+  std::string label;
+  CausalLm model{nullptr};
+  if (!a.model.empty()) {
+    MQ_CHECK(a.shape.empty() && !a.hidden && !a.layers && !a.heads && !a.kv_heads &&
+                 !a.intermediate && !a.vocab,
+             "bench train: -m ", a.model, " and --shape/--hidden/... both given; give one");
+    std::cerr << "[bench] loading " << a.model << "\n";
+    LoadOptions lo;
+    lo.device = device;
+    lo.dtype = torch::kFloat32;
+    model = load_model(a.model, lo).model;
+    label = a.model;
+  } else {
+    model = random_model(a, device, label);
+  }
+  const ModelConfig& cfg = model->config();
+  const std::string dev_name = accelerator_name(device);
+
+  TrainBenchOptions bo;
+  bo.seqlen = a.seqlen;
+  bo.batch = a.batch;
+  bo.steps = a.steps;
+  bo.warmup = a.warmup;
+  bo.seed = a.seed;
+  bo.profile = a.profile;
+  bo.profile_top = a.profile_top;
+  std::vector<TrainBenchResult> rows;
+  for (BenchPrecision p : precisions) {
+    bo.precision = p;
+    std::cerr << "[bench] end-to-end training step, " << to_string(p) << ", seqlen " << a.seqlen
+              << ", batch " << a.batch << ": " << a.warmup << " warm-up + " << a.steps
+              << " timed steps\n";
+    rows.push_back(bench_train(model, quant, let, bo));
+  }
+
+  auto gib = [](double v) { return v < 0 ? std::string("n/a") : fixed(v, 2); };
+  std::cout << "\n| precision | tokens/s | ms/step (median) | peak GPU GiB (alloc / reserved) "
+               "| peak host RSS GiB | matmul TFLOP/s | % of peak |\n"
+            << "|---|---:|---:|---:|---:|---:|---:|\n";
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : rows) {
+    std::cout << "| " << to_string(r.precision) << " | " << fixed(r.tokens_per_second, 0) << " | "
+              << fixed(r.median_step_seconds * 1e3, 1) << " | "
+              << (r.peak_gpu_allocated_gib < 0
+                      ? std::string("n/a")
+                      : gib(r.peak_gpu_allocated_gib) + " / " + gib(r.peak_gpu_reserved_gib))
+              << " | " << fixed(r.peak_host_rss_gib, 2) << (r.host_peak_reset ? "" : " (since start)")
+              << " | " << fixed(r.achieved_tflops, r.achieved_tflops < 1 ? 4 : 1) << " | "
+              << (r.fraction_of_peak < 0 ? std::string("n/a")
+                                         : fixed(100.0 * r.fraction_of_peak, 1) + "% of " +
+                                               fixed(r.peak_tflops, 1))
+              << " |\n";
+    nlohmann::json row{{"precision", to_string(r.precision)},
+                       {"tokens_per_second", r.tokens_per_second},
+                       {"median_step_seconds", r.median_step_seconds},
+                       {"step_seconds", r.step_seconds},
+                       {"flops_per_step", r.flops_per_step},
+                       {"achieved_tflops", r.achieved_tflops},
+                       {"peak_tflops", r.peak_tflops > 0 ? nlohmann::json(r.peak_tflops)
+                                                         : nlohmann::json(nullptr)},
+                       {"fraction_of_peak", r.fraction_of_peak >= 0
+                                                ? nlohmann::json(r.fraction_of_peak)
+                                                : nlohmann::json(nullptr)},
+                       {"peak_gpu_allocated_gib", r.peak_gpu_allocated_gib >= 0
+                                                      ? nlohmann::json(r.peak_gpu_allocated_gib)
+                                                      : nlohmann::json(nullptr)},
+                       {"peak_gpu_reserved_gib", r.peak_gpu_reserved_gib >= 0
+                                                     ? nlohmann::json(r.peak_gpu_reserved_gib)
+                                                     : nlohmann::json(nullptr)},
+                       {"peak_host_rss_gib", r.peak_host_rss_gib},
+                       {"host_peak_reset", r.host_peak_reset},
+                       {"final_loss", r.final_loss}};
+    if (r.profiled) {
+      const auto& b = r.breakdown;
+      auto ops = [](const std::vector<OpTime>& v) {
+        nlohmann::json j = nlohmann::json::array();
+        for (const auto& o : v) j.push_back({{"name", o.name}, {"ms", o.self_ms}, {"calls", o.calls}});
+        return j;
+      };
+      row["profile"] = {{"forward_ms", b.forward_ms},
+                        {"backward_ms", b.backward_ms},
+                        {"optimizer_ms", b.optimizer_ms},
+                        {"cpu_self_total_ms", b.cpu_total_ms},
+                        {"device_kernel_total_ms", b.device_total_ms},
+                        {"top_cpu_ops", ops(b.top_cpu_ops)},
+                        {"top_device_kernels", ops(b.top_device_ops)},
+                        {"note", b.note}};
+    }
+    out.push_back(row);
+  }
+  const double gflop = rows.empty() ? 0.0 : rows.front().flops_per_step / 1e9;
+  std::cout << "\nmodel " << label << "; quant " << quant.name << ", LET " << let_string(let)
+            << "; seqlen " << a.seqlen << ", batch " << a.batch << "; median of " << a.steps
+            << " steps after " << a.warmup << " warm-up; device " << device.str() << " ("
+            << dev_name << "), threads " << torch::get_num_threads() << "; "
+            << fixed(gflop, 1) << " GFLOP/step (matmuls: 3 x forward to the last layer, causal "
+            << "attention counted half); LibTorch " << TORCH_VERSION << "\n";
+
+  for (const auto& r : rows) {
+    if (!r.profiled) continue;
+    const auto& b = r.breakdown;
+    const double phases = b.forward_ms + b.backward_ms + b.optimizer_ms;
+    std::cout << "\n### Where the time goes: " << to_string(r.precision)
+              << "\n\n| phase | ms (median, device synchronised per phase) | share |\n"
+              << "|---|---:|---:|\n";
+    for (auto [name, ms] : {std::pair{"forward (to last layer) + MSE", b.forward_ms},
+                            std::pair{"backward", b.backward_ms},
+                            std::pair{"AdamW step + zero_grad", b.optimizer_ms}})
+      std::cout << "| " << name << " | " << fixed(ms, 2) << " | "
+                << fixed(phases > 0 ? 100.0 * ms / phases : 0.0, 1) << "% |\n";
+    std::cout << "| sum of phases | " << fixed(phases, 2) << " | |\n"
+              << "| trainer's step (median above) | " << fixed(r.median_step_seconds * 1e3, 2)
+              << " | |\n";
+    if (!b.note.empty()) {
+      std::cout << "\n" << b.note << "\n";
+      continue;
+    }
+    auto table = [](const char* title, const std::vector<OpTime>& v, double total) {
+      if (v.empty()) return;
+      std::cout << "\n| " << title << " | ms | % | calls |\n|---|---:|---:|---:|\n";
+      for (const auto& o : v) {
+        std::string name = o.name;
+        if (name.size() > 90) name = name.substr(0, 87) + "...";
+        for (auto& ch : name)
+          if (ch == '|') ch = '/';
+        std::cout << "| `" << name << "` | " << fixed(o.self_ms, 2) << " | "
+                  << fixed(total > 0 ? 100.0 * o.self_ms / total : 0.0, 1) << " | " << o.calls
+                  << " |\n";
+      }
+      std::cout << "| total | " << fixed(total, 2) << " | | |\n";
+    };
+    table("CPU op (self time, one profiled step)", b.top_cpu_ops, b.cpu_total_ms);
+    table("device kernel (one profiled step)", b.top_device_ops, b.device_total_ms);
+  }
+
+  if (!a.output.empty()) {
+    nlohmann::json shape{{"hidden_size", cfg.hidden_size},
+                         {"num_hidden_layers", cfg.num_hidden_layers},
+                         {"num_attention_heads", cfg.num_attention_heads},
+                         {"num_key_value_heads", cfg.num_key_value_heads},
+                         {"head_dim", cfg.head_dim},
+                         {"intermediate_size", cfg.intermediate_size},
+                         {"vocab_size", cfg.vocab_size}};
+    write_json_atomically({{"model", label},
+                           {"shape", shape},
+                           {"quant", quant.name},
+                           {"let", let_string(let)},
+                           {"seqlen", a.seqlen},
+                           {"batch", a.batch},
+                           {"steps", a.steps},
+                           {"warmup", a.warmup},
+                           {"seed", a.seed},
+                           {"device", device.str()},
+                           {"device_name", dev_name},
+                           {"threads", torch::get_num_threads()},
+                           {"flops_formula",
+                            "3 * (2 * linear_params_of_layers * tokens + layers * batch * 4 * "
+                            "T^2 * heads * head_dim / 2); no lm_head"},
+                           {"libtorch", TORCH_VERSION},
+                           {"command_line", command_line()},
+                           {"git_revision", git_revision()},
+                           {"utc", utc_now()},
+                           {"machine", machine_info(device)},
+                           {"results", out}},
+                          a.output);
+  }
+}
+
 /// The model and timing options every bench subcommand takes.
 void add_timing_args(CLI::App& cmd, BenchArgs& a) {
   add_model_args(cmd, a.model);
@@ -254,6 +544,45 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   quant->add_option("-o,--output", qargs->output, "Also write the figures as JSON");
   quant->callback([qargs] { run_bench_quant(*qargs); });
+
+  auto targs = std::make_shared<TrainArgs>();
+  auto* train = bench->add_subcommand(
+      "train", "End-to-end training step: tokens/s, ms/step, peak memory, matrix throughput");
+  train->add_option("-m,--model", targs->model,
+                    "Model: a Hugging Face directory, a .gguf file or a llama2.c .bin "
+                    "(else a random model by --shape and the shape flags)");
+  train->add_option("--shape", targs->shape, "Shape preset: smollm2-135m, tinyllama-1.1b");
+  train->add_option("--hidden", targs->hidden, "Hidden size (overrides the preset)");
+  train->add_option("--layers", targs->layers, "Decoder layers (overrides the preset)");
+  train->add_option("--heads", targs->heads, "Query heads (overrides the preset)");
+  train->add_option("--kv-heads", targs->kv_heads, "Key/value heads (default: --heads)");
+  train->add_option("--intermediate", targs->intermediate, "MLP width (overrides the preset)");
+  train->add_option("--vocab", targs->vocab, "Vocabulary size (overrides the preset)");
+  train->add_option("--seed", targs->seed, "Seed of the random weights, ids and ranges")
+      ->capture_default_str();
+  train->add_option("--quant,-q", targs->quant, "Quantization preset (configs/quant/) or file")
+      ->capture_default_str();
+  train->add_option("--let", targs->let, "LET pairs: all, none or qkv,fc1,fc2,out,qkt")
+      ->delimiter(',')
+      ->capture_default_str();
+  train->add_option("--seqlen", targs->seqlen, "Tokens per window")->capture_default_str();
+  train->add_option("--batch", targs->batch, "Windows per step")->capture_default_str();
+  train->add_option("--steps", targs->steps, "Timed optimizer steps (median)")
+      ->capture_default_str();
+  train->add_option("--warmup", targs->warmup, "Untimed optimizer steps first (>= 1)")
+      ->capture_default_str();
+  train->add_option("--precision", targs->precisions, "Rows: fp32, tf32, bf16 (comma list)")
+      ->delimiter(',')
+      ->capture_default_str();
+  train->add_option("--device", targs->device, "cpu, cuda or cuda:N")->capture_default_str();
+  train->add_option("--threads", targs->threads, "CPU threads (0: LibTorch default)")
+      ->capture_default_str();
+  train->add_flag("--profile", targs->profile,
+                  "Also time forward / backward / optimizer apart and list the top operators");
+  train->add_option("--profile-top", targs->profile_top, "Operators listed by --profile")
+      ->capture_default_str();
+  train->add_option("-o,--output", targs->output, "Also write the figures as JSON");
+  train->callback([targs] { run_bench_train(*targs); });
 }
 
 }  // namespace mq::cli

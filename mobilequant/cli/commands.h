@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mobilequant/config/eval_config.h"
+#include "mobilequant/config/run_config.h"
 #include "mobilequant/models/model_loader.h"
 
 namespace mq::cli {
@@ -48,6 +50,18 @@ std::string git_revision();
 /// Writes `j` to `path` through a temporary file in the same directory and a rename.
 void write_json_atomically(const nlohmann::json& j, const std::string& path);
 
+/// What evaluate_tasks returns: one JSON entry per task and a Markdown table of the figures.
+struct EvalOutcome {
+  nlohmann::json results;  ///< per task: protocol, metrics, counts, data file, seconds
+  std::string table;       ///< "| task | protocol | metric | value | tokens | docs |" rows
+};
+/// The data file of `task`: data TASK=FILE, data FILE, else the default under data_dir().
+std::string resolve_eval_data(const EvalConfig& a, EvalTask task);
+/// Runs every task of `a` on `model` (through whatever hooks it has installed); `inputs` are
+/// the (path, text) of each task, read beforehand so that a bad path fails early.
+EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
+                           const std::vector<std::pair<std::string, std::string>>& inputs);
+
 /// `mobilequant quantize`: closed-form quantization (RTN, SmoothQuant-Static/Edge).
 void add_quantize_command(CLI::App& app);
 /// `mobilequant eval`: perplexity by the WikiText (lm-eval, GPTQ) and document protocols.
@@ -58,5 +72,20 @@ void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 /// `mobilequant info`: what a checkpoint holds.
 void add_info_command(CLI::App& app);
+/// `mobilequant run`: one experiment (calibrate, train, fold, save, evaluate) in a run directory.
+void add_run_command(CLI::App& app);
+/// `mobilequant sweep`: a grid of runs and their results table.
+void add_sweep_command(CLI::App& app);
+
+/// How run_experiment treats an existing run directory.
+struct RunFlags {
+  bool resume = false;  ///< continue from its checkpoints (the config must be the same)
+  bool force = false;   ///< delete it and start again
+  bool quiet = false;   ///< no progress bar (sweeps print one line per run)
+};
+/// Runs one resolved experiment; returns its results.json.
+nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags);
+/// Where method configs live: <repo>/configs/methods.
+std::string methods_dir();
 
 }  // namespace mq::cli

@@ -91,6 +91,7 @@ fs::path data_dir() {
 }
 
 std::string presets_dir() { return (source_dir() / "configs" / "quant").string(); }
+std::string methods_dir() { return (source_dir() / "configs" / "methods").string(); }
 
 std::string git_revision() {
   // A copy of the tree without its history (the GPU machine) says which commit it is here.

@@ -73,8 +73,9 @@ bool is_task_name(const std::string& name) {
   return false;
 }
 
-/// The data file of `task`: --data TASK=FILE, --data FILE, $MQ_DATA_DIR, ../shared/data.
-std::string resolve_data(const EvalConfig& a, EvalTask task) {
+}  // namespace
+
+std::string resolve_eval_data(const EvalConfig& a, EvalTask task) {
   std::string any;
   for (const auto& d : a.data) {
     const size_t eq = d.find('=');
@@ -87,6 +88,8 @@ std::string resolve_data(const EvalConfig& a, EvalTask task) {
   if (!any.empty()) return any;
   return (data_dir() / default_data_relpath(task)).string();
 }
+
+namespace {
 
 /// A progress printer for stderr: "\r" updates on a terminal, a line every 30 s otherwise.
 std::function<void(const ScoreProgress&)> progress_printer(const std::string& task) {
@@ -151,38 +154,11 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   return c;
 }
 
-/// Runs every task of the resolved, validated `a`.
-void run_eval(const EvalConfig& a) {
-  // Read every data file first, so a bad path fails before the model loads.
-  std::vector<std::pair<std::string, std::string>> inputs;  // (path, text) per task
-  for (const EvalTask task : a.tasks) {
-    const std::string path = resolve_data(a, task);
-    inputs.emplace_back(path, read_text_file(path, std::string("eval --task ") + to_string(task) +
-                                                       " data file"));
-  }
+}  // namespace
 
-  ModelArgs model_args;
-  model_args.model = a.model;
-  model_args.tokenizer = a.tokenizer;
-  model_args.device = a.device;
-  model_args.dtype = a.dtype;
-  const LoadOptions load = to_load_options(model_args);
-  std::cerr << "[eval] loading " << a.model << " (" << a.dtype << ", " << load.device.str()
-            << ")\n";
-  LoadedModel lm;
-  LoadedQuantizedModel quantized;  // holds the simulated-quantization wrapper alive
-  if (is_quantized_model_dir(a.model)) {
-    quantized = load_quantized_model(a.model, load);
-    quantized.model->set_weight_cache(true);  // weights are fixed while evaluating
-    lm = quantized.base;
-    std::cerr << "[eval] simulated quantization: " << quantized.manifest.quant.name << " ("
-              << quantized.manifest.method << ")\n";
-  } else {
-    lm = load_model(a.model, load);
-  }
-  MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model,
-           "': no tokenizer found beside it; pass --tokenizer");
-  const int64_t context = lm.model->config().max_position_embeddings;
+EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
+                           const std::vector<std::pair<std::string, std::string>>& inputs) {
+  const int64_t context = model->config().max_position_embeddings;
   // Unless given (0), window lengths are 2048 capped at the model's trained context.
   const int64_t max_length = a.max_length > 0 ? a.max_length : std::min<int64_t>(2048, context);
   const int64_t seqlen = a.seqlen > 0 ? a.seqlen : std::min<int64_t>(2048, context);
@@ -204,18 +180,18 @@ void run_eval(const EvalConfig& a) {
       WikitextOptions o;
       o.max_length = max_length;
       o.limit_documents = a.limit;
-      r = evaluate_wikitext_lm_eval(lm.model, *lm.tokenizer, text, o, score);
+      r = evaluate_wikitext_lm_eval(model, tokenizer, text, o, score);
     } else if (task_id == EvalTask::kWikitextGptq) {
       GptqOptions o;
       o.seqlen = seqlen;
       o.limit_windows = a.limit;
-      r = evaluate_wikitext_gptq(lm.model, *lm.tokenizer, text, o, score);
+      r = evaluate_wikitext_gptq(model, tokenizer, text, o, score);
     } else {
       DocumentOptions o;
       o.separator = a.separator;
       o.max_length = max_length;
       o.limit_documents = a.limit;
-      r = evaluate_documents(lm.model, *lm.tokenizer, text, o, score);
+      r = evaluate_documents(model, tokenizer, text, o, score);
     }
     const std::string label = protocol_label(task_id, max_length, seqlen);
     nlohmann::json metrics = nlohmann::json::array();
@@ -248,7 +224,45 @@ void run_eval(const EvalConfig& a) {
     }
     results.push_back(entry);
   }
-  std::cout << table.str() << std::flush;
+  return {results, table.str()};
+}
+
+namespace {
+
+/// Runs every task of the resolved, validated `a`.
+void run_eval(const EvalConfig& a) {
+  // Read every data file first, so a bad path fails before the model loads.
+  std::vector<std::pair<std::string, std::string>> inputs;  // (path, text) per task
+  for (const EvalTask task : a.tasks) {
+    const std::string path = resolve_eval_data(a, task);
+    inputs.emplace_back(path, read_text_file(path, std::string("eval --task ") + to_string(task) +
+                                                       " data file"));
+  }
+
+  ModelArgs model_args;
+  model_args.model = a.model;
+  model_args.tokenizer = a.tokenizer;
+  model_args.device = a.device;
+  model_args.dtype = a.dtype;
+  const LoadOptions load = to_load_options(model_args);
+  std::cerr << "[eval] loading " << a.model << " (" << a.dtype << ", " << load.device.str()
+            << ")\n";
+  LoadedModel lm;
+  LoadedQuantizedModel quantized;  // holds the simulated-quantization wrapper alive
+  if (is_quantized_model_dir(a.model)) {
+    quantized = load_quantized_model(a.model, load);
+    quantized.model->set_weight_cache(true);  // weights are fixed while evaluating
+    lm = quantized.base;
+    std::cerr << "[eval] simulated quantization: " << quantized.manifest.quant.name << " ("
+              << quantized.manifest.method << ")\n";
+  } else {
+    lm = load_model(a.model, load);
+  }
+  MQ_CHECK(lm.tokenizer != nullptr, "model '", a.model,
+           "': no tokenizer found beside it; pass --tokenizer");
+  const EvalOutcome outcome = evaluate_tasks(lm.model, *lm.tokenizer, a, inputs);
+  std::cout << outcome.table << std::flush;
+  const nlohmann::json& results = outcome.results;
 
   if (!a.output.empty()) {
     nlohmann::json out{{"model", a.model},

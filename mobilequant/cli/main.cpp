@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   mq::cli::add_generate_command(app);
   mq::cli::add_bench_command(app);
   mq::cli::add_info_command(app);
+  mq::cli::add_run_command(app);
+  mq::cli::add_sweep_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,7 +2,9 @@
 // JSON reading and writing and `--set key=value` overrides of any config struct with a
 // for_each_field list (config/field_visitor.h). Field types: int64_t, double, bool,
 // std::string, enums (to_string + EnumValues), std::vector of those, and
-// std::map<std::string, std::string>.
+// std::map<std::string, std::string>, and nested sections (a struct with its own
+// for_each_field: a JSON object whose keys present replace the section's fields, and
+// `--set section.field=value`).
 //
 // Every error is an mq::Error naming where the value came from (the file, or "--set"), the key,
 // what was expected and what was found:
@@ -40,7 +42,21 @@ std::pair<std::string, std::string> split_override(const std::string& text,
 /// as a JSON string.
 nlohmann::json parse_override_value(const std::string& text);
 
+template <class T>
+void config_from_json(const nlohmann::json& j, T& config, const std::string& where);
+template <class T>
+nlohmann::json config_to_json(const T& config);
+template <class T>
+void apply_override(T& config, const std::string& text, const std::string& where = "--set");
+
 namespace detail {
+
+/// True for a struct with a for_each_field list (a nested section of a config).
+template <class T, class = void>
+struct HasFields : std::false_type {};
+template <class T>
+struct HasFields<T, std::void_t<decltype(std::declval<T&>().for_each_field(
+                        std::declval<FieldKeyCollector&>()))>> : std::true_type {};
 
 template <class T>
 struct IsVector : std::false_type {};
@@ -74,6 +90,8 @@ void read_value(const nlohmann::json& j, T& out, const std::string& where) {
       throw_ill_typed(where, ("one of " + enum_choices<T>()).c_str(), j);
     }
     out = parse_enum<T>(j.get<std::string>(), where);
+  } else if constexpr (HasFields<T>::value) {
+    config_from_json(j, out, where);  // a section: keys present replace, absent keep
   } else if constexpr (IsVector<T>::value) {
     if (!j.is_array()) throw_ill_typed(where, "an array", j);
     T values(j.size());
@@ -98,6 +116,8 @@ template <class T>
 nlohmann::json write_value(const T& value) {
   if constexpr (std::is_enum_v<T>) {
     return std::string(to_string(value));
+  } else if constexpr (HasFields<T>::value) {
+    return config_to_json(value);
   } else if constexpr (IsVector<T>::value) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& v : value) out.push_back(write_value(v));
@@ -135,6 +155,15 @@ struct OverrideSetter {
   bool found = false;
   template <class T>
   void operator()(const char* name, T& member, const char* /*help*/) {
+    if constexpr (HasFields<T>::value) {
+      // "section.field=value" reaches into a nested section.
+      const std::string prefix = std::string(name) + ".";
+      if (key.compare(0, prefix.size(), prefix) == 0) {
+        found = true;
+        apply_override(member, key.substr(prefix.size()) + "=" + raw, where + ": " + name);
+        return;
+      }
+    }
     if (key != name) return;
     found = true;
     nlohmann::json j = parse_override_value(raw);
@@ -192,7 +221,7 @@ void read_config_file(const std::string& path, T& config) {
 /// one-element list. Throws mq::Error naming `where`, the key and the allowed keys, or the
 /// expected type and the value.
 template <class T>
-void apply_override(T& config, const std::string& text, const std::string& where = "--set") {
+void apply_override(T& config, const std::string& text, const std::string& where) {
   const auto [key, raw] = split_override(text, where);
   detail::OverrideSetter setter{key, raw, where};
   config.for_each_field(setter);

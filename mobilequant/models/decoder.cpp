@@ -355,18 +355,35 @@ torch::Tensor CausalLmImpl::hidden_states(const torch::Tensor& input_ids,
   }
   auto [cos, sin] = rope_.tables(positions);                                 // [B, 1, T, R]
 
-  auto h = model->embed_tokens(input_ids);                                   // [B, T, C]
-  if (cfg_.scale_embeddings) {
-    // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
-    auto normalizer = torch::tensor(std::sqrt(static_cast<double>(cfg_.hidden_size)),
-                                    torch::dtype(h.scalar_type()).device(dev));
-    h = h * normalizer;
-  }
-  h = at_site(hooks, -1, ActSite::kEmbedOut, h);
+  auto h = embed(input_ids);                                                 // [B, T, C]
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i)
     h = model->layers[i]->as<DecoderLayer>()->forward(h, cos, sin, mask, i, hooks);
   h = model->norm(at_site(hooks, -1, ActSite::kFinalNormIn, h));
   return at_site(hooks, -1, ActSite::kFinalNormOut, h);
+}
+
+torch::Tensor CausalLmImpl::embed(const torch::Tensor& input_ids) {
+  auto h = model->embed_tokens(input_ids);                                   // [B, T, C]
+  if (cfg_.scale_embeddings) {
+    // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
+    auto normalizer = torch::tensor(std::sqrt(static_cast<double>(cfg_.hidden_size)),
+                                    torch::dtype(h.scalar_type()).device(input_ids.device()));
+    h = h * normalizer;
+  }
+  return at_site(hooks_, -1, ActSite::kEmbedOut, h);
+}
+
+std::pair<torch::Tensor, torch::Tensor> CausalLmImpl::rope_tables(
+    int64_t seqlen, const torch::Device& device) const {
+  auto positions = torch::arange(seqlen, torch::dtype(torch::kInt64).device(device)).unsqueeze(0);
+  return rope_.tables(positions);                                            // [1, 1, T, R]
+}
+
+torch::Tensor CausalLmImpl::run_layer(int64_t i, const torch::Tensor& h) {
+  MQ_CHECK(h.dim() == 3 && h.size(2) == cfg_.hidden_size, "CausalLm::run_layer: hidden states ",
+           "must be [B, T, ", cfg_.hidden_size, "], got ", h.sizes());
+  auto [cos, sin] = rope_tables(h.size(1), h.device());                      // [1, 1, T, R]
+  return layer(i)->forward(h, cos, sin, /*mask=*/{}, i, hooks_);             // [B, T, C]
 }
 
 torch::Tensor CausalLmImpl::logits(const torch::Tensor& hidden) {

@@ -173,6 +173,16 @@ class CausalLmImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
   /// The classifier applied to hidden states [..., C] -> [..., V].
   torch::Tensor logits(const torch::Tensor& hidden);
+  /// The inputs of block 0 for input_ids [B, T] int64: token embeddings (Gemma: times
+  /// sqrt(hidden)) through the model-level `embed` site of the installed hooks. [B, T, C].
+  torch::Tensor embed(const torch::Tensor& input_ids);
+  /// RoPE cos/sin tables for positions 0..seqlen-1 of unpadded sequences, each
+  /// [1, 1, seqlen, R] fp32 on `device` (they broadcast over the batch).
+  std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t seqlen,
+                                                      const torch::Device& device) const;
+  /// Block i alone on unpadded causal hidden states h: [B, T, C] -> [B, T, C], through the
+  /// installed hooks: what hidden_states() computes for that block without an attention mask.
+  torch::Tensor run_layer(int64_t i, const torch::Tensor& h);
 
   /// Copies `tensors` (Hugging Face names) into the parameters, checking every name and shape;
   /// `source` names the checkpoint in errors. Extra tensors not used by the model are errors too,

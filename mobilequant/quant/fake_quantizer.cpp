@@ -255,7 +255,10 @@ torch::Tensor ActFakeQuantizerImpl::forward(const torch::Tensor& x) {
   p.offset = offset;  // [] or [C]; may drift off-integer while learned
   p.qmin = spec.qmin();
   p.qmax = spec.qmax();
-  return fake_quantize(x, p);  // [x]
+  // Computed in fp32 (fp64 for gradient checks) whatever the input: a 0-dim fp32 scale would
+  // not promote a bf16 input, and bf16 cannot hold x / scale for 16-bit codes. The result goes
+  // back to x's dtype (bf16 models, autocast training).
+  return fake_quantize(x.to(compute_dtype(x)), p).to(x.scalar_type());  // [x]
 }
 
 }  // namespace mq

@@ -2,13 +2,23 @@
 #include "mobilequant/train/e2e_trainer.h"
 
 #include <cmath>
+#include <filesystem>
+#include <sstream>
 #include <vector>
 
 #include "mobilequant/core/error.h"
+#include "mobilequant/io/safetensors_reader.h"
+#include "mobilequant/train/autocast_guard.h"
+#include "mobilequant/train/denormal_guard.h"
 
 namespace mq {
 
+namespace fs = std::filesystem;
+
 namespace {
+
+constexpr const char* kOptimizerKey = "__optimizer__";  // the AdamW archive's bytes, U8
+constexpr const char* kStateKey = "__state__";          // [steps, first loss, epoch loss sum]
 
 /// The last decoder layer's output for input_ids [B, T], through the model's hooks.
 torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids) {
@@ -24,36 +34,71 @@ torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids
   return out;                                                                // [B, T, C]
 }
 
-struct Group {
-  const char* name;
-  ParamGroupOptions opts;
-  std::vector<torch::Tensor> params;
-  CosineSchedule schedule;
+/// Where the run stands, as a checkpoint holds it.
+struct Progress {
+  int64_t steps_done = 0;
+  double first_epoch_loss = 0.0;
+  double epoch_loss_sum = 0.0;  // of the epoch in progress
 };
+
+void save_checkpoint(const std::string& path, QuantizedModelImpl& qm,
+                     const GroupedOptimizer& optimizer, const Progress& p) {
+  TensorMap tensors = qm.quant_state();
+  std::ostringstream bytes;
+  {
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.save_to(bytes);
+  }
+  const std::string s = bytes.str();
+  tensors[kOptimizerKey] =
+      torch::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())},
+                       torch::kUInt8)
+          .clone();                                                          // [bytes]
+  tensors[kStateKey] = torch::tensor({static_cast<double>(p.steps_done), p.first_epoch_loss,
+                                      p.epoch_loss_sum},
+                                     torch::kFloat64);                       // [3]
+  write_safetensors(path, tensors, {{"format", "mobilequant-e2e-checkpoint"}});
+}
 
 }  // namespace
 
+std::string e2e_checkpoint_path(const std::string& checkpoint_dir) {
+  return (fs::path(checkpoint_dir) / "e2e_state.safetensors").string();
+}
+
 EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& windows,
                                 const EndToEndOptions& opts) {
+  DenormalGuard no_denormals;  // see train/denormal_guard.h
   MQ_CHECK(windows.dim() == 2 && windows.scalar_type() == torch::kInt64,
            "train: windows must be [N, T] int64, got ", windows.sizes(), " ",
            windows.scalar_type());
   const int64_t n = windows.size(0);
-  MQ_CHECK(opts.batch_size >= 1 && n % opts.batch_size == 0, "train: batch_size ",
-           opts.batch_size, " does not divide the ", n, " windows");
+  MQ_CHECK(opts.batch_size >= 1 && opts.grad_accum >= 1 &&
+               n % (opts.batch_size * opts.grad_accum) == 0,
+           "train: batch_size ", opts.batch_size, " x grad_accum ", opts.grad_accum,
+           " does not divide the ", n, " windows");
   MQ_CHECK(opts.epochs >= 1, "train: epochs: got ", opts.epochs, ", expected >= 1");
+  const auto say = [&](const std::string& line) {
+    if (opts.log) opts.log(line);
+  };
   CausalLm model = qm.float_model();
   const auto device = model->parameters().front().device();
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   qm.set_weight_cache(false);
 
-  // Targets: the float model (quantization off, transforms as they are) on every window.
-  const int64_t batches = n / opts.batch_size;
-  std::vector<torch::Tensor> targets;  // per batch: [B, T, C]
-  {
+  // Targets: the float model (quantization off, transforms at their initial values) on every
+  // micro-batch, before any checkpoint is loaded, so that a resumed run sees the same targets.
+  const int64_t micro = n / opts.batch_size;
+  const int64_t steps_per_epoch = micro / opts.grad_accum;
+  const int64_t total = opts.epochs * steps_per_epoch;
+  std::vector<torch::Tensor> targets;  // per micro-batch: [B, T, C]
+  if (opts.loss != TrainLoss::kLm) {
+    say("computing the float model's last-layer outputs on " + std::to_string(n) + " windows");
     torch::NoGradGuard no_grad;
+    AutocastGuard autocast(device, opts.bf16);
     qm.set_quantization(false);
-    for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t b = 0; b < micro; ++b) {
       auto ids = windows.narrow(0, b * opts.batch_size, opts.batch_size).to(device);
       auto y = last_layer_output(qm, ids);
       targets.push_back(opts.targets_on_device ? y : y.cpu());
@@ -62,78 +107,120 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   }
 
   if (opts.lwc.enabled && qm.lwc_parameters().empty()) qm.enable_lwc();
+  Progress progress;
+  const std::string ckpt = opts.checkpoint_dir.empty() ? "" : e2e_checkpoint_path(opts.checkpoint_dir);
+  torch::Tensor optimizer_bytes;  // [bytes] U8, when resuming
+  if (opts.resume && !ckpt.empty() && fs::exists(ckpt)) {
+    TensorMap state = read_safetensors(ckpt, /*keep_dtype=*/true);
+    auto take = [&](const char* key) {
+      auto it = state.find(key);
+      MQ_CHECK(it != state.end(), ckpt, ": tensor '", key, "' missing (not a training checkpoint?)");
+      auto t = it->second;
+      state.erase(it);
+      return t;
+    };
+    optimizer_bytes = take(kOptimizerKey);
+    const auto s = take(kStateKey);
+    MQ_CHECK(s.numel() == 3 && s.scalar_type() == torch::kFloat64, ckpt, ": ", kStateKey,
+             " must be 3 float64 values, got ", s.sizes(), " ", s.scalar_type());
+    progress.steps_done = static_cast<int64_t>(s[0].item<double>());
+    progress.first_epoch_loss = s[1].item<double>();
+    progress.epoch_loss_sum = s[2].item<double>();
+    MQ_CHECK(progress.steps_done >= 0 && progress.steps_done <= total, ckpt, ": holds ",
+             progress.steps_done, " steps, but this run has ", total,
+             " (a checkpoint of another configuration?)");
+    qm.load_quant_state(state, ckpt);
+  }
   qm.set_act_ranges_learnable(opts.lrl.enabled);
-  const int64_t total = opts.epochs * batches;
-  std::vector<Group> groups = {
-      {"let", opts.let, opts.let.enabled ? qm.let_parameters() : std::vector<torch::Tensor>{}, {}},
-      {"lwc", opts.lwc, opts.lwc.enabled ? qm.lwc_parameters() : std::vector<torch::Tensor>{}, {}},
-      {"lrl", opts.lrl, opts.lrl.enabled ? qm.lrl_parameters() : std::vector<torch::Tensor>{}, {}}};
-  for (auto& p : qm.let_parameters()) p.set_requires_grad(opts.let.enabled);
-  for (auto& p : qm.lwc_parameters()) p.set_requires_grad(opts.lwc.enabled);
-  std::vector<torch::optim::OptimizerParamGroup> param_groups;
-  std::vector<Group*> live;  // groups with parameters, in optimizer order
-  for (auto& g : groups) {
-    g.schedule = CosineSchedule{g.opts.lr, g.opts.min_lr, opts.warmup_steps, total};
-    if (g.params.empty()) continue;
-    param_groups.emplace_back(g.params, std::make_unique<torch::optim::AdamWOptions>(
-                                            torch::optim::AdamWOptions(g.opts.lr)
-                                                .weight_decay(g.opts.weight_decay)));
-    live.push_back(&g);
-  }
-  MQ_CHECK(!live.empty(), "train: nothing to train (LET, LWC and ARL all off, or the model has "
-                          "no scales, weight quantizers or activation ranges)");
-  torch::optim::AdamW optimizer(std::move(param_groups));
-
+  GroupedOptimizer optimizer({opts.let.enabled ? qm.let_parameters() : std::vector<torch::Tensor>{},
+                              qm.lwc_parameters(), qm.lrl_parameters()},
+                             {opts.let, opts.lwc, opts.lrl}, opts.warmup_steps, total);
+  if (!opts.let.enabled)
+    for (auto& p : qm.let_parameters()) p.set_requires_grad(false);
   EndToEndResult result;
-  int64_t step = 0;
-  for (int64_t epoch = 0; epoch < opts.epochs; ++epoch) {
-    double epoch_loss = 0.0;
-    for (int64_t b = 0; b < batches; ++b, ++step) {
-      TrainStep info;
-      info.step = step;
-      info.epoch = epoch;
-      for (size_t g = 0; g < live.size(); ++g) {
-        const double lr = live[g]->schedule.at(step);
-        static_cast<torch::optim::AdamWOptions&>(optimizer.param_groups()[g].options()).lr(lr);
-        const std::string name = live[g]->name;
-        (name == "let" ? info.lr_let : name == "lwc" ? info.lr_lwc : info.lr_lrl) = lr;
-      }
-      auto ids = windows.narrow(0, b * opts.batch_size, opts.batch_size).to(device);
-      optimizer.zero_grad();
-      auto out = last_layer_output(qm, ids);                                 // [B, T, C]
-      auto loss = torch::mse_loss(out.to(torch::kFloat32),
-                                  targets[static_cast<size_t>(b)].to(device, torch::kFloat32));
-      info.loss = loss.item<double>();
-      MQ_CHECK(std::isfinite(info.loss), "train: non-finite loss ", info.loss, " at step ", step,
-               " (epoch ", epoch, ", batch ", b, "); parameters are those after step ", step - 1);
-      loss.backward();
-      // Squared gradient norm of each group, read back with one device synchronisation.
-      std::vector<torch::Tensor> group_sq;
-      for (const Group* g : live) {
-        auto sq = torch::zeros({}, torch::dtype(torch::kFloat64).device(device));
-        for (const auto& p : g->params)
-          if (p.grad().defined()) sq = sq + p.grad().to(torch::kFloat64).pow(2).sum();
-        group_sq.push_back(sq);
-      }
-      const auto sq_cpu = torch::stack(group_sq).cpu();                        // [groups]
-      double sq = 0.0;
-      for (size_t g = 0; g < live.size(); ++g) {
-        const double v = sq_cpu[static_cast<int64_t>(g)].item<double>();
-        MQ_CHECK(std::isfinite(v), "train: non-finite gradient in parameter group '",
-                 live[g]->name, "' at step ", step, " (epoch ", epoch,
-                 "); parameters are those after step ", step - 1);
-        sq += v;
-      }
-      info.grad_norm = std::sqrt(sq);
-      optimizer.step();
-      epoch_loss += info.loss;
-      if (opts.on_step) opts.on_step(info);
-    }
-    epoch_loss /= static_cast<double>(batches);
-    if (epoch == 0) result.first_epoch_loss = epoch_loss;
-    result.last_epoch_loss = epoch_loss;
+  if (optimizer_bytes.defined()) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(reinterpret_cast<const char*>(optimizer_bytes.data_ptr<uint8_t>()),
+                      static_cast<size_t>(optimizer_bytes.numel()));
+    optimizer.load(archive);
+    result.resumed_from = progress.steps_done;
+    say("resumed from " + ckpt + " after step " + std::to_string(progress.steps_done) + " of " +
+        std::to_string(total));
   }
-  result.steps = step;
+  std::string last_checkpoint =
+      result.resumed_from > 0 ? ckpt + " (after step " + std::to_string(result.resumed_from) + ")"
+                              : "none written";
+
+  for (int64_t step = progress.steps_done; step < total; ++step) {
+    const int64_t epoch = step / steps_per_epoch;
+    const int64_t in_epoch = step % steps_per_epoch;
+    if (in_epoch == 0) progress.epoch_loss_sum = 0.0;
+    TrainStep info;
+    info.step = step;
+    info.total_steps = total;
+    info.epoch = epoch;
+    optimizer.set_lr(step, info);
+    optimizer.zero_grad();
+    const std::string where = "train: step " + std::to_string(step) + " (epoch " +
+                              std::to_string(epoch) + "; last good checkpoint: " +
+                              last_checkpoint + ")";
+    double loss_sum = 0.0;
+    for (int64_t a = 0; a < opts.grad_accum; ++a) {
+      const int64_t b = in_epoch * opts.grad_accum + a;  // micro-batch
+      auto ids = windows.narrow(0, b * opts.batch_size, opts.batch_size).to(device);  // [B, T]
+      torch::Tensor loss;
+      {
+        AutocastGuard autocast(device, opts.bf16);
+        if (opts.loss == TrainLoss::kMse) {
+          auto out = last_layer_output(qm, ids);                             // [B, T, C]
+          loss = torch::mse_loss(out.to(torch::kFloat32),
+                                 targets[static_cast<size_t>(b)].to(device, torch::kFloat32));
+        } else {
+          auto logits = qm.forward(ids).to(torch::kFloat32);                 // [B, T, V]
+          if (opts.loss == TrainLoss::kLm) {
+            const int64_t v = logits.size(-1);
+            loss = torch::cross_entropy_loss(
+                logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, v}),
+                ids.narrow(1, 1, ids.size(1) - 1).reshape({-1}));
+          } else {
+            torch::Tensor teacher;                                           // [B, T, V]
+            {
+              torch::NoGradGuard no_grad;
+              const auto h = targets[static_cast<size_t>(b)].to(device);
+              teacher = torch::log_softmax(
+                  model->logits(model->model->norm(h)).to(torch::kFloat32), -1);
+            }
+            const auto student = torch::log_softmax(logits, -1);             // [B, T, V]
+            loss = (teacher.exp() * (teacher - student)).sum(-1).mean();
+          }
+        }
+      }
+      const double value = loss.item<double>();
+      MQ_CHECK(std::isfinite(value), where, ": non-finite loss ", value, " in micro-batch ", b);
+      (opts.grad_accum > 1 ? loss / static_cast<double>(opts.grad_accum) : loss).backward();
+      loss_sum += value;
+    }
+    info.loss = loss_sum / static_cast<double>(opts.grad_accum);
+    info.grad_norm = optimizer.grad_norm(where, step);
+    info.tokens = opts.batch_size * opts.grad_accum * windows.size(1);
+    optimizer.step();
+    progress.epoch_loss_sum += info.loss;
+    progress.steps_done = step + 1;
+    const bool epoch_end = in_epoch + 1 == steps_per_epoch;
+    if (epoch_end && epoch == 0)
+      progress.first_epoch_loss = progress.epoch_loss_sum / static_cast<double>(steps_per_epoch);
+    if (opts.on_step) opts.on_step(info);
+    if (!ckpt.empty() &&
+        (epoch_end || (opts.checkpoint_every > 0 && progress.steps_done % opts.checkpoint_every == 0))) {
+      fs::create_directories(opts.checkpoint_dir);
+      save_checkpoint(ckpt, qm, optimizer, progress);
+      last_checkpoint = ckpt + " (after step " + std::to_string(progress.steps_done) + ")";
+      if (opts.on_checkpoint) opts.on_checkpoint(ckpt, progress.steps_done);
+    }
+  }
+  result.steps = total;
+  result.first_epoch_loss = progress.first_epoch_loss;
+  result.last_epoch_loss = progress.epoch_loss_sum / static_cast<double>(steps_per_epoch);
   for (auto& p : qm.parameters()) p.set_requires_grad(false);
   return result;
 }

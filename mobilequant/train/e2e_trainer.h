@@ -3,39 +3,31 @@
 // §4.1): the float model's last-decoder-layer outputs on the calibration windows are computed
 // once (quantization off) as targets; then the quantized model (transforms applied, fake
 // quantizers on) is trained to match them with MSE, by AdamW over three parameter groups
-// (LET scales, LWC bounds, activation ranges), each with its own cosine schedule. Windows are
-// visited in order, `batch_size` at a time, for `epochs` passes; no gradient clipping.
+// (LET scales, LWC bounds, activation ranges), each with its own cosine schedule
+// (train/param_groups.h). Windows are visited in order, `batch_size` per forward pass and
+// `grad_accum` passes per optimizer step, for `epochs` passes; no gradient clipping.
 //
-// This is the training core: run directories, checkpoints and resume come with `mobilequant
-// run` (train/ and cli/, next steps of the training issue).
+// Ablations: the loss may instead be KL(float || quantized) of the next-token distributions
+// (the float logits recomputed from the stored last-layer targets) or the language-modelling
+// loss; matmuls may run in bf16 autocast.
+//
+// Checkpoints (`checkpoint_dir`): every `checkpoint_every` steps and at the end of every epoch
+// the trainable parameters, the optimizer state and the step go to `e2e_state.pt`, written
+// through a temporary file and a rename. With `resume`, training continues from that file and
+// ends with the same parameters, bit for bit on the CPU, as a run never interrupted.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
-#include "mobilequant/train/lr_schedule.h"
+#include "mobilequant/config/train_config.h"
+#include "mobilequant/train/param_groups.h"
 #include "mobilequant/transforms/quantized_model.h"
 
 namespace mq {
-
-/// One parameter group's switch and optimizer settings.
-struct ParamGroupOptions {
-  bool enabled = true;        ///< train this group (the paper's LET / LWC / ARL switches)
-  double lr = 1e-3;           ///< peak learning rate
-  double min_lr = 1e-3;       ///< learning rate at the end of the cosine
-  double weight_decay = 0.0;  ///< AdamW weight decay (the reference: 0)
-};
-
-/// What one optimizer step reports.
-struct TrainStep {
-  int64_t step = 0;        ///< optimizer step, 0-based
-  int64_t epoch = 0;       ///< pass over the windows, 0-based
-  double loss = 0.0;       ///< MSE of the step's batch
-  double grad_norm = 0.0;  ///< L2 norm of every trainable gradient
-  double lr_let = 0.0, lr_lwc = 0.0, lr_lrl = 0.0;  ///< learning rates used
-};
 
 /// Options of train_end_to_end (defaults: the reference's `mobilequant.py` defaults).
 struct EndToEndOptions {
@@ -43,24 +35,38 @@ struct EndToEndOptions {
   ParamGroupOptions lwc{true, 1e-2, 1e-2, 0.0};  ///< weight-clipping bounds
   ParamGroupOptions lrl{true, 1e-6, 1e-6, 0.0};  ///< activation scales and offsets (ARL)
   int64_t epochs = 1;             ///< passes over the windows
-  int64_t batch_size = 1;         ///< windows per optimizer step
+  int64_t batch_size = 1;         ///< windows per forward pass
+  int64_t grad_accum = 1;         ///< forward passes per optimizer step
   int64_t warmup_steps = 0;       ///< linear warm-up of every group
+  TrainLoss loss = TrainLoss::kMse;  ///< what is minimised
+  bool bf16 = false;              ///< autocast matmuls to bf16 (quantizers stay fp32)
   bool targets_on_device = false; ///< keep the float targets on the model's device (else CPU)
+  std::string checkpoint_dir;     ///< where e2e_state.pt goes ("": no checkpoints)
+  int64_t checkpoint_every = 0;   ///< also checkpoint every N steps (0: at epoch ends only)
+  bool resume = false;            ///< continue from checkpoint_dir/e2e_state.pt if it exists
   std::function<void(const TrainStep&)> on_step;  ///< called after every step (may be empty)
+  /// Called after each checkpoint with its path and the steps it holds (may be empty).
+  std::function<void(const std::string&, int64_t)> on_checkpoint;
+  /// Called with a line of text for each phase (may be empty).
+  std::function<void(const std::string&)> log;
 };
 
 /// What a run ends with.
 struct EndToEndResult {
-  int64_t steps = 0;             ///< optimizer steps taken
+  int64_t steps = 0;             ///< optimizer steps of the whole run
+  int64_t resumed_from = 0;      ///< steps restored from a checkpoint (0: fresh start)
   double first_epoch_loss = 0.0; ///< mean loss of the first epoch
   double last_epoch_loss = 0.0;  ///< mean loss of the last epoch
 };
 
+/// The file a checkpoint directory holds.
+std::string e2e_checkpoint_path(const std::string& checkpoint_dir);
+
 /// Trains `qm` in place on windows [N, T] (int64). The model must have its activation ranges
 /// set; LWC bounds are created if `lwc.enabled`. Throws mq::Error before any step if nothing
-/// is trainable or the windows do not divide into batches, and during training, on a non-finite
-/// loss or gradient, naming the step and the parameter group; the parameters are then those of
-/// the last good step.
+/// is trainable or the windows do not divide into steps, and during training, on a non-finite
+/// loss or gradient, naming the step, the parameter group and the last checkpoint; the
+/// parameters are then those of the last good step.
 EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& windows,
                                 const EndToEndOptions& opts);
 

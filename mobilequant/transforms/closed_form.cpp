@@ -73,14 +73,14 @@ QuantizedModel quantize_closed_form(CausalLm model, const QuantConfig& quant,
     say("calibration pass 2/2: ranges of the smoothed model");
     ActStats smoothed = cached_act_stats(model, windows, opts.batch_size, opts.stats_cache_dir,
                                          opts.stats_cache_key + tag.str(), opts.progress, opts.log);
-    QuantizedModel qm(model, QuantizedModelOptions(quant));
+    QuantizedModel qm(model, QuantizedModelOptions(quant).let(opts.let));
     qm->set_act_ranges(smoothed);
     return qm;
   }
   say("calibration: ranges of the float model");
   ActStats fp = cached_act_stats(model, windows, opts.batch_size, opts.stats_cache_dir, base_key,
                                  opts.progress, opts.log);
-  QuantizedModel qm(model, QuantizedModelOptions(quant));
+  QuantizedModel qm(model, QuantizedModelOptions(quant).let(opts.let));
   qm->set_act_ranges(fp);
   return qm;
 }

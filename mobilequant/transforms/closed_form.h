@@ -20,6 +20,8 @@ namespace mq {
 struct ClosedFormOptions {
   QuantMethod method = QuantMethod::kRtn;  ///< which method
   double alpha = 0.5;                      ///< SmoothQuant migration strength
+  /// Learnable equivalent-transform scales to create (at 1) for training afterwards.
+  LetPairs let = LetPairs{false, false, false, false, false};
   int64_t batch_size = 1;                  ///< windows per forward pass
   CalibrationProgress progress;            ///< called per batch of each calibration pass
   /// Directory of reusable statistics ("": no cache) and the key that identifies the model

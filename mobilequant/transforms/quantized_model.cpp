@@ -257,26 +257,40 @@ void QuantizedModelImpl::enable_lwc(double init) {
 }
 
 void QuantizedModelImpl::fold() {
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_->size()); ++i) fold_layer(i);
+}
+
+void QuantizedModelImpl::fold_layer(int64_t i) {
   torch::NoGradGuard no_grad;
   const NormKind norm = model_->config().norm;
-  for (int64_t i = 0; i < static_cast<int64_t>(layers_->size()); ++i) {
-    auto& q = *layers_->ptr<QuantizedLayerImpl>(static_cast<size_t>(i));
-    DecoderLayer block = model_->layer(i);
-    LayerWeights w = block->weights();
-    if (!q.scales.is_empty()) {
-      q.scales->truncate();
-      w = apply_smooth_scales(w, *q.scales, norm);
-    }
-    for (const WeightSite site : EnumValues<WeightSite>::values()) {
-      auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
-      if (wq.is_empty() || !wq->lwc_enabled()) continue;
-      torch::Tensor& t = weight_of(w, site);
-      t = (is_norm(site) && norm == NormKind::kRmsOnePlus) ? wq->clip(1.0 + t) - 1.0 : wq->clip(t);
-      wq->disable_lwc();
-    }
-    block->set_weights(w, "fold of block " + std::to_string(i));
-    if (!q.scales.is_empty()) q.scales->reset();
+  auto& q = *layer(i);
+  DecoderLayer block = model_->layer(i);
+  LayerWeights w = block->weights();
+  if (!q.scales.is_empty()) {
+    q.scales->truncate();
+    w = apply_smooth_scales(w, *q.scales, norm);
   }
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
+    if (wq.is_empty() || !wq->lwc_enabled()) continue;
+    torch::Tensor& t = weight_of(w, site);
+    t = (is_norm(site) && norm == NormKind::kRmsOnePlus) ? wq->clip(1.0 + t) - 1.0 : wq->clip(t);
+    wq->disable_lwc();
+  }
+  block->set_weights(w, "fold of block " + std::to_string(i));
+  if (!q.scales.is_empty()) q.scales->reset();
+  invalidate_weight_cache();
+}
+
+void QuantizedModelImpl::enable_lwc(int64_t i, double init) {
+  for (auto& wq : layer(i)->weight_quantizers)
+    if (!wq.is_empty()) wq->enable_lwc(init);
+  invalidate_weight_cache();
+}
+
+void QuantizedModelImpl::disable_lwc(int64_t i) {
+  for (auto& wq : layer(i)->weight_quantizers)
+    if (!wq.is_empty() && wq->lwc_enabled()) wq->disable_lwc();
   invalidate_weight_cache();
 }
 
@@ -308,6 +322,31 @@ std::vector<torch::Tensor> QuantizedModelImpl::lrl_parameters() {
       out.push_back(q->scale);
       out.push_back(q->offset);
     }
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> QuantizedModelImpl::let_parameters(int64_t i) {
+  auto q = layer(i);
+  return q->scales.is_empty() ? std::vector<torch::Tensor>{} : q->scales->parameters();
+}
+
+std::vector<torch::Tensor> QuantizedModelImpl::lwc_parameters(int64_t i) {
+  std::vector<torch::Tensor> out;
+  for (const auto& wq : layer(i)->weight_quantizers) {
+    if (wq.is_empty() || !wq->lwc_enabled()) continue;
+    out.push_back(wq->upbound_factor);
+    out.push_back(wq->lowbound_factor);
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> QuantizedModelImpl::lrl_parameters(int64_t i) {
+  std::vector<torch::Tensor> out;
+  for (const auto& aq : layer(i)->act_quantizers) {
+    if (aq.is_empty() || !aq->initialized()) continue;
+    out.push_back(aq->scale);
+    out.push_back(aq->offset);
   }
   return out;
 }

@@ -102,6 +102,12 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   /// weights clipped to their LWC ranges and LWC removed. Afterwards the float model with
   /// quantization off equals the transformed model before folding.
   void fold();
+  /// fold() for block i only (block-wise training folds each block once it is trained).
+  void fold_layer(int64_t i);
+  /// Enables learnable weight clipping on block i's weight quantizers only (bounds at `init`).
+  void enable_lwc(int64_t i, double init);
+  /// Removes block i's LWC bounds without folding them (e.g. before loading a folded block).
+  void disable_lwc(int64_t i);
 
   /// The LET scales (empty if none).
   std::vector<torch::Tensor> let_parameters();
@@ -109,6 +115,12 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   std::vector<torch::Tensor> lwc_parameters();
   /// The activation scales and offsets.
   std::vector<torch::Tensor> lrl_parameters();
+  /// Block i's LET scales (empty if none).
+  std::vector<torch::Tensor> let_parameters(int64_t i);
+  /// Block i's LWC bounds (empty unless enabled there).
+  std::vector<torch::Tensor> lwc_parameters(int64_t i);
+  /// Block i's activation scales and offsets (initialised quantizers only; no model-level sites).
+  std::vector<torch::Tensor> lrl_parameters(int64_t i);
 
   /// Every quantization parameter under the reference's qualified names.
   TensorMap quant_state() const;

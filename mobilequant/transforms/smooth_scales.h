@@ -21,21 +21,11 @@
 
 #include <torch/torch.h>
 
+#include "mobilequant/config/train_config.h"
 #include "mobilequant/config/model_config.h"
 #include "mobilequant/models/decoder.h"
 
 namespace mq {
-
-/// Which pairs of a block carry a scale.
-struct LetPairs {
-  bool qkv = true;  ///< input_layernorm -> q/k/v
-  bool fc1 = true;  ///< post_attention_layernorm -> gate/up
-  bool fc2 = true;  ///< up -> down
-  bool out = true;  ///< v -> o (per KV head)
-  bool qkt = true;  ///< q <-> k (tied across rotary pairs)
-  /// True if any pair is on.
-  bool any() const { return qkv || fc1 || fc2 || out || qkt; }
-};
 
 /// Smallest |s| a scale may have (the reference's truncate_number threshold).
 constexpr double kMinSmoothScale = 1e-2;

@@ -58,5 +58,25 @@ if [ -f "$stories" ]; then
   expect_error "calibration text too short" "short.txt" "$mq" quantize -m "$stories" --calib "$tmp/short.txt" -o "$tmp/q"
   [ -e "$tmp/q" ] && { echo "FAIL: a failed quantize left $tmp/q behind"; fails=$((fails + 1)); }
 fi
+# mobilequant run: bad configs fail before any long work, and leave no run directory behind.
+r=(run --quiet --set "output=$tmp/run")
+echo '{"model": "x", "train": {"epoch": 3}}' > "$tmp/typo.json"
+expect_error "run: config key typo" "unknown key 'epoch'" "$mq" run "$tmp/typo.json"
+expect_error "run: --set key typo" "unknown key 'samples'" "$mq" "${r[@]}" --set model="$stories" --set train.samples=3
+expect_error "run: unknown method" "known methods" "$mq" "${r[@]}" --set model="$stories" --set method=mobilequnat
+expect_error "run: missing model" "does not exist" "$mq" "${r[@]}" --set model="$tmp/nope.bin"
+expect_error "run: missing calibration text" "calib.data" "$mq" "${r[@]}" --set model="$stories" \
+  --set calib.data="$tmp/nope.txt"
+expect_error "run: missing eval data" "eval.data" "$mq" "${r[@]}" --set model="$stories" \
+  --set eval.data="$tmp/nope.txt"
+expect_error "run: ARL with 16-bit activations" "16 bits" "$mq" "${r[@]}" --set model="$stories" \
+  --set quant=w8a16 --set method=mobilequant
+expect_error "run: block-wise with a logits loss" "block-wise" "$mq" "${r[@]}" --set model="$stories" \
+  --set method=omniquant-edge --set train.loss=kl
+if [ -f "$stories" ]; then
+  expect_error "run: fewer windows than samples" "distinct windows" "$mq" "${r[@]}" --set model="$stories" \
+    --set calib.data="$shared/data/tinystories/valid.head.txt" --set calib.samples=20000 --set calib.seqlen=256
+fi
+[ -e "$tmp/run" ] && { echo "FAIL: a failed run left $tmp/run behind"; fails=$((fails + 1)); }
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

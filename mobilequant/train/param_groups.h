@@ -1,0 +1,77 @@
+// mobilequant/train/param_groups.h
+// What both trainers share (reference-implementation.md §4.1 steps 6-8): AdamW over three
+// parameter groups (LET scales, LWC bounds, activation scales and offsets), each with its own
+// learning rate, minimum learning rate (a cosine per optimizer step, train/lr_schedule.h),
+// warm-up and weight decay; the gradient norm of every group read back with one device
+// synchronisation and checked for non-finite values; the optimizer state saved and restored
+// bit for bit for checkpoints.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mobilequant/config/train_config.h"
+#include "mobilequant/train/lr_schedule.h"
+
+namespace mq {
+
+/// The three trainable groups (the paper's LET / LWC / ARL).
+enum class ParamGroup { kLet = 0, kLwc = 1, kLrl = 2 };
+/// Number of ParamGroup values.
+inline constexpr int kNumParamGroups = 3;
+/// "let", "lwc" or "lrl".
+const char* to_string(ParamGroup g);
+
+/// What one optimizer step reports.
+struct TrainStep {
+  int64_t layer = -1;        ///< block being trained (block-wise), -1 end to end
+  int64_t step = 0;          ///< optimizer step, 0-based (block-wise: within the layer)
+  int64_t total_steps = 0;   ///< optimizer steps of the run (block-wise: of the layer)
+  int64_t epoch = 0;         ///< pass over the windows, 0-based
+  double loss = 0.0;         ///< loss of the step's windows (mean over its micro-batches)
+  double grad_norm = 0.0;    ///< L2 norm of every trainable gradient
+  std::array<double, kNumParamGroups> lr{};  ///< learning rate used per group (0: off)
+  int64_t tokens = 0;        ///< tokens the step consumed
+};
+
+/// AdamW over the groups that are enabled and have parameters, each with its schedule.
+class GroupedOptimizer {
+ public:
+  /// `params[g]` are group g's tensors; a group trains when `opts[g].enabled` and it has
+  /// tensors. Sets requires_grad on every tensor given (false for disabled groups). Throws
+  /// mq::Error when no group trains.
+  GroupedOptimizer(std::array<std::vector<torch::Tensor>, kNumParamGroups> params,
+                   const std::array<ParamGroupOptions, kNumParamGroups>& opts,
+                   int64_t warmup_steps, int64_t total_steps);
+
+  /// Sets each group's learning rate for optimizer step `step` and records it in `info`.
+  void set_lr(int64_t step, TrainStep& info);
+  /// Clears every gradient.
+  void zero_grad();
+  /// The L2 norm of every trainable gradient, read with one device synchronisation; throws
+  /// mq::Error naming the group, `where` and the step when a group's gradient is not finite.
+  double grad_norm(const std::string& where, int64_t step);
+  /// One AdamW step.
+  void step();
+  /// The optimizer state (moments and step counts of every parameter) into `archive`.
+  void save(torch::serialize::OutputArchive& archive) const;
+  /// Restores a save(); the parameter list must be the same.
+  void load(torch::serialize::InputArchive& archive);
+  /// The trainable tensors of every live group, in optimizer order.
+  std::vector<torch::Tensor> parameters() const;
+
+ private:
+  struct Live {
+    ParamGroup group;
+    std::vector<torch::Tensor> params;
+    CosineSchedule schedule;
+  };
+  std::vector<Live> live_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+};
+
+}  // namespace mq

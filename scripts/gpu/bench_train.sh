@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (via scripts/gpu/remote.sh run): `mobilequant bench train`, the
+# end-to-end training step at sequence length 2048, batch 1, fp32 / TF32 / bf16 rows, W8A8 with
+# every LET pair, LWC and ARL (MobileQuant's training), for
+#   - SmolLM2-135M-Instruct: the checkpoint given as MODEL (or, with "-" or a missing file, a
+#     random model of the smollm2-135m shape),
+#   - a random model of the tinyllama-1.1b shape,
+# then, for both, a bf16 run with --profile (forward / backward / optimizer and the top
+# operators and kernels: where the time goes).
+#   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama]
+# OUTDIR (default /tmp/mq/out/bench_train) gets per run a .json and a .md (table and log), and
+# commands.txt and gpu.txt; packed as $OUT/gpu_bench_train.tgz when $OUT is set. Use `smollm2`
+# and `tinyllama` in two calls if one call's time limit is short.
+set -uo pipefail
+model=${1:--}
+out=${2:-/tmp/mq/out/bench_train}
+which=${3:-all}
+mkdir -p "$out"
+mq=${MQ:-build/mobilequant}
+common=(--device cuda --quant w8a8 --let all --seqlen 2048 --batch 1 --steps 10 --warmup 3)
+run() { echo "+ $*" | tee -a "$out/commands.txt"; "$@"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
+if [ "$model" != "-" ] && [ -e "$model" ]; then smol=(-m "$model"); else smol=(--shape smollm2-135m); fi
+
+bench() {  # NAME ARGS...: one run, table to NAME.md, JSON to NAME.json
+  local name=$1; shift
+  run "$mq" bench train "$@" "${common[@]}" -o "$out/$name.json" > "$out/$name.md" 2>&1
+  echo "== $name (exit $?)"; grep -E '^\|' "$out/$name.md" | head -8
+}
+case "$which" in
+  all|smollm2)
+    bench train_smollm2_135m "${smol[@]}" --precision fp32,tf32,bf16
+    bench train_smollm2_135m_profile_bf16 "${smol[@]}" --precision bf16 --profile --profile-top 20
+    ;;&
+  all|tinyllama)
+    bench train_tinyllama_1.1b --shape tinyllama-1.1b --precision fp32,tf32,bf16
+    bench train_tinyllama_1.1b_profile_bf16 --shape tinyllama-1.1b --precision bf16 --profile \
+      --profile-top 20
+    ;;
+  smollm2) ;;
+  *) echo "unknown set '$which' (all, smollm2, tinyllama)" >&2; exit 2 ;;
+esac
+[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_bench_train.tgz" -C "$out" .
+exit 0
