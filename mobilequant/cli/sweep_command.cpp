@@ -181,6 +181,7 @@ void add_sweep_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto sets = std::make_shared<std::vector<std::string>>();
   auto dry = std::make_shared<bool>(false);
+  auto output = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand(
       "sweep",
       "A grid of runs (axes of --set overrides over a base run config); skips runs already "
@@ -189,8 +190,10 @@ void add_sweep_command(CLI::App& app) {
       ->required();
   cmd->add_option("--set", *sets, "Override applied to every run after the sweep's own (repeatable)");
   cmd->add_flag("--dry-run", *dry, "List the runs and their directories, then exit");
-  cmd->callback([path, sets, dry]() {
-    const Sweep s = read_sweep(*path);
+  cmd->add_option("--output,-o", *output, "Directory of the runs and tables (overrides the file's)");
+  cmd->callback([path, sets, dry, output]() {
+    Sweep s = read_sweep(*path);
+    if (!output->empty()) s.output = *output;
     const auto points = grid_points(s.axes);
     // Resolve every run first, so that a bad value fails before the first run starts.
     std::vector<RunConfig> configs;
