@@ -250,10 +250,7 @@ void QuantizedModelImpl::set_act_ranges_learnable(bool learnable) {
 }
 
 void QuantizedModelImpl::enable_lwc(double init) {
-  for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* q = m->as<WeightFakeQuantizerImpl>()) q->enable_lwc(init);
-  }
-  invalidate_weight_cache();
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_->size()); ++i) enable_lwc(i, init);
 }
 
 void QuantizedModelImpl::fold() {
@@ -283,8 +280,14 @@ void QuantizedModelImpl::fold_layer(int64_t i) {
 }
 
 void QuantizedModelImpl::enable_lwc(int64_t i, double init) {
+  // The bounds are created on the CPU; they live where the model does (as every other
+  // quantization parameter), so that the optimizer updates them there.
+  const auto device = model_->parameters().front().device();
   for (auto& wq : layer(i)->weight_quantizers)
-    if (!wq.is_empty()) wq->enable_lwc(init);
+    if (!wq.is_empty()) {
+      wq->enable_lwc(init);
+      wq->to(device);
+    }
   invalidate_weight_cache();
 }
 

@@ -13,6 +13,7 @@
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/config/quant_config.h"
 #include "mobilequant/models/model_loader.h"
+#include "mobilequant/train/blockwise_trainer.h"
 #include "mobilequant/train/e2e_trainer.h"
 #include "tests/support/golden.h"
 #include "tests/support/test_support.h"
@@ -199,5 +200,34 @@ TEST_CASE("End-to-end training with the KL and LM losses and in bf16 lowers its 
               << r.first_epoch_loss << " -> " << r.last_epoch_loss << std::endl;
     CHECK(std::isfinite(r.last_epoch_loss));
     CHECK(r.last_epoch_loss < r.first_epoch_loss);
+  }
+}
+
+TEST_CASE("Both trainers keep every trainable tensor on a CUDA model's device", "[unit]") {
+  if (!torch::cuda::is_available()) MQ_SKIP("no CUDA device");
+  for (const bool blockwise : {false, true}) {
+    INFO(std::string(blockwise ? "block-wise" : "end to end"));
+    auto s = make_setup();
+    s.lm.model->to(torch::kCUDA);
+    s.qm->to(torch::kCUDA);
+    if (blockwise) {
+      mq::BlockwiseOptions o;
+      o.epochs = 1;
+      o.batch_size = 4;
+      o.lrl.enabled = true;
+      const auto r = mq::train_blockwise(*s.qm, s.windows, o);
+      CHECK(r.steps > 0);
+    } else {
+      mq::EndToEndOptions o;
+      o.epochs = 1;
+      o.batch_size = 4;
+      const auto r = mq::train_end_to_end(*s.qm, s.windows, o);
+      CHECK(std::isfinite(r.last_epoch_loss));
+      for (const auto& p : s.qm->lwc_parameters()) CHECK(p.device().is_cuda());
+    }
+    for (const auto& [name, t] : s.qm->quant_state()) {
+      INFO(name);
+      CHECK(t.device().is_cuda());
+    }
   }
 }
