@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <sstream>
 #include <vector>
 
 #include "mobilequant/core/error.h"
@@ -17,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kOptimizerKey = "__optimizer__";  // the AdamW archive's bytes, U8
+constexpr const char* kOptimizerPrefix = "optimizer.";  // GroupedOptimizer::state()
 constexpr const char* kStateKey = "__state__";          // [steps, first loss, epoch loss sum]
 
 /// The last decoder layer's output for input_ids [B, T], through the model's hooks.
@@ -44,17 +43,7 @@ struct Progress {
 void save_checkpoint(const std::string& path, QuantizedModelImpl& qm,
                      const GroupedOptimizer& optimizer, const Progress& p) {
   TensorMap tensors = qm.quant_state();
-  std::ostringstream bytes;
-  {
-    torch::serialize::OutputArchive archive;
-    optimizer.save(archive);
-    archive.save_to(bytes);
-  }
-  const std::string s = bytes.str();
-  tensors[kOptimizerKey] =
-      torch::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())},
-                       torch::kUInt8)
-          .clone();                                                          // [bytes]
+  for (auto& [name, t] : optimizer.state()) tensors[name] = t;
   tensors[kStateKey] = torch::tensor({static_cast<double>(p.steps_done), p.first_epoch_loss,
                                       p.epoch_loss_sum},
                                      torch::kFloat64);                       // [3]
@@ -109,9 +98,11 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   if (opts.lwc.enabled && qm.lwc_parameters().empty()) qm.enable_lwc();
   Progress progress;
   const std::string ckpt = opts.checkpoint_dir.empty() ? "" : e2e_checkpoint_path(opts.checkpoint_dir);
-  torch::Tensor optimizer_bytes;  // [bytes] U8, when resuming
+  TensorMap optimizer_state;  // when resuming
+  bool loaded = false;
   if (opts.resume && !ckpt.empty() && fs::exists(ckpt)) {
     TensorMap state = read_safetensors(ckpt, /*keep_dtype=*/true);
+    loaded = true;
     auto take = [&](const char* key) {
       auto it = state.find(key);
       MQ_CHECK(it != state.end(), ckpt, ": tensor '", key, "' missing (not a training checkpoint?)");
@@ -119,8 +110,15 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
       state.erase(it);
       return t;
     };
-    optimizer_bytes = take(kOptimizerKey);
     const auto s = take(kStateKey);
+    for (auto it = state.begin(); it != state.end();) {
+      if (it->first.rfind(kOptimizerPrefix, 0) == 0) {
+        optimizer_state.insert(*it);
+        it = state.erase(it);
+      } else {
+        ++it;
+      }
+    }
     MQ_CHECK(s.numel() == 3 && s.scalar_type() == torch::kFloat64, ckpt, ": ", kStateKey,
              " must be 3 float64 values, got ", s.sizes(), " ", s.scalar_type());
     progress.steps_done = static_cast<int64_t>(s[0].item<double>());
@@ -138,11 +136,8 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   if (!opts.let.enabled)
     for (auto& p : qm.let_parameters()) p.set_requires_grad(false);
   EndToEndResult result;
-  if (optimizer_bytes.defined()) {
-    torch::serialize::InputArchive archive;
-    archive.load_from(reinterpret_cast<const char*>(optimizer_bytes.data_ptr<uint8_t>()),
-                      static_cast<size_t>(optimizer_bytes.numel()));
-    optimizer.load(archive);
+  if (loaded) {
+    optimizer.load_state(optimizer_state, ckpt);
     result.resumed_from = progress.steps_done;
     say("resumed from " + ckpt + " after step " + std::to_string(progress.steps_done) + " of " +
         std::to_string(total));

@@ -5,6 +5,12 @@
 // warm-up and weight decay; the gradient norm of every group read back with one device
 // synchronisation and checked for non-finite values; the optimizer state saved and restored
 // bit for bit for checkpoints.
+//
+// The update is PyTorch's fused AdamW (at::_fused_adamw_, betas 0.9/0.999, eps 1e-8, the
+// defaults of torch.optim.AdamW): one multi-tensor kernel per group instead of ~10 kernels per
+// parameter. A model has ~50 quantization parameters per block, so the per-parameter loop of
+// torch::optim::AdamW costs ~20k kernel launches a step (measured 137 ms of a 1 s step on an
+// H100 for SmolLM2-135M).
 #pragma once
 
 #include <torch/torch.h>
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "mobilequant/config/train_config.h"
+#include "mobilequant/core/tensor_map.h"
 #include "mobilequant/train/lr_schedule.h"
 
 namespace mq {
@@ -57,10 +64,11 @@ class GroupedOptimizer {
   double grad_norm(const std::string& where, int64_t step);
   /// One AdamW step.
   void step();
-  /// The optimizer state (moments and step counts of every parameter) into `archive`.
-  void save(torch::serialize::OutputArchive& archive) const;
-  /// Restores a save(); the parameter list must be the same.
-  void load(torch::serialize::InputArchive& archive);
+  /// The optimizer state: per group g and parameter i, "optimizer.G.I.exp_avg", ".exp_avg_sq"
+  /// and ".step" (G the group's name).
+  TensorMap state() const;
+  /// Restores a state(); every tensor must be present with its shape (`source` in errors).
+  void load_state(const TensorMap& tensors, const std::string& source);
   /// The trainable tensors of every live group, in optimizer order.
   std::vector<torch::Tensor> parameters() const;
 
@@ -69,9 +77,11 @@ class GroupedOptimizer {
     ParamGroup group;
     std::vector<torch::Tensor> params;
     CosineSchedule schedule;
+    double weight_decay = 0.0;
+    double lr = 0.0;                    // of the current step
+    std::vector<torch::Tensor> exp_avg, exp_avg_sq, steps;  // per parameter, [p] and [] fp32
   };
   std::vector<Live> live_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
 };
 
 }  // namespace mq
