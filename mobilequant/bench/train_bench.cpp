@@ -363,6 +363,7 @@ TrainBenchResult bench_train(CausalLm& model, const QuantConfig& quant, const Le
   eo.batch_size = opts.batch;
   eo.grad_accum = 1;
   eo.bf16 = opts.precision == BenchPrecision::kBf16;
+  eo.recompute = opts.recompute;
   eo.on_step = [&](const TrainStep& s) {
     sync(device);
     stamps.push_back(now_seconds());

@@ -65,6 +65,7 @@ struct TrainBenchOptions {
   uint64_t seed = 0;          ///< seed of the random token ids
   bool profile = false;       ///< also time the phases apart and profile one step by operator
   int64_t profile_top = 15;   ///< operators / kernels listed by the profile
+  bool recompute = false;     ///< recompute blocks in the backward pass (not with profile)
 };
 
 /// One operator's (or kernel's) share of a profiled step.

@@ -235,6 +235,7 @@ struct TrainArgs {
   std::vector<std::string> precisions{"fp32", "tf32", "bf16"};
   std::string device = "cpu";
   bool profile = false;
+  bool recompute = false;
   std::string output;
 };
 
@@ -367,6 +368,9 @@ void run_bench_train(const TrainArgs& a) {
   bo.seed = a.seed;
   bo.profile = a.profile;
   bo.profile_top = a.profile_top;
+  bo.recompute = a.recompute;
+  MQ_CHECK(!(a.recompute && a.profile), "bench train: --profile times the phases of a step "
+           "without recompute; run --recompute and --profile apart");
   std::vector<TrainBenchResult> rows;
   for (BenchPrecision p : precisions) {
     bo.precision = p;
@@ -433,7 +437,9 @@ void run_bench_train(const TrainArgs& a) {
   }
   const double gflop = rows.empty() ? 0.0 : rows.front().flops_per_step / 1e9;
   std::cout << "\nmodel " << label << "; quant " << quant.name << ", LET " << let_string(let)
-            << "; seqlen " << a.seqlen << ", batch " << a.batch << "; median of " << a.steps
+            << "; seqlen " << a.seqlen << ", batch " << a.batch
+            << (a.recompute ? ", blocks recomputed in the backward pass" : "") << "; median of "
+            << a.steps
             << " steps after " << a.warmup << " warm-up; device " << device.str() << " ("
             << dev_name << "), threads " << torch::get_num_threads() << "; "
             << fixed(gflop, 1) << " GFLOP/step (matmuls: 3 x forward to the last layer, causal "
@@ -489,6 +495,7 @@ void run_bench_train(const TrainArgs& a) {
                            {"quant", quant.name},
                            {"let", let_string(let)},
                            {"seqlen", a.seqlen},
+                           {"recompute", a.recompute},
                            {"batch", a.batch},
                            {"steps", a.steps},
                            {"warmup", a.warmup},
@@ -581,6 +588,8 @@ void add_bench_command(CLI::App& app) {
                   "Also time forward / backward / optimizer apart and list the top operators");
   train->add_option("--profile-top", targs->profile_top, "Operators listed by --profile")
       ->capture_default_str();
+  train->add_flag("--recompute", targs->recompute,
+                  "Recompute each block in the backward pass (activation checkpointing)");
   train->add_option("-o,--output", targs->output, "Also write the figures as JSON");
   train->callback([targs] { run_bench_train(*targs); });
 }

@@ -373,6 +373,7 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
       o.warmup_steps = t.warmup_steps;
       o.loss = t.loss;
       o.bf16 = t.precision == TrainPrecision::kBf16;
+      o.recompute = t.recompute;
       o.targets_on_device = t.targets_on_device;
       o.checkpoint_dir = ckpt_dir.string();
       o.checkpoint_every = t.checkpoint_every;

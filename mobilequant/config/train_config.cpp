@@ -67,6 +67,8 @@ void TrainConfig::validate(const std::string& where) const {
              to_string(trainer), " with nothing to train: enable train.let (with a let_pairs "
              "entry), train.lwc or train.lrl");
   }
+  MQ_CHECK(!recompute || loss == TrainLoss::kMse, where,
+           ": train.recompute needs train.loss mse (got '", to_string(loss), "')");
   MQ_CHECK(trainer != TrainerKind::kBlockwise || loss == TrainLoss::kMse, where,
            ": train.loss: block-wise training minimises each block's MSE; got '", to_string(loss),
            "' (kl and lm need trainer end-to-end)");

@@ -108,6 +108,7 @@ struct TrainConfig {
   TrainPrecision precision = TrainPrecision::kFp32;  ///< fp32 or bf16 autocast
   bool tf32 = true;                     ///< allow TF32 matmuls on the GPU (the reference does)
   bool targets_on_device = false;       ///< keep float targets/inputs on the GPU (else host)
+  bool recompute = false;               ///< end to end: recompute blocks in the backward pass
   int64_t checkpoint_every = 0;         ///< end to end: also checkpoint every N steps (0: epochs)
 
   /// The one field list.
@@ -126,6 +127,8 @@ struct TrainConfig {
     v("precision", precision, "fp32, or bf16 autocast of the matmuls");
     v("tf32", tf32, "Allow TF32 matmuls on the GPU");
     v("targets_on_device", targets_on_device, "Keep float targets on the GPU instead of host");
+    v("recompute", recompute,
+      "End to end: recompute each block in the backward pass (activation checkpointing)");
     v("checkpoint_every", checkpoint_every, "End to end: checkpoint every N steps (0: per epoch)");
   }
 

@@ -9,6 +9,7 @@
 #include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/train/autocast_guard.h"
 #include "mobilequant/train/denormal_guard.h"
+#include "mobilequant/train/recompute.h"
 
 namespace mq {
 
@@ -68,6 +69,11 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
            "train: batch_size ", opts.batch_size, " x grad_accum ", opts.grad_accum,
            " does not divide the ", n, " windows");
   MQ_CHECK(opts.epochs >= 1, "train: epochs: got ", opts.epochs, ", expected >= 1");
+  MQ_CHECK(!opts.recompute || opts.loss == TrainLoss::kMse, "train: recompute: only with the ",
+           "mse loss (got ", to_string(opts.loss), ")");
+  MQ_CHECK(!opts.recompute || !qm.quant_config().act(ActSite::kResidAdd2Out).enabled,
+           "train: recompute: the block output site resid_add_2.output must not be quantized "
+           "(the MSE target is taken before it)");
   const auto say = [&](const std::string& line) {
     if (opts.log) opts.log(line);
   };
@@ -146,6 +152,10 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
       result.resumed_from > 0 ? ckpt + " (after step " + std::to_string(result.resumed_from) + ")"
                               : "none written";
 
+  // With recompute, the block function must outlive each backward pass that calls it.
+  const LayerFunction block = [&model](int64_t i, const torch::Tensor& h) {
+    return model->run_layer(i, h);                                           // [B, T, C]
+  };
   for (int64_t step = progress.steps_done; step < total; ++step) {
     const int64_t epoch = step / steps_per_epoch;
     const int64_t in_epoch = step % steps_per_epoch;
@@ -167,7 +177,16 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
       {
         AutocastGuard autocast(device, opts.bf16);
         if (opts.loss == TrainLoss::kMse) {
-          auto out = last_layer_output(qm, ids);                             // [B, T, C]
+          torch::Tensor out;                                                 // [B, T, C]
+          if (opts.recompute) {
+            // Block by block, each recomputed in the backward pass: the last block's output
+            // is what last_layer_output observes (its residual add is not quantized).
+            out = model->embed(ids);
+            for (int64_t i = 0; i < model->config().num_hidden_layers; ++i)
+              out = recompute_in_backward(block, i, out, opts.bf16);
+          } else {
+            out = last_layer_output(qm, ids);
+          }
           loss = torch::mse_loss(out.to(torch::kFloat32),
                                  targets[static_cast<size_t>(b)].to(device, torch::kFloat32));
         } else {

@@ -40,6 +40,9 @@ struct EndToEndOptions {
   int64_t warmup_steps = 0;       ///< linear warm-up of every group
   TrainLoss loss = TrainLoss::kMse;  ///< what is minimised
   bool bf16 = false;              ///< autocast matmuls to bf16 (quantizers stay fp32)
+  /// Recompute each decoder block in the backward pass instead of keeping its activations
+  /// (train/recompute.h): memory of one block, one more forward of compute. MSE loss only.
+  bool recompute = false;
   bool targets_on_device = false; ///< keep the float targets on the model's device (else CPU)
   std::string checkpoint_dir;     ///< where e2e_state.pt goes ("": no checkpoints)
   int64_t checkpoint_every = 0;   ///< also checkpoint every N steps (0: at epoch ends only)
