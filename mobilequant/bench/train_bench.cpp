@@ -107,21 +107,6 @@ std::pair<double, double> gpu_peak_gib(const torch::Device& device) {
   return {-1.0, -1.0};
 }
 
-/// The last decoder layer's output for ids [B, T] through the model's hooks, as the trainer
-/// computes it (an observer at the last block's second residual add).
-torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids) {
-  CausalLm model = qm.float_model();
-  const int64_t last = model->config().num_hidden_layers - 1;
-  torch::Tensor out;
-  qm.set_observer([&](int64_t layer, ActSite site, const torch::Tensor& x) {
-    if (layer == last && site == ActSite::kResidAdd2Out) out = x;
-  });
-  model->hidden_states(ids);
-  qm.set_observer(nullptr);
-  MQ_CHECK(out.defined(), "bench train: the last decoder layer's output was not observed");
-  return out;                                                                // [B, T, C]
-}
-
 /// Aggregates a profiled step: CPU ops by self time (each op minus the ops nested in it on its
 /// thread), device kernels by time.
 void aggregate_profile(const std::vector<torch::autograd::profiler::KinetoEvent>& events,

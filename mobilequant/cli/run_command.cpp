@@ -202,6 +202,20 @@ EvalConfig to_eval_config(const RunConfig& c) {
   return e;
 }
 
+/// The settings both trainers' options share, from the config.
+template <class Options>
+void set_common_options(const TrainConfig& t, Options& o) {
+  o.let = t.let;
+  o.let.enabled = t.let.enabled && t.let_pairs.any();
+  o.lwc = t.lwc;
+  o.lrl = t.lrl;
+  o.epochs = t.epochs;
+  o.batch_size = t.batch_size;
+  o.grad_accum = t.grad_accum;
+  o.warmup_steps = t.warmup_steps;
+  o.bf16 = t.precision == TrainPrecision::kBf16;
+}
+
 /// Checks that need no model: files exist, the method suits the preset. Throws mq::Error.
 void check_before_loading(const RunConfig& c, const QuantConfig& quant, const std::string& calib) {
   MQ_CHECK(!c.model.empty(), "run: model: not set (give \"model\" in the config or --set model=PATH)");
@@ -363,23 +377,15 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
     };
     if (t.trainer == TrainerKind::kEndToEnd) {
       EndToEndOptions o;
-      o.let = t.let;
-      o.let.enabled = t.let.enabled && t.let_pairs.any();
-      o.lwc = t.lwc;
-      o.lrl = t.lrl;
-      o.epochs = t.epochs;
-      o.batch_size = t.batch_size;
-      o.grad_accum = t.grad_accum;
-      o.warmup_steps = t.warmup_steps;
-      o.loss = t.loss;
-      o.bf16 = t.precision == TrainPrecision::kBf16;
-      o.recompute = t.recompute;
-      o.targets_on_device = t.targets_on_device;
+      set_common_options(t, o);
       o.checkpoint_dir = ckpt_dir.string();
-      o.checkpoint_every = t.checkpoint_every;
       o.resume = flags.resume;
       o.on_step = on_step;
       o.log = [&log](const std::string& line) { log(line); };
+      o.loss = t.loss;
+      o.recompute = t.recompute;
+      o.targets_on_device = t.targets_on_device;
+      o.checkpoint_every = t.checkpoint_every;
       log("training end to end: " + std::to_string(t.epochs) + " epochs x " +
           std::to_string(copts.num_samples / (t.batch_size * t.grad_accum)) + " steps");
       const EndToEndResult r = train_end_to_end(*qm, windows, o);
@@ -391,26 +397,18 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
                     {"seconds", seconds_since(t_train)}};
     } else if (t.trainer == TrainerKind::kBlockwise) {
       BlockwiseOptions o;
-      o.let = t.let;
-      o.let.enabled = t.let.enabled && t.let_pairs.any();
-      o.lwc = t.lwc;
-      o.lrl = t.lrl;
-      o.epochs = t.epochs;
-      o.batch_size = t.batch_size;
-      o.grad_accum = t.grad_accum;
-      o.warmup_steps = t.warmup_steps;
-      o.bf16 = t.precision == TrainPrecision::kBf16;
-      o.inputs_on_device = t.targets_on_device;
+      set_common_options(t, o);
       o.checkpoint_dir = ckpt_dir.string();
       o.resume = flags.resume;
       o.on_step = on_step;
+      o.log = [&log](const std::string& line) { log(line); };
+      o.inputs_on_device = t.targets_on_device;
       o.on_layer = [&log](int64_t layer, double first, double last) {
         std::ostringstream os;
         os << "layer " << layer << " done: loss " << std::scientific << std::setprecision(4)
            << first << " -> " << last;
         log(os.str());
       };
-      o.log = [&log](const std::string& line) { log(line); };
       log("training block-wise: " + std::to_string(layers) + " layers x " +
           std::to_string(t.epochs) + " epochs");
       const BlockwiseResult r = train_blockwise(*qm, windows, o);

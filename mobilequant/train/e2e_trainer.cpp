@@ -20,20 +20,6 @@ namespace {
 constexpr const char* kOptimizerPrefix = "optimizer.";  // GroupedOptimizer::state()
 constexpr const char* kStateKey = "__state__";          // [steps, first loss, epoch loss sum]
 
-/// The last decoder layer's output for input_ids [B, T], through the model's hooks.
-torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids) {
-  CausalLm model = qm.float_model();
-  const int64_t last = model->config().num_hidden_layers - 1;
-  torch::Tensor out;
-  qm.set_observer([&](int64_t layer, ActSite site, const torch::Tensor& x) {
-    if (layer == last && site == ActSite::kResidAdd2Out) out = x;
-  });
-  model->hidden_states(ids);
-  qm.set_observer(nullptr);
-  MQ_CHECK(out.defined(), "train: the last decoder layer's output was not observed");
-  return out;                                                                // [B, T, C]
-}
-
 /// Where the run stands, as a checkpoint holds it.
 struct Progress {
   int64_t steps_done = 0;
@@ -52,6 +38,19 @@ void save_checkpoint(const std::string& path, QuantizedModelImpl& qm,
 }
 
 }  // namespace
+
+torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids) {
+  CausalLm model = qm.float_model();
+  const int64_t last = model->config().num_hidden_layers - 1;
+  torch::Tensor out;
+  qm.set_observer([&](int64_t layer, ActSite site, const torch::Tensor& x) {
+    if (layer == last && site == ActSite::kResidAdd2Out) out = x;
+  });
+  model->hidden_states(ids);
+  qm.set_observer(nullptr);
+  MQ_CHECK(out.defined(), "train: the last decoder layer's output was not observed");
+  return out;                                                                // [B, T, C]
+}
 
 std::string e2e_checkpoint_path(const std::string& checkpoint_dir) {
   return (fs::path(checkpoint_dir) / "e2e_state.safetensors").string();

@@ -62,6 +62,10 @@ struct EndToEndResult {
   double last_epoch_loss = 0.0;  ///< mean loss of the last epoch
 };
 
+/// The last decoder layer's output [B, T, C] for input_ids [B, T] through qm's hooks, as the
+/// trainer's MSE sees it (observed at the last block's second residual add).
+torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids);
+
 /// The file a checkpoint directory holds.
 std::string e2e_checkpoint_path(const std::string& checkpoint_dir);
 
