@@ -35,7 +35,8 @@ torch::Dtype parse_dtype(const std::string& name);
 
 /// The repository root: $MQ_SOURCE_DIR, else the path compiled in.
 std::filesystem::path source_dir();
-/// Where default data files live: $MQ_DATA_DIR, else <repo>/../shared/data.
+/// Where default data files live: $MQ_DATA_DIR, else $MQ_SHARED_DIR/data, else
+/// <repo>/../shared/data.
 std::filesystem::path data_dir();
 /// Where quantization presets live: <repo>/configs/quant.
 std::string presets_dir();

@@ -87,6 +87,7 @@ void write_json_atomically(const nlohmann::json& j, const std::string& path) {
 
 fs::path data_dir() {
   if (const char* env = std::getenv("MQ_DATA_DIR")) return env;
+  if (const char* env = std::getenv("MQ_SHARED_DIR")) return fs::path(env) / "data";
   return source_dir().parent_path() / "shared" / "data";
 }
 

@@ -59,6 +59,7 @@ if [ -f "$stories" ]; then
   [ -e "$tmp/q" ] && { echo "FAIL: a failed quantize left $tmp/q behind"; fails=$((fails + 1)); }
 fi
 # mobilequant run: bad configs fail before any long work, and leave no run directory behind.
+export MQ_DATA_DIR=$shared/data  # the default calibration and evaluation texts
 r=(run --quiet --set "output=$tmp/run")
 echo '{"model": "x", "train": {"epoch": 3}}' > "$tmp/typo.json"
 expect_error "run: config key typo" "unknown key 'epoch'" "$mq" run "$tmp/typo.json"
