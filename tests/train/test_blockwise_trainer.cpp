@@ -12,7 +12,7 @@
 #include "mobilequant/config/quant_config.h"
 #include "mobilequant/models/model_loader.h"
 #include "mobilequant/train/blockwise_trainer.h"
-#include "tests/support/golden.h"
+#include "tests/support/tiny_quantized.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -27,25 +27,8 @@ constexpr double kMseRatio = 0.9;
 /// per-parameter AdamW, 0.999 with the fused one).
 constexpr double kHeldOutMseRatio = 1.0;
 
-struct Setup {
-  mq::LoadedModel lm;
-  mq::QuantizedModel qm{nullptr};
-  torch::Tensor windows;  // [8, 24]
-};
-
-/// A freshly loaded and calibrated tiny llama at W4A8 with every LET pair (deterministic).
-Setup make_setup() {
-  Setup s;
-  s.lm = mq::load_model((mq::test::golden_dir() / "tiny-llama").string());
-  auto gen = at::detail::createCPUGenerator(3);
-  s.windows = torch::randint(0, s.lm.model->config().vocab_size, {8, 24}, gen);
-  auto stats = mq::collect_act_stats(s.lm.model, s.windows, 4);
-  const auto quant =
-      mq::load_quant_config("w4a8", (mq::test::source_dir() / "configs" / "quant").string());
-  s.qm = mq::QuantizedModel(s.lm.model, mq::QuantizedModelOptions(quant).let(mq::LetPairs{}));
-  s.qm->set_act_ranges(stats);
-  return s;
-}
+/// The tiny llama at W4A8 with every LET pair (tests/support/tiny_quantized.h).
+mq::test::TinyQuantized make_setup() { return mq::test::make_tiny_w4a8(); }
 
 /// Options of the loss tests: 8 epochs of 4 steps per block, every group on.
 mq::BlockwiseOptions train_options() {
