@@ -10,7 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mobilequant/calib/calibration_data.h"
 #include "mobilequant/config/eval_config.h"
+#include "mobilequant/config/quantize_config.h"
 #include "mobilequant/config/run_config.h"
 #include "mobilequant/models/model_loader.h"
 
@@ -50,6 +52,28 @@ std::string utc_now();
 std::string git_revision();
 /// Writes `j` to `path` through a temporary file in the same directory and a rename.
 void write_json_atomically(const nlohmann::json& j, const std::string& path);
+
+/// The default calibration text: WikiText-2's validation split (disjoint from the test split
+/// the WikiText protocols evaluate), under data_dir().
+std::string default_calib_data();
+/// A preset (configs/quant/ name or JSON file) with its per-site overrides applied in order;
+/// `where` names the overrides' origin in errors.
+QuantConfig resolve_quant(const std::string& preset, const std::vector<std::string>& overrides,
+                          const std::string& where);
+/// Loads a model that has a tokenizer and whose shapes `quant` fits (group sizes); errors
+/// name the model and `where` (the preset's origin).
+LoadedModel load_quantizable_model(const std::string& model, const LoadOptions& load,
+                                   const QuantConfig& quant, const std::string& where);
+/// Calibration windows' options; seqlen 0 means 2048 capped at the model's context.
+CalibrationOptions calibration_options(int64_t samples, int64_t seqlen, int64_t seed,
+                                       const std::string& separator, const ModelConfig& model);
+/// The key of reusable calibration statistics: the model's and the text's identity (absolute
+/// path, size, modification time), the windows and the device type.
+std::string calibration_cache_key(const std::string& model, const std::string& calib,
+                                  const CalibrationOptions& opts, const torch::Device& device);
+/// The manifest of a quantized model directory written by this process.
+QuantizedManifest make_manifest(const std::string& model, const std::string& tokenizer,
+                                const std::string& method, const nlohmann::json& settings);
 
 /// What evaluate_tasks returns: one JSON entry per task and a Markdown table of the figures.
 struct EvalOutcome {

@@ -8,7 +8,9 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
+#include "mobilequant/config/quant_config.h"
 #include "mobilequant/core/error.h"
 
 namespace mq::cli {
@@ -145,6 +147,89 @@ LoadOptions to_load_options(const ModelArgs& args) {
   opts.device = parse_device(args.device);
   opts.dtype = parse_dtype(args.dtype);
   return opts;
+}
+
+}  // namespace mq::cli
+
+namespace mq::cli {
+
+namespace {
+
+/// A file's identity for cache keys: absolute path, size and modification time (for a
+/// directory, those of its config and weights).
+std::string file_identity(const std::string& path) {
+  std::error_code ec;
+  const fs::path abs = fs::absolute(path, ec);
+  std::ostringstream os;
+  os << abs.string();
+  if (fs::is_regular_file(abs, ec)) {
+    os << "#" << fs::file_size(abs, ec) << "#"
+       << fs::last_write_time(abs, ec).time_since_epoch().count();
+  } else if (fs::is_directory(abs, ec)) {
+    for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json"}) {
+      const fs::path p = abs / f;
+      if (fs::exists(p, ec))
+        os << "#" << f << ":" << fs::file_size(p, ec) << ":"
+           << fs::last_write_time(p, ec).time_since_epoch().count();
+    }
+  }
+  return os.str();
+}
+
+}  // namespace
+
+std::string default_calib_data() {
+  return (data_dir() / "wikitext2" / "wiki.valid.tokens.txt").string();
+}
+
+QuantConfig resolve_quant(const std::string& preset, const std::vector<std::string>& overrides,
+                          const std::string& where) {
+  QuantConfig quant = load_quant_config(preset, presets_dir());
+  for (const auto& o : overrides) apply_quant_override(quant, o, where);
+  return quant;
+}
+
+LoadedModel load_quantizable_model(const std::string& model, const LoadOptions& load,
+                                   const QuantConfig& quant, const std::string& where) {
+  LoadedModel lm = load_model(model, load);
+  MQ_CHECK(lm.tokenizer != nullptr, "model '", model,
+           "': no tokenizer found beside it; give one (--tokenizer, or \"tokenizer\" in a "
+           "config)");
+  const ModelConfig& m = lm.model->config();
+  quant.validate_for_model(m.hidden_size, m.intermediate_size, m.num_attention_heads * m.head_dim,
+                           where);
+  return lm;
+}
+
+CalibrationOptions calibration_options(int64_t samples, int64_t seqlen, int64_t seed,
+                                       const std::string& separator, const ModelConfig& model) {
+  CalibrationOptions o;
+  o.num_samples = samples;
+  o.seqlen = seqlen > 0 ? seqlen : std::min<int64_t>(2048, model.max_position_embeddings);
+  o.seed = static_cast<uint64_t>(seed);
+  o.separator = separator;
+  return o;
+}
+
+std::string calibration_cache_key(const std::string& model, const std::string& calib,
+                                  const CalibrationOptions& opts, const torch::Device& device) {
+  std::ostringstream key;
+  key << file_identity(model) << "|" << file_identity(calib) << "|sep=" << opts.separator
+      << "|n=" << opts.num_samples << "|T=" << opts.seqlen << "|seed=" << opts.seed
+      << "|device=" << (device.is_cuda() ? "cuda" : "cpu");
+  return key.str();
+}
+
+QuantizedManifest make_manifest(const std::string& model, const std::string& tokenizer,
+                                const std::string& method, const nlohmann::json& settings) {
+  QuantizedManifest m;
+  m.base_model = fs::absolute(model).string();
+  m.tokenizer_source = tokenizer.empty() ? m.base_model : fs::absolute(tokenizer).string();
+  m.method = method;
+  m.created_by = command_line();
+  m.git_revision = git_revision();
+  m.settings = settings;
+  return m;
 }
 
 }  // namespace mq::cli

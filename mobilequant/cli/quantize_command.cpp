@@ -40,32 +40,6 @@ struct QuantizeArgs {
   bool print_config = false;
 };
 
-/// The default calibration text: WikiText-2's validation split (disjoint from the test split
-/// the WikiText protocols evaluate), under data_dir().
-std::string default_calib_data() {
-  return (data_dir() / "wikitext2" / "wiki.valid.tokens.txt").string();
-}
-
-/// A file's identity for cache keys: absolute path, size and modification time.
-std::string file_identity(const std::string& path) {
-  std::error_code ec;
-  const fs::path abs = fs::absolute(path, ec);
-  std::ostringstream os;
-  os << abs.string();
-  if (fs::is_regular_file(abs, ec)) {
-    os << "#" << fs::file_size(abs, ec) << "#"
-       << fs::last_write_time(abs, ec).time_since_epoch().count();
-  } else if (fs::is_directory(abs, ec)) {
-    for (const char* f : {"config.json", "model.safetensors", "model.safetensors.index.json"}) {
-      const fs::path p = abs / f;
-      if (fs::exists(p, ec))
-        os << "#" << f << ":" << fs::file_size(p, ec) << ":"
-           << fs::last_write_time(p, ec).time_since_epoch().count();
-    }
-  }
-  return os.str();
-}
-
 /// Progress of a calibration pass on stderr.
 CalibrationProgress calibration_printer() {
   const bool tty = isatty(fileno(stderr));
@@ -116,14 +90,12 @@ QuantizeConfig resolve_quantize_config(const QuantizeArgs& a, const CLI::App& cm
 }
 
 /// The preset of `c` with its per-site overrides applied.
-QuantConfig resolve_quant(const QuantizeConfig& c) {
-  QuantConfig quant = load_quant_config(c.quant, presets_dir());
-  for (const auto& o : c.quant_overrides) apply_quant_override(quant, o, "--quant-set");
-  return quant;
+QuantConfig quant_of(const QuantizeConfig& c) {
+  return resolve_quant(c.quant, c.quant_overrides, "--quant-set");
 }
 
 void run_quantize(const QuantizeConfig& c) {
-  const QuantConfig quant = resolve_quant(c);
+  const QuantConfig quant = quant_of(c);
   const std::string text = read_text_file(c.calib_data, "quantize --calib data file");
 
   ModelArgs model_args;
@@ -132,19 +104,9 @@ void run_quantize(const QuantizeConfig& c) {
   model_args.device = c.device;
   const LoadOptions load = to_load_options(model_args);
   std::cerr << "[quantize] loading " << c.model << " (" << load.device.str() << ")\n";
-  LoadedModel lm = load_model(c.model, load);
-  MQ_CHECK(lm.tokenizer != nullptr, "model '", c.model,
-           "': no tokenizer found beside it; pass --tokenizer");
-  const ModelConfig& mcfg = lm.model->config();
-  quant.validate_for_model(mcfg.hidden_size, mcfg.intermediate_size,
-                           mcfg.num_attention_heads * mcfg.head_dim, "--quant " + c.quant);
-
-  CalibrationOptions copts;
-  copts.num_samples = c.calib_samples;
-  copts.seqlen = c.calib_seqlen > 0 ? c.calib_seqlen
-                                    : std::min<int64_t>(2048, mcfg.max_position_embeddings);
-  copts.seed = static_cast<uint64_t>(c.seed);
-  copts.separator = c.calib_separator;
+  LoadedModel lm = load_quantizable_model(c.model, load, quant, "--quant " + c.quant);
+  const CalibrationOptions copts = calibration_options(c.calib_samples, c.calib_seqlen, c.seed,
+                                                       c.calib_separator, lm.model->config());
   const auto ids = calibration_token_ids(*lm.tokenizer, text, copts);
   const torch::Tensor windows = calibration_windows(ids, copts, c.calib_data);  // [N, T]
   std::cerr << "[quantize] " << quant.name << " / " << to_string(c.method) << ": "
@@ -157,23 +119,13 @@ void run_quantize(const QuantizeConfig& c) {
   opts.batch_size = c.batch_size;
   opts.progress = calibration_printer();
   opts.stats_cache_dir = c.stats_cache;
-  std::ostringstream key;
-  key << file_identity(c.model) << "|" << file_identity(c.calib_data) << "|sep=" << c.calib_separator
-      << "|n=" << copts.num_samples << "|T=" << copts.seqlen << "|seed=" << c.seed
-      << "|device=" << (load.device.is_cuda() ? "cuda" : "cpu");
-  opts.stats_cache_key = key.str();
+  opts.stats_cache_key = calibration_cache_key(c.model, c.calib_data, copts, load.device);
   opts.log = [](const std::string& line) { std::cerr << "[quantize] " << line << "\n"; };
   const auto start = std::chrono::steady_clock::now();
   QuantizedModel qm = quantize_closed_form(lm.model, quant, windows, opts);
 
-  QuantizedManifest manifest;
-  manifest.base_model = fs::absolute(c.model).string();
-  manifest.tokenizer_source =
-      c.tokenizer.empty() ? manifest.base_model : fs::absolute(c.tokenizer).string();
-  manifest.method = to_string(c.method);
-  manifest.created_by = command_line();
-  manifest.git_revision = git_revision();
-  manifest.settings = config_to_json(c);
+  const QuantizedManifest manifest =
+      make_manifest(c.model, c.tokenizer, to_string(c.method), config_to_json(c));
   save_quantized_model(c.output, *qm, manifest);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -230,7 +182,7 @@ void add_quantize_command(CLI::App& app) {
     const QuantizeConfig c = resolve_quantize_config(*a, *cmd);
     if (a->print_config) {
       std::cout << config_to_json(c).dump(2) << "\n"
-                << format_quant_table(resolve_quant(c));
+                << format_quant_table(quant_of(c));
       return;
     }
     MQ_CHECK(!c.model.empty(), "quantize: --model is required");

@@ -276,11 +276,8 @@ double peak_rss_gib() {
 
 nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
   const auto t_start = Clock::now();
-  QuantConfig quant = load_quant_config(c.quant, presets_dir());
-  for (const auto& o : c.quant_overrides) apply_quant_override(quant, o, "quant_overrides");
-  const std::string calib =
-      c.calib.data.empty() ? (data_dir() / "wikitext2" / "wiki.valid.tokens.txt").string()
-                           : c.calib.data;
+  const QuantConfig quant = resolve_quant(c.quant, c.quant_overrides, "quant_overrides");
+  const std::string calib = c.calib.data.empty() ? default_calib_data() : c.calib.data;
   check_before_loading(c, quant, calib);
 
   RunLog log;
@@ -304,19 +301,10 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
   }
 
   log("loading " + c.model + " (" + load.device.str() + ")");
-  LoadedModel lm = load_model(c.model, load);
-  MQ_CHECK(lm.tokenizer != nullptr, "run: model '", c.model,
-           "': no tokenizer found beside it; set \"tokenizer\"");
+  LoadedModel lm = load_quantizable_model(c.model, load, quant, "quant " + c.quant);
   const ModelConfig& mcfg = lm.model->config();
-  quant.validate_for_model(mcfg.hidden_size, mcfg.intermediate_size,
-                           mcfg.num_attention_heads * mcfg.head_dim, "quant " + c.quant);
-
-  CalibrationOptions copts;
-  copts.num_samples = c.calib.samples;
-  copts.seqlen = c.calib.seqlen > 0 ? c.calib.seqlen
-                                    : std::min<int64_t>(2048, mcfg.max_position_embeddings);
-  copts.seed = static_cast<uint64_t>(c.calib.seed);
-  copts.separator = c.calib.separator;
+  const CalibrationOptions copts =
+      calibration_options(c.calib.samples, c.calib.seqlen, c.calib.seed, c.calib.separator, mcfg);
   const auto ids = calibration_token_ids(*lm.tokenizer, text, copts);
   const int64_t n_ids = static_cast<int64_t>(ids.size());
   MQ_CHECK(n_ids - copts.seqlen >= copts.num_samples, "run: calib.data '", calib, "' gives ",
@@ -354,11 +342,7 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
     cf.alpha = c.alpha;
     cf.batch_size = c.calib.batch_size;
     cf.stats_cache_dir = c.calib.stats_cache;
-    std::ostringstream key;
-    key << fs::absolute(c.model).string() << "|" << fs::absolute(calib).string()
-        << "|sep=" << copts.separator << "|n=" << copts.num_samples << "|T=" << copts.seqlen
-        << "|seed=" << c.calib.seed << "|device=" << (load.device.is_cuda() ? "cuda" : "cpu");
-    cf.stats_cache_key = key.str();
+    cf.stats_cache_key = calibration_cache_key(c.model, calib, copts, load.device);
     cf.log = [&log](const std::string& line) { log(line); };
     if (c.train.trainer != TrainerKind::kNone && c.train.let.enabled) cf.let = c.train.let_pairs;
     log("calibrating " + std::to_string(copts.num_samples) + " windows of " +
@@ -421,14 +405,7 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
                     {"seconds", seconds_since(t_train)}};
     }
 
-    QuantizedManifest manifest;
-    manifest.base_model = fs::absolute(c.model).string();
-    manifest.tokenizer_source =
-        c.tokenizer.empty() ? manifest.base_model : fs::absolute(c.tokenizer).string();
-    manifest.method = c.method;
-    manifest.created_by = command_line();
-    manifest.git_revision = git_revision();
-    manifest.settings = config;
+    const QuantizedManifest manifest = make_manifest(c.model, c.tokenizer, c.method, config);
     save_quantized_model((dir / "model").string(), *qm, manifest);  // folds
     log("wrote the quantized model to " + (dir / "model").string());
     qm->set_weight_cache(true);
@@ -523,9 +500,8 @@ void add_run_command(CLI::App& app) {
     RunConfig c = resolve_run_config(a->config, a->sets, methods_dir());
     default_output(c);
     if (a->print_config) {
-      QuantConfig quant = load_quant_config(c.quant, presets_dir());
-      for (const auto& o : c.quant_overrides) apply_quant_override(quant, o, "quant_overrides");
-      std::cout << config_to_json(c).dump(2) << "\n" << format_quant_table(quant);
+      std::cout << config_to_json(c).dump(2) << "\n"
+                << format_quant_table(resolve_quant(c.quant, c.quant_overrides, "quant_overrides"));
       return;
     }
     run_experiment(c, a->flags);

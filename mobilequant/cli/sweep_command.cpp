@@ -105,10 +105,8 @@ std::vector<std::vector<std::string>> grid_points(const std::vector<Axis>& axes)
 
 /// A directory name piece for a value: path stems for files, '/' and spaces replaced.
 std::string name_piece(const std::string& value) {
-  std::string v = value.find('/') != std::string::npos || value.size() > 5 &&
-                          value.compare(value.size() - 5, 5, ".json") == 0
-                      ? fs::path(value).stem().string()
-                      : value;
+  const bool is_file = value.find('/') != std::string::npos || fs::path(value).extension() == ".json";
+  std::string v = is_file ? fs::path(value).stem().string() : value;
   for (char& ch : v)
     if (ch == '/' || ch == ' ' || ch == '=') ch = '_';
   return v;
