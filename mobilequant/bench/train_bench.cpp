@@ -19,6 +19,7 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/train/autocast_guard.h"
 #include "mobilequant/train/e2e_trainer.h"
+#include "mobilequant/train/param_groups.h"
 #include "mobilequant/transforms/quantized_model.h"
 
 namespace mq {
@@ -176,16 +177,16 @@ TrainStepBreakdown profile_steps(QuantizedModelImpl& qm, const torch::Tensor& wi
     target = last_layer_output(qm, ids).to(torch::kFloat32);
     qm.set_quantization(true);
   }
-  // As the trainer: only the quantization parameters train; the float weights get no gradient.
+  // As the trainer with its default groups: only the quantization parameters train (LET, LWC,
+  // ARL), through the trainer's own optimizer.
   for (auto& p : qm.float_model()->parameters()) p.set_requires_grad(false);
-  std::vector<torch::Tensor> params;
-  for (auto& p : qm.let_parameters()) params.push_back(p);
-  for (auto& p : qm.lwc_parameters()) params.push_back(p);
-  for (auto& p : qm.lrl_parameters()) params.push_back(p);
-  MQ_CHECK(!params.empty(), "bench train --profile: the quantized model has no trainable tensors");
-  for (auto& p : params) p.set_requires_grad(true);
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(1e-6).weight_decay(0.0));
-
+  if (qm.lwc_parameters().empty()) qm.enable_lwc();
+  qm.set_act_ranges_learnable(true);
+  const ParamGroupOptions group{true, 1e-6, 1e-6, 0.0};
+  GroupedOptimizer optimizer({qm.let_parameters(), qm.lwc_parameters(), qm.lrl_parameters()},
+                             {group, group, group}, /*warmup_steps=*/0, /*total_steps=*/1);
+  TrainStep info;
+  optimizer.set_lr(0, info);
   auto step = [&](double* f, double* b, double* o) {
     sync(device);
     const double t0 = now_seconds();
@@ -200,6 +201,7 @@ TrainStepBreakdown profile_steps(QuantizedModelImpl& qm, const torch::Tensor& wi
     loss.backward();
     sync(device);
     const double t2 = now_seconds();
+    optimizer.grad_norm("bench train --profile", 0);  // the trainer's one read-back per step
     optimizer.step();
     optimizer.zero_grad();
     sync(device);
@@ -236,7 +238,7 @@ TrainStepBreakdown profile_steps(QuantizedModelImpl& qm, const torch::Tensor& wi
     // The phase times stand without it; say why the operator list is missing.
     out.note = std::string("Kineto profiler unavailable: ") + e.what_without_backtrace();
   }
-  for (auto& p : params) p.set_requires_grad(false);
+  for (auto& p : optimizer.parameters()) p.set_requires_grad(false);
   return out;
 }
 

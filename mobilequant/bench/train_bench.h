@@ -79,7 +79,7 @@ struct OpTime {
 struct TrainStepBreakdown {
   double forward_ms = 0;    ///< forward through the hooks to the last layer, and the loss
   double backward_ms = 0;   ///< loss.backward()
-  double optimizer_ms = 0;  ///< AdamW step (with zero_grad)
+  double optimizer_ms = 0;  ///< gradient norm read-back, fused AdamW step and zero_grad
   double cpu_total_ms = 0;  ///< sum of CPU self times in the profiled step
   double device_total_ms = 0;  ///< sum of device kernel times in the profiled step (0 on CPU)
   std::vector<OpTime> top_cpu_ops;       ///< by self time, descending

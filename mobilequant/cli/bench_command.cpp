@@ -454,7 +454,7 @@ void run_bench_train(const TrainArgs& a) {
               << "|---|---:|---:|\n";
     for (auto [name, ms] : {std::pair{"forward (to last layer) + MSE", b.forward_ms},
                             std::pair{"backward", b.backward_ms},
-                            std::pair{"AdamW step + zero_grad", b.optimizer_ms}})
+                            std::pair{"grad norm + AdamW step + zero_grad", b.optimizer_ms}})
       std::cout << "| " << name << " | " << fixed(ms, 2) << " | "
                 << fixed(phases > 0 ? 100.0 * ms / phases : 0.0, 1) << "% |\n";
     std::cout << "| sum of phases | " << fixed(phases, 2) << " | |\n"
