@@ -255,10 +255,9 @@ torch::Tensor ActFakeQuantizerImpl::forward(const torch::Tensor& x) {
   p.offset = offset;  // [] or [C]; may drift off-integer while learned
   p.qmin = spec.qmin();
   p.qmax = spec.qmax();
-  // Computed in fp32 (fp64 for gradient checks) whatever the input: a 0-dim fp32 scale would
-  // not promote a bf16 input, and bf16 cannot hold x / scale for 16-bit codes. The result goes
-  // back to x's dtype (bf16 models, autocast training).
-  return fake_quantize(x.to(compute_dtype(x)), p).to(x.scalar_type());  // [x]
+  // fake_quantize computes in fp32 (fp64 for gradient checks) whatever the input (bf16 cannot
+  // hold x / scale for 16-bit codes) and returns x's dtype (bf16 models, autocast training).
+  return fake_quantize(x, p);  // [x]
 }
 
 }  // namespace mq

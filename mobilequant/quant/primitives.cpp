@@ -95,19 +95,28 @@ torch::Tensor fake_quantize(const torch::Tensor& x, const QParams& p) {
   const auto dtype = compute_dtype(x);
   const torch::Tensor s = p.scale.to(dtype);   // broadcastable to x
   const torch::Tensor o = p.offset.to(dtype);  // broadcastable to x
+  // CUDA: the fused kernels (forward values bit for bit the composed ops').
+  const bool fused = dtype == torch::kFloat32 && fused_fake_quantize_supported(x) &&
+                     fused_fake_quantize_layout_supported(x, s);
   if (!torch::GradMode::is_enabled() ||
       !(x.requires_grad() || s.requires_grad() || o.requires_grad())) {
-    // No gradient wanted: one fused kernel on CUDA (bit for bit the same arithmetic), else the
-    // same ops in place on one buffer (round_ste's forward is round exactly).
-    const bool per_tensor_or_last_dim =
-        s.numel() == 1 || (s.dim() == 1 && x.dim() >= 1 && s.numel() == x.size(-1));
-    if (dtype == torch::kFloat32 && per_tensor_or_last_dim && fused_fake_quantize_supported(x))
-      return fused_fake_quantize(x, s, o, p.qmin, p.qmax);
+    // No gradient wanted: one kernel on CUDA, else the same ops in place on one buffer
+    // (round_ste's forward is round exactly).
+    if (fused) return fused_fake_quantize(x, s, o, p.qmin, p.qmax);
     torch::Tensor y = x.to(dtype) / s;  // [x], a fresh buffer
     y.round_().add_(o).clamp_(static_cast<double>(p.qmin), static_cast<double>(p.qmax));
     y.sub_(o).mul_(s);
     return y.to(x.scalar_type());
   }
+  if (fused) return fused_fake_quantize_learnable(x, s, o, p.qmin, p.qmax);  // [x]
+  return fake_quantize_composed(x, p);
+}
+
+torch::Tensor fake_quantize_composed(const torch::Tensor& x, const QParams& p) {
+  check_qparams(p, "fake_quantize");
+  const auto dtype = compute_dtype(x);
+  const torch::Tensor s = p.scale.to(dtype);   // broadcastable to x
+  const torch::Tensor o = p.offset.to(dtype);  // broadcastable to x
   // Eq. 2 with the straight-through rounding, as the reference's Quantizer.forward.
   const torch::Tensor q = (round_ste(x.to(dtype) / s) + o)
                               .clamp(static_cast<double>(p.qmin), static_cast<double>(p.qmax));

@@ -69,7 +69,14 @@ torch::Tensor dequantize(const torch::Tensor& q, const QParams& p);
 /// Gradients (from autograd, §3.2): dx = 1 inside the range and 0 outside;
 /// d scale = round(x/s) - x/s inside, qmax - offset above, qmin - offset below;
 /// d offset = 0 inside, -scale outside.
+/// On CUDA (fp32/bf16/fp16 x, per tensor, per row or per last-dim channel) it runs the fused
+/// kernels of fused_fake_quantize.h: the same values, the same gradients up to the order of
+/// the sums over elements.
 torch::Tensor fake_quantize(const torch::Tensor& x, const QParams& p);
+
+/// fake_quantize as composed torch ops with round_ste, whatever the device: the definition the
+/// fused kernels are tested against (autograd differentiates it).
+torch::Tensor fake_quantize_composed(const torch::Tensor& x, const QParams& p);
 
 /// Min and max of `w` [rows, cols] per quantization group of `spec` (weights only): per tensor
 /// -> shape [1]; per channel -> [rows, 1]; per group -> [rows * cols / group_size, 1] over the
