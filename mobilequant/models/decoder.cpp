@@ -187,13 +187,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = repeat_kv(k, rep);                                                   // [B, H, T, D]
     v = repeat_kv(v, rep);                                                   // [B, H, T, D]
     auto scores = torch::matmul(q, k.transpose(-2, -1));                     // [B, H, T, T]
-    scores = at_site(hooks, layer, ActSite::kQkBmmOut, scores) * scale;
-    auto allowed = mask.defined()
-                       ? mask
-                       : torch::ones({t, t}, torch::dtype(torch::kBool).device(x.device())).tril();
-    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-    auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-    probs = at_site(hooks, layer, ActSite::kPvBmmIn, probs);                 // [B, H, T, T]
+    auto probs = hooks->attention_probs(layer, scores, scale, mask);         // [B, H, T, T]
     ctx = torch::matmul(probs, v);
   } else {
     k = repeat_kv(k, rep);                                                   // [B, H, T, D]
@@ -209,6 +203,18 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   ctx = at_site(hooks, layer, ActSite::kPvBmmOut, ctx);
   ctx = at_site(hooks, layer, ActSite::kOProjIn, ctx);
   return at_site(hooks, layer, ActSite::kOProjOut, linear(ctx, w.o_proj));   // [B, T, C]
+}
+
+torch::Tensor ForwardHooks::attention_probs(int64_t layer, const torch::Tensor& scores,
+                                           double scale, const torch::Tensor& mask) {
+  const int64_t t = scores.size(-1);
+  auto s = activation(layer, ActSite::kQkBmmOut, scores) * scale;           // [B, H, T, T]
+  auto allowed = mask.defined()
+                     ? mask
+                     : torch::ones({t, t}, torch::dtype(torch::kBool).device(scores.device())).tril();
+  s = s.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  auto probs = torch::softmax(s.to(torch::kFloat32), -1).to(scores.scalar_type());
+  return activation(layer, ActSite::kPvBmmIn, probs);                        // [B, H, T, T]
 }
 
 // ---------------------------------------------------------------------------- MLP

@@ -67,6 +67,13 @@ class ForwardHooks {
   /// Called with the activation at `site` of `layer` (-1: model level); returns the tensor
   /// the forward continues with (x itself to observe only).
   virtual torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) = 0;
+  /// The attention probabilities [B, H, T, T] of `layer` from the raw scores q k^T
+  /// [B, H, T, T]: the qk_bmm.output site, times `scale`, masked (`mask` [B, 1, T, T] bool,
+  /// true = attend; undefined: causal), softmax in fp32 cast back to the scores' dtype, the
+  /// pv_bmm.input site. Default: those ops, each site through activation(); a hook may
+  /// compute the same in fewer passes.
+  virtual torch::Tensor attention_probs(int64_t layer, const torch::Tensor& scores, double scale,
+                                        const torch::Tensor& mask);
 };
 
 /// The normalisation of a block or of the final norm: RMSNorm, RMSNorm(1+w) or LayerNorm.

@@ -4,7 +4,7 @@
 // division is __fdiv_rn, the rest are separate adds/multiplies with --fmad=false); and its
 // backward pass, which autograd would otherwise run as ~15 kernels over [x]-sized tensors.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstdint>
@@ -39,37 +39,106 @@ __global__ void fake_quantize_kernel(const T* __restrict__ x, T* __restrict__ y,
   }
 }
 
-/// The backward pass of the composed ops, element by element, as autograd computes it:
+/// The backward pass of the composed ops for element i, as autograd computes it:
 ///   t1 = x / s, t2 = round(t1) + o, in = qmin <= t2 <= qmax, t3 = clamp(t2) - o, g3 = gy * s
 ///   gx = in ? g3 / s : 0                       (MulBackward, ClampBackward mask, DivBackward)
 ///   gs = gy * t3 + (in ? -g3 * (t1 / s) : 0)   (MulBackward for s, DivBackward for s)
 ///   go = in ? 0 : -g3                          (AddBackward + SubBackward for o)
-/// gs and go are per element (fp32); the host sums them per scale.
+/// Writes gx[i]; returns the element's terms of d scale and d offset.
+template <typename T>
+__device__ __forceinline__ void backward_element(const T* __restrict__ x,
+                                                 const T* __restrict__ gy, T* __restrict__ gx,
+                                                 int64_t i, float s, float o, float qmin,
+                                                 float qmax, float& gs, float& go) {
+  const float g = static_cast<float>(gy[i]);
+  const float t1 = __fdiv_rn(static_cast<float>(x[i]), s);
+  const float t2 = __fadd_rn(rintf(t1), o);
+  const bool in = t2 >= qmin && t2 <= qmax;  // false for NaN, as ClampBackward's mask
+  const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
+  const float t3 = __fsub_rn(q, o);
+  const float g3 = __fmul_rn(g, s);
+  gx[i] = static_cast<T>(in ? __fdiv_rn(g3, s) : 0.0f);
+  const float from_mul = __fmul_rn(g, t3);
+  gs = in ? __fadd_rn(from_mul, -__fmul_rn(g3, __fdiv_rn(t1, s))) : from_mul;
+  go = in ? 0.0f : -g3;
+}
+
+/// Per channel of the last dimension: every element's terms to gs/go ([n] each, fp32); the
+/// host sums them per channel.
 template <typename T>
 __global__ void fake_quantize_backward_kernel(const T* __restrict__ x, const T* __restrict__ gy,
                                               T* __restrict__ gx, float* __restrict__ gs,
                                               float* __restrict__ go, int64_t n,
                                               const float* __restrict__ scale,
-                                              const float* __restrict__ offset, int mode,
-                                              int64_t cols, float qmin, float qmax) {
+                                              const float* __restrict__ offset, int64_t cols,
+                                              float qmin, float qmax) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
-    const int64_t c = channel_of(i, mode, cols);
-    const float s = scale[c];
-    const float o = offset[c];
-    const float g = static_cast<float>(gy[i]);
-    const float t1 = __fdiv_rn(static_cast<float>(x[i]), s);
-    const float t2 = __fadd_rn(rintf(t1), o);
-    const bool in = t2 >= qmin && t2 <= qmax;  // false for NaN, as ClampBackward's mask
-    const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
-    const float t3 = __fsub_rn(q, o);
-    const float g3 = __fmul_rn(g, s);
-    gx[i] = static_cast<T>(in ? __fdiv_rn(g3, s) : 0.0f);
-    const float from_mul = __fmul_rn(g, t3);
-    gs[i] = in ? __fadd_rn(from_mul, -__fmul_rn(g3, __fdiv_rn(t1, s))) : from_mul;
-    go[i] = in ? 0.0f : -g3;
+    const int64_t c = i % cols;
+    backward_element(x, gy, gx, i, scale[c], offset[c], qmin, qmax, gs[i], go[i]);
   }
+}
+
+constexpr int kReduceThreads = 256;
+
+/// Sums a and b over the block; thread 0 writes them to out_a / out_b. Fixed order: the same
+/// inputs give the same bits.
+__device__ __forceinline__ void block_sum2(float a, float b, float* out_a, float* out_b) {
+  __shared__ float sa[kReduceThreads / 32], sb[kReduceThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) {
+    a += __shfl_down_sync(0xffffffffu, a, off);
+    b += __shfl_down_sync(0xffffffffu, b, off);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sa[warp] = a;
+    sb[warp] = b;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    a = lane < kReduceThreads / 32 ? sa[lane] : 0.0f;
+    b = lane < kReduceThreads / 32 ? sb[lane] : 0.0f;
+    for (int off = 16; off > 0; off >>= 1) {
+      a += __shfl_down_sync(0xffffffffu, a, off);
+      b += __shfl_down_sync(0xffffffffu, b, off);
+    }
+    if (lane == 0) {
+      *out_a = a;
+      *out_b = b;
+    }
+  }
+}
+
+/// Per tensor (kPerRow false: a grid-stride loop, one partial sum per block) or per row of a
+/// [rows, cols] x (kPerRow true: one block per row, the row's sums). sums: [2, gridDim.x], the
+/// d scale partials then the d offset partials. No per-element buffers.
+template <typename T, bool kPerRow>
+__global__ void fake_quantize_backward_reduce_kernel(
+    const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ gx,
+    float* __restrict__ sums, int64_t n, const float* __restrict__ scale,
+    const float* __restrict__ offset, int64_t cols, float qmin, float qmax) {
+  float acc_s = 0.0f, acc_o = 0.0f;
+  float es, eo;
+  if (kPerRow) {
+    const int64_t row = blockIdx.x;
+    const float s = scale[row], o = offset[row];
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      backward_element(x, gy, gx, row * cols + j, s, o, qmin, qmax, es, eo);
+      acc_s += es;
+      acc_o += eo;
+    }
+  } else {
+    const float s = scale[0], o = offset[0];
+    const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += stride) {
+      backward_element(x, gy, gx, i, s, o, qmin, qmax, es, eo);
+      acc_s += es;
+      acc_o += eo;
+    }
+  }
+  block_sum2(acc_s, acc_o, sums + blockIdx.x, sums + gridDim.x + blockIdx.x);
 }
 
 /// Grid for a grid-stride loop over n elements.
@@ -100,7 +169,7 @@ at::Tensor fused_fake_quantize_cuda(const at::Tensor& x_in, const at::Tensor& sc
   const int64_t cols = x.dim() == 0 ? 1 : x.size(-1);
   constexpr int kThreads = 256;
   const int blocks = grid_for(n, kThreads);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_fake_quantize", [&] {
@@ -123,32 +192,53 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_fake_quantize_backward_cuda
   const at::Tensor scale = ready_params(scale_in, x.device());
   const at::Tensor offset = ready_params(offset_in, x.device());
   at::Tensor gx = at::empty_like(x);
-  at::Tensor per_elem = at::empty({2, x.numel()}, x.options().dtype(at::kFloat));  // [2, n]
   const int64_t n = x.numel();
   const int64_t cols = x.dim() == 0 ? 1 : x.size(-1);
-  if (n > 0) {
-    constexpr int kThreads = 256;
-    const int blocks = grid_for(n, kThreads);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
+  if (n == 0) {
+    at::Tensor zero = at::zeros({scale.numel()}, scale.options());
+    return {gx, zero, zero.clone()};
+  }
+  if (mode == 2) {
+    // Per channel of the last dimension: per-element terms, then one column reduction.
+    at::Tensor per_elem = at::empty({2, n}, x.options().dtype(at::kFloat));  // [2, n]
     float* gs = per_elem.data_ptr<float>();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fused_fake_quantize_backward", [&] {
-      fake_quantize_backward_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-          x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), gs, gs + n,
-          n, scale.data_ptr<float>(), offset.data_ptr<float>(), mode, cols, lo, hi);
+      fake_quantize_backward_kernel<scalar_t>
+          <<<grid_for(n, kReduceThreads), kReduceThreads, 0, stream>>>(
+              x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), gs,
+              gs + n, n, scale.data_ptr<float>(), offset.data_ptr<float>(), cols, lo, hi);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const at::Tensor sums = per_elem.view({2, -1, cols}).sum(1);  // [2, cols]
+    return {gx, sums[0], sums[1]};
   }
-  // One reduction for both: per tensor [2], per row [2, rows], per column [2, cols].
-  at::Tensor sums;
-  if (mode == 0) {
-    sums = per_elem.sum(1);                          // [2]
-  } else if (mode == 1) {
-    sums = per_elem.view({2, -1, cols}).sum(2);      // [2, rows]
-  } else {
-    sums = per_elem.view({2, -1, cols}).sum(1);      // [2, cols]
-  }
+  // Per tensor: at most 1024 blocks of partial sums (a count fixed by n, so the sums are
+  // reproducible), then one small reduction. Per row: one block per row, no second pass.
+  const bool per_row = mode == 1;
+  const int64_t rows = n / cols;
+  const int64_t want = (n + kReduceThreads * 4 - 1) / (kReduceThreads * 4);
+  const int blocks = per_row ? static_cast<int>(rows) : static_cast<int>(want < 1024 ? want : 1024);
+  at::Tensor partial = at::empty({2, blocks}, x.options().dtype(at::kFloat));  // [2, blocks]
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                  "fused_fake_quantize_backward", [&] {
+    if (per_row) {
+      fake_quantize_backward_reduce_kernel<scalar_t, true><<<blocks, kReduceThreads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+          partial.data_ptr<float>(), n, scale.data_ptr<float>(), offset.data_ptr<float>(), cols,
+          lo, hi);
+    } else {
+      fake_quantize_backward_reduce_kernel<scalar_t, false><<<blocks, kReduceThreads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+          partial.data_ptr<float>(), n, scale.data_ptr<float>(), offset.data_ptr<float>(), cols,
+          lo, hi);
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (per_row) return {gx, partial[0], partial[1]};  // [rows] each
+  const at::Tensor sums = partial.sum(1);             // [2]
   return {gx, sums[0], sums[1]};
 }
 

@@ -5,6 +5,7 @@
 
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/core/error.h"
+#include "mobilequant/quant/fused_softmax_quantize.h"
 
 namespace mq {
 
@@ -186,6 +187,36 @@ torch::Tensor QuantizedModelImpl::activation(int64_t layer, ActSite site, const 
   if (!quant_on_) return x;
   auto& q = act_quantizer(layer, site);
   return q.is_empty() ? x : q(x);
+}
+
+namespace {
+
+/// The fused softmax's view of an activation quantizer: float (absent or disabled) or per
+/// tensor with a range. False when the fused kernel cannot take it (per channel, no range yet:
+/// the composed ops then run, and report an unset range).
+bool as_softmax_quantizer(const ActFakeQuantizer& q, SoftmaxQuantizer& out) {
+  out = SoftmaxQuantizer{};
+  if (q.is_empty() || !q->options.spec().enabled) return true;
+  const QuantSpec& spec = q->options.spec();
+  if (spec.granularity != Granularity::kPerTensor || !q->initialized()) return false;
+  out.enabled = true;
+  out.scale = q->scale;
+  out.offset = q->offset;
+  out.qmin = spec.qmin();
+  out.qmax = spec.qmax();
+  return true;
+}
+
+}  // namespace
+
+torch::Tensor QuantizedModelImpl::attention_probs(int64_t layer, const torch::Tensor& scores,
+                                                  double scale, const torch::Tensor& mask) {
+  SoftmaxQuantizer in, out;
+  if (quant_on_ && !observer_ && !mask.defined() && fused_softmax_quantize_supported(scores) &&
+      as_softmax_quantizer(act_quantizer(layer, ActSite::kQkBmmOut), in) &&
+      as_softmax_quantizer(act_quantizer(layer, ActSite::kPvBmmIn), out))
+    return fused_softmax_quantize(scores, scale, in, out);  // [B, H, T, T]
+  return ForwardHooks::attention_probs(layer, scores, scale, mask);
 }
 
 ActFakeQuantizer& QuantizedModelImpl::act_quantizer(int64_t layer, ActSite site) {

@@ -75,6 +75,11 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   LayerWeights layer_weights(int64_t layer, const LayerWeights& stored) override;
   /// The observer (if any) sees x, then the site's quantizer (if enabled and on) applies.
   torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) override;
+  /// On CUDA with quantization on and no observer, per-tensor (or float) qk_bmm.output and
+  /// pv_bmm.input sites and the causal mask: one fused kernel each way
+  /// (quant/fused_softmax_quantize.h); otherwise the composed ops.
+  torch::Tensor attention_probs(int64_t layer, const torch::Tensor& scores, double scale,
+                                const torch::Tensor& mask) override;
 
   /// Switches every fake quantizer on or off at once (scales stay applied).
   void set_quantization(bool on);
