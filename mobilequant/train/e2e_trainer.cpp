@@ -42,11 +42,17 @@ void save_checkpoint(const std::string& path, QuantizedModelImpl& qm,
 torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids) {
   CausalLm model = qm.float_model();
   const int64_t last = model->config().num_hidden_layers - 1;
+  auto h = model->embed(ids);                                                // [B, T, C]
+  for (int64_t i = 0; i < last; ++i) h = model->run_layer(i, h);
+  // The block's output unless its residual add is fake-quantized: then the float sum, seen
+  // by an observer in the last block only (an observer sends a block down the composed path).
+  if (!qm.quantization() || !qm.quant_config().act(ActSite::kResidAdd2Out).enabled)
+    return model->run_layer(last, h);                                        // [B, T, C]
   torch::Tensor out;
   qm.set_observer([&](int64_t layer, ActSite site, const torch::Tensor& x) {
     if (layer == last && site == ActSite::kResidAdd2Out) out = x;
   });
-  model->hidden_states(ids);
+  model->run_layer(last, h);
   qm.set_observer(nullptr);
   MQ_CHECK(out.defined(), "train: the last decoder layer's output was not observed");
   return out;                                                                // [B, T, C]

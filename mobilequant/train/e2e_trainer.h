@@ -63,7 +63,8 @@ struct EndToEndResult {
 };
 
 /// The last decoder layer's output [B, T, C] for input_ids [B, T] through qm's hooks, as the
-/// trainer's MSE sees it (observed at the last block's second residual add).
+/// trainer's MSE sees it: the last block's second residual add before its fake quantization
+/// (if that site is quantized). The final norm and the logits are not computed.
 torch::Tensor last_layer_output(QuantizedModelImpl& qm, const torch::Tensor& ids);
 
 /// The file a checkpoint directory holds.

@@ -96,13 +96,15 @@ TEST_CASE("Fused quantized softmax on CUDA matches the composed ops forward and 
     REQUIRE(got.scalar_type() == c.dtype);
     REQUIRE(got.sizes() == want.sizes());
     // Forward: at most one code step of the output quantizer (or 2 ulps of the dtype at 1
-    // without one) anywhere, and such moves on at most 1% of the elements.
+    // without one) anywhere; with a rounding after the softmax (a quantizer or bf16), such
+    // moves on at most 1% of the elements (unrounded fp32 differs in the last bits often).
     const double step = c.out_on ? out.scale.item<double>()
                                  : (c.dtype == torch::kFloat32 ? 2 * std::ldexp(1.0, -23)
                                                                : 2 * std::ldexp(1.0, -7));
     const auto diff = (got.detach().to(torch::kFloat64) - want.detach().to(torch::kFloat64)).abs();
     CHECK(diff.max().item<double>() <= step * (1 + 1e-6));
-    CHECK((diff > 0).to(torch::kFloat64).mean().item<double>() <= 0.01);
+    if (c.out_on || c.dtype != torch::kFloat32)
+      CHECK((diff > 0).to(torch::kFloat64).mean().item<double>() <= 0.01);
     got.backward(gy);
     std::vector<torch::Tensor> got_grads{xf.grad()};
     for (auto* q : {&in, &out})
