@@ -5,9 +5,9 @@
 #   - SmolLM2-135M-Instruct: the checkpoint given as MODEL (or, with "-" or a missing file, a
 #     random model of the smollm2-135m shape),
 #   - a random model of the tinyllama-1.1b shape,
-# with and without blocks recomputed in the backward pass (--recompute; the 1.1B model needs
-# it to fit in 80 GB), and a bf16 SmolLM2 run with --profile (forward / backward / optimizer
-# and the top operators and kernels: where the time goes).
+# with and without blocks recomputed in the backward pass (--recompute: far less memory), and
+# bf16 runs of both with --profile (forward / backward / optimizer and the top operators and
+# kernels: where the time goes).
 #   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama]
 # OUTDIR (default /tmp/mq/out/bench_train) gets per run a .json and a .md (table and log), and
 # commands.txt and gpu.txt; packed as $OUT/gpu_bench_train.tgz when $OUT is set. Use `smollm2`
@@ -35,10 +35,11 @@ case "$which" in
     bench train_smollm2_135m_profile_bf16 "${smol[@]}" --precision bf16 --profile --profile-top 20
     ;;&
   all|tinyllama)
-    # Without recompute the 1.1B step does not fit in 80 GB (the row records the error).
-    bench train_tinyllama_1.1b_bf16 --shape tinyllama-1.1b --precision bf16
+    bench train_tinyllama_1.1b --shape tinyllama-1.1b --precision fp32,tf32,bf16
     bench train_tinyllama_1.1b_recompute --shape tinyllama-1.1b --precision fp32,tf32,bf16 \
       --recompute
+    bench train_tinyllama_1.1b_profile_bf16 --shape tinyllama-1.1b --precision bf16 --profile \
+      --profile-top 25
     ;;
   smollm2) ;;
   *) echo "unknown set '$which' (all, smollm2, tinyllama)" >&2; exit 2 ;;
