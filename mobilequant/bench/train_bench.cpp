@@ -3,6 +3,8 @@
 
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <iostream>
+
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -351,6 +353,8 @@ TrainBenchResult bench_train(CausalLm& model, const QuantConfig& quant, const Le
   eo.grad_accum = 1;
   eo.bf16 = opts.precision == BenchPrecision::kBf16;
   eo.recompute = opts.recompute;
+  eo.cuda_graph = opts.cuda_graph;
+  eo.log = [](const std::string& line) { std::cerr << line << "\n"; };
   eo.on_step = [&](const TrainStep& s) {
     sync(device);
     stamps.push_back(now_seconds());

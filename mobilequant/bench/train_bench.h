@@ -66,6 +66,7 @@ struct TrainBenchOptions {
   bool profile = false;       ///< also time the phases apart and profile one step by operator
   int64_t profile_top = 15;   ///< operators / kernels listed by the profile
   bool recompute = false;     ///< recompute blocks in the backward pass (not with profile)
+  bool cuda_graph = false;    ///< replay a captured micro-batch (train/cuda_graph_step.h)
 };
 
 /// One operator's (or kernel's) share of a profiled step.

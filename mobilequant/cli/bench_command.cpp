@@ -236,6 +236,7 @@ struct TrainArgs {
   std::string device = "cpu";
   bool profile = false;
   bool recompute = false;
+  bool cuda_graph = false;
   std::string output;
 };
 
@@ -369,6 +370,7 @@ void run_bench_train(const TrainArgs& a) {
   bo.profile = a.profile;
   bo.profile_top = a.profile_top;
   bo.recompute = a.recompute;
+  bo.cuda_graph = a.cuda_graph;
   MQ_CHECK(!(a.recompute && a.profile), "bench train: --profile times the phases of a step "
            "without recompute; run --recompute and --profile apart");
   std::vector<TrainBenchResult> rows;
@@ -438,7 +440,8 @@ void run_bench_train(const TrainArgs& a) {
   const double gflop = rows.empty() ? 0.0 : rows.front().flops_per_step / 1e9;
   std::cout << "\nmodel " << label << "; quant " << quant.name << ", LET " << let_string(let)
             << "; seqlen " << a.seqlen << ", batch " << a.batch
-            << (a.recompute ? ", blocks recomputed in the backward pass" : "") << "; median of "
+            << (a.recompute ? ", blocks recomputed in the backward pass" : "")
+            << (a.cuda_graph ? ", micro-batch replayed as a CUDA graph" : "") << "; median of "
             << a.steps
             << " steps after " << a.warmup << " warm-up; device " << device.str() << " ("
             << dev_name << "), threads " << torch::get_num_threads() << "; "
@@ -496,6 +499,7 @@ void run_bench_train(const TrainArgs& a) {
                            {"let", let_string(let)},
                            {"seqlen", a.seqlen},
                            {"recompute", a.recompute},
+                           {"cuda_graph", a.cuda_graph},
                            {"batch", a.batch},
                            {"steps", a.steps},
                            {"warmup", a.warmup},
@@ -590,6 +594,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   train->add_flag("--recompute", targs->recompute,
                   "Recompute each block in the backward pass (activation checkpointing)");
+  train->add_flag("--cuda-graph", targs->cuda_graph,
+                  "Capture one micro-batch as a CUDA graph after the first step and replay it");
   train->add_option("-o,--output", targs->output, "Also write the figures as JSON");
   train->callback([targs] { run_bench_train(*targs); });
 }

@@ -368,6 +368,7 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
       o.log = [&log](const std::string& line) { log(line); };
       o.loss = t.loss;
       o.recompute = t.recompute;
+      o.cuda_graph = t.cuda_graph;
       o.targets_on_device = t.targets_on_device;
       o.checkpoint_every = t.checkpoint_every;
       log("training end to end: " + std::to_string(t.epochs) + " epochs x " +

@@ -69,6 +69,8 @@ void TrainConfig::validate(const std::string& where) const {
   }
   MQ_CHECK(!recompute || loss == TrainLoss::kMse, where,
            ": train.recompute needs train.loss mse (got '", to_string(loss), "')");
+  MQ_CHECK(!cuda_graph || loss == TrainLoss::kMse, where,
+           ": train.cuda_graph needs train.loss mse (got '", to_string(loss), "')");
   MQ_CHECK(trainer != TrainerKind::kBlockwise || loss == TrainLoss::kMse, where,
            ": train.loss: block-wise training minimises each block's MSE; got '", to_string(loss),
            "' (kl and lm need trainer end-to-end)");

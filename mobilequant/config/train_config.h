@@ -109,6 +109,7 @@ struct TrainConfig {
   bool tf32 = true;                     ///< allow TF32 matmuls on the GPU (the reference does)
   bool targets_on_device = false;       ///< keep float targets/inputs on the GPU (else host)
   bool recompute = false;               ///< end to end: recompute blocks in the backward pass
+  bool cuda_graph = false;              ///< end to end on CUDA: replay a captured micro-batch
   int64_t checkpoint_every = 0;         ///< end to end: also checkpoint every N steps (0: epochs)
 
   /// The one field list.
@@ -129,6 +130,8 @@ struct TrainConfig {
     v("targets_on_device", targets_on_device, "Keep float targets on the GPU instead of host");
     v("recompute", recompute,
       "End to end: recompute each block in the backward pass (activation checkpointing)");
+    v("cuda_graph", cuda_graph,
+      "End to end on a GPU, mse loss: capture one micro-batch as a CUDA graph and replay it");
     v("checkpoint_every", checkpoint_every, "End to end: checkpoint every N steps (0: per epoch)");
   }
 

@@ -9,6 +9,7 @@
 #include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/train/autocast_guard.h"
 #include "mobilequant/train/denormal_guard.h"
+#include "mobilequant/train/cuda_graph_step.h"
 #include "mobilequant/train/recompute.h"
 
 namespace mq {
@@ -161,6 +162,32 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   const LayerFunction block = [&model](int64_t i, const torch::Tensor& h) {
     return model->run_layer(i, h);                                           // [B, T, C]
   };
+  // CUDA graph: eager first step (warms up the allocator, cuBLAS and autograd's device
+  // threads), then one captured micro-batch replayed (train/cuda_graph_step.h).
+  const bool use_graph = opts.cuda_graph && opts.loss == TrainLoss::kMse &&
+                         CudaGraphStep::available(device);
+  if (opts.cuda_graph && !use_graph && opts.log)
+    opts.log("[train] cuda_graph: not used (needs a CUDA device and the mse loss)");
+  const int64_t first_step = progress.steps_done;
+  CudaGraphStep graph;
+  bool graph_failed = false;
+  const auto mse_body = [&](const torch::Tensor& ids, const torch::Tensor& target) {
+    torch::Tensor loss;
+    {
+      AutocastGuard autocast(device, opts.bf16);
+      torch::Tensor out;                                                     // [B, T, C]
+      if (opts.recompute) {
+        out = model->embed(ids);
+        for (int64_t i = 0; i < model->config().num_hidden_layers; ++i)
+          out = recompute_in_backward(block, i, out, opts.bf16);
+      } else {
+        out = last_layer_output(qm, ids);
+      }
+      loss = torch::mse_loss(out.to(torch::kFloat32), target.to(torch::kFloat32));
+    }
+    (opts.grad_accum > 1 ? loss / static_cast<double>(opts.grad_accum) : loss).backward();
+    return loss.detach();
+  };
   for (int64_t step = progress.steps_done; step < total; ++step) {
     const int64_t epoch = step / steps_per_epoch;
     const int64_t in_epoch = step % steps_per_epoch;
@@ -170,7 +197,12 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
     info.total_steps = total;
     info.epoch = epoch;
     optimizer.set_lr(step, info);
-    optimizer.zero_grad();
+    const bool graph_step = use_graph && !graph_failed && step > first_step;
+    if (graph_step) {
+      optimizer.zero_grad_in_place();  // the graph accumulates into these tensors
+    } else {
+      optimizer.zero_grad();
+    }
     const std::string where = "train: step " + std::to_string(step) + " (epoch " +
                               std::to_string(epoch) + "; last good checkpoint: " +
                               last_checkpoint + ")";
@@ -178,6 +210,22 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
     for (int64_t a = 0; a < opts.grad_accum; ++a) {
       const int64_t b = in_epoch * opts.grad_accum + a;  // micro-batch
       auto ids = windows.narrow(0, b * opts.batch_size, opts.batch_size).to(device);  // [B, T]
+      if (graph_step && !graph_failed) {
+        const auto target = targets[static_cast<size_t>(b)].to(device);
+        if (!graph.captured()) {
+          std::string why;
+          if (!graph.capture(mse_body, ids, target, why)) {
+            graph_failed = true;
+            if (opts.log) opts.log("[train] cuda_graph: capture failed (" + why + "); running eagerly");
+          }
+        }
+        if (graph.captured()) {
+          const double value = graph.replay(ids, target).item<double>();
+          MQ_CHECK(std::isfinite(value), where, ": non-finite loss ", value, " in micro-batch ", b);
+          loss_sum += value;
+          continue;
+        }
+      }
       torch::Tensor loss;
       {
         AutocastGuard autocast(device, opts.bf16);

@@ -43,6 +43,10 @@ struct EndToEndOptions {
   /// Recompute each decoder block in the backward pass instead of keeping its activations
   /// (train/recompute.h): memory of one block, one more forward of compute. MSE loss only.
   bool recompute = false;
+  /// On a CUDA device with the MSE loss: capture one micro-batch (forward, loss, backward) as
+  /// a CUDA graph after the first step and replay it (train/cuda_graph_step.h); falls back to
+  /// eager steps, with a log line, when capture fails. Same arithmetic, fewer host launches.
+  bool cuda_graph = false;
   bool targets_on_device = false; ///< keep the float targets on the model's device (else CPU)
   std::string checkpoint_dir;     ///< where e2e_state.pt goes ("": no checkpoints)
   int64_t checkpoint_every = 0;   ///< also checkpoint every N steps (0: at epoch ends only)

@@ -60,6 +60,15 @@ void GroupedOptimizer::zero_grad() {
     for (auto& p : g.params) p.mutable_grad().reset();
 }
 
+void GroupedOptimizer::zero_grad_in_place() {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  for (auto& g : live_)
+    for (auto& p : g.params)
+      if (p.grad().defined()) grads.push_back(p.grad());
+  if (!grads.empty()) at::_foreach_zero_(grads);
+}
+
 double GroupedOptimizer::grad_norm(const std::string& where, int64_t step) {
   std::vector<torch::Tensor> group_sq;
   for (const Live& g : live_) {

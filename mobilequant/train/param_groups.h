@@ -57,8 +57,11 @@ class GroupedOptimizer {
 
   /// Sets each group's learning rate for optimizer step `step` and records it in `info`.
   void set_lr(int64_t step, TrainStep& info);
-  /// Clears every gradient.
+  /// Clears every gradient (undefined until the next backward).
   void zero_grad();
+  /// Sets every defined gradient to zero in place (a captured CUDA graph accumulates into
+  /// them); undefined ones stay undefined.
+  void zero_grad_in_place();
   /// The L2 norm of every trainable gradient, read with one device synchronisation; throws
   /// mq::Error naming the group, `where` and the step when a group's gradient is not finite.
   double grad_norm(const std::string& where, int64_t step);
