@@ -101,6 +101,8 @@ void add_info_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 /// `mobilequant sweep`: a grid of runs and their results table.
 void add_sweep_command(CLI::App& app);
+/// `mobilequant export`: deployment formats of a finished run, and the export linter.
+void add_export_command(CLI::App& app);
 
 /// How run_experiment treats an existing run directory.
 struct RunFlags {

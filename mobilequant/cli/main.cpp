@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   mq::cli::add_info_command(app);
   mq::cli::add_run_command(app);
   mq::cli::add_sweep_command(app);
+  mq::cli::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -47,6 +47,24 @@ void save_quantized_model(const std::string& dir, QuantizedModelImpl& qm,
   remove_tree(old.string());
 }
 
+LetPairs let_pairs_in(const TensorMap& quant_state) {
+  auto has = [&](const char* tail) {
+    const std::string t = tail;
+    for (const auto& kv : quant_state) {
+      const std::string& k = kv.first;
+      if (k.size() >= t.size() && k.compare(k.size() - t.size(), t.size(), t) == 0) return true;
+    }
+    return false;
+  };
+  LetPairs p{false, false, false, false, false};
+  p.qkv = has(".qkv_smooth_scale");
+  p.fc1 = has(".fc1_smooth_scale");
+  p.fc2 = has(".fc2_smooth_scale");
+  p.out = has(".out_smooth_scale");
+  p.qkt = has(".qkt_smooth_scale");
+  return p;
+}
+
 bool is_quantized_model_dir(const std::string& path) {
   std::error_code ec;
   return fs::is_directory(path, ec) && fs::exists(fs::path(path) / kManifestFile, ec);
@@ -69,10 +87,12 @@ LoadedQuantizedModel load_quantized_model(const std::string& dir, const LoadOpti
              "' no longer exists; pass --tokenizer");
     out.base.tokenizer = read_checkpoint(src).tokenizer;
   }
-  out.model = QuantizedModel(out.base.model, QuantizedModelOptions(out.manifest.quant));
   const fs::path qfile = root / kQuantizersFile;
   MQ_CHECK(fs::exists(qfile), dir, ": missing ", kQuantizersFile);
-  out.model->load_quant_state(read_safetensors(qfile.string()), qfile.string());
+  const TensorMap state = read_safetensors(qfile.string());
+  out.model = QuantizedModel(out.base.model,
+                             QuantizedModelOptions(out.manifest.quant).let(let_pairs_in(state)));
+  out.model->load_quant_state(state, qfile.string());
   out.model->to(opts.device);
   return out;
 }

@@ -25,6 +25,10 @@ namespace mq {
 void save_quantized_model(const std::string& dir, QuantizedModelImpl& qm,
                           const QuantizedManifest& manifest);
 
+/// The equivalent-transform pairs whose scales a quantizers file holds (saved models keep the
+/// folded scales, all 1, under their names; the wrapper must have them to load the file).
+LetPairs let_pairs_in(const TensorMap& quant_state);
+
 /// True if `path` is a directory holding a quantization.json.
 bool is_quantized_model_dir(const std::string& path);
 
