@@ -9,6 +9,7 @@
 #ifdef MQ_HAVE_TORCH_CUDA
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -47,6 +48,9 @@ bool CudaGraphStep::capture(const Body& body, const torch::Tensor& ids,
   s.ids = ids.clone();                       // [B, T]
   s.target = target.to(ids.device()).clone();
   torch::cuda::synchronize();
+  // Memory cached by earlier work cannot be freed while capturing (cudaFree is not allowed
+  // then), so a capture could run out of memory with gigabytes cached: hand it back first.
+  c10::cuda::CUDACachingAllocator::emptyCache();
   const c10::cuda::CUDAGuard device_guard(ids.device());
   c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, ids.device().index());
   const bool cache = at::autocast::is_autocast_cache_enabled();

@@ -7,7 +7,7 @@
 #   - a random model of the tinyllama-1.1b shape,
 # with and without blocks recomputed in the backward pass (--recompute: far less memory), and
 # bf16 runs of both with --profile (forward / backward / optimizer and the top operators and
-# kernels: where the time goes).
+# kernels: where the time goes), and the step replayed as a CUDA graph (--cuda-graph).
 #   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama]
 # OUTDIR (default /tmp/mq/out/bench_train) gets per run a .json and a .md (table and log), and
 # commands.txt and gpu.txt; packed as $OUT/gpu_bench_train.tgz when $OUT is set. Use `smollm2`
@@ -33,6 +33,7 @@ case "$which" in
     bench train_smollm2_135m "${smol[@]}" --precision fp32,tf32,bf16
     bench train_smollm2_135m_recompute "${smol[@]}" --precision tf32,bf16 --recompute
     bench train_smollm2_135m_profile_bf16 "${smol[@]}" --precision bf16 --profile --profile-top 20
+    bench train_smollm2_135m_cuda_graph "${smol[@]}" --precision fp32,tf32,bf16 --cuda-graph
     ;;&
   all|tinyllama)
     bench train_tinyllama_1.1b --shape tinyllama-1.1b --precision fp32,tf32,bf16
@@ -40,6 +41,10 @@ case "$which" in
       --recompute
     bench train_tinyllama_1.1b_profile_bf16 --shape tinyllama-1.1b --precision bf16 --profile \
       --profile-top 25
+    bench train_tinyllama_1.1b_cuda_graph --shape tinyllama-1.1b --precision fp32,tf32,bf16 \
+      --cuda-graph
+    bench train_tinyllama_1.1b_cuda_graph_recompute --shape tinyllama-1.1b --precision tf32,bf16 \
+      --cuda-graph --recompute
     ;;
   smollm2) ;;
   *) echo "unknown set '$which' (all, smollm2, tinyllama)" >&2; exit 2 ;;
