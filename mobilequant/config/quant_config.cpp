@@ -23,11 +23,6 @@ constexpr const char* kActivations = "activations";
 constexpr const char* kDefault = "default";
 constexpr const char* kAll = "all";
 
-/// True for the norm weights, which are quantized per tensor only (§2 table).
-bool is_norm_weight(WeightSite s) {
-  return s == WeightSite::kInputNorm || s == WeightSite::kPostNorm;
-}
-
 /// The sites of a group that take "default" when the file does not list them.
 bool on_by_default(WeightSite /*site*/) { return true; }
 bool on_by_default(ActSite site) { return is_reference_site(site); }
@@ -162,7 +157,7 @@ void QuantConfig::validate(const std::string& where) const {
     const std::string w = where + ": " + kWeights + "." + to_string(s);
     spec.validate(w);
     if (!spec.enabled) continue;
-    MQ_CHECK(!is_norm_weight(s) || spec.granularity == Granularity::kPerTensor, w,
+    MQ_CHECK(!is_norm(s) || spec.granularity == Granularity::kPerTensor, w,
              ": granularity: got ", to_string(spec.granularity),
              ", expected per_tensor (a norm weight is one vector [C]; it is quantized per tensor)");
   }

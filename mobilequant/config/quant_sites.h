@@ -78,6 +78,11 @@ enum class WeightSite : int {
 /// Number of weight sites.
 constexpr int kNumWeightSites = static_cast<int>(WeightSite::kCount);
 
+/// True for the two norm weights of a block (quantized per tensor only, §2).
+inline bool is_norm(WeightSite site) {
+  return site == WeightSite::kInputNorm || site == WeightSite::kPostNorm;
+}
+
 /// The reference name, e.g. "self_attn.qk_bmm.input2" or "mlp.w2.output".
 const char* to_string(ActSite site);
 /// The reference name, e.g. "self_attn.q_proj" or "mlp.w2".

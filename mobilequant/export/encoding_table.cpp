@@ -15,25 +15,6 @@ namespace {
 
 std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
-/// The stored weight of a site (HF layout: [out, in], or [C] for a norm).
-const torch::Tensor& weight_of(const LayerWeights& w, WeightSite site) {
-  switch (site) {
-    case WeightSite::kInputNorm: return w.input_layernorm.weight;
-    case WeightSite::kQProj: return w.q_proj.weight;
-    case WeightSite::kKProj: return w.k_proj.weight;
-    case WeightSite::kVProj: return w.v_proj.weight;
-    case WeightSite::kOProj: return w.o_proj.weight;
-    case WeightSite::kPostNorm: return w.post_attention_layernorm.weight;
-    case WeightSite::kGate: return w.gate_proj.weight;
-    case WeightSite::kUp: return w.up_proj.weight;
-    case WeightSite::kDown: return w.down_proj.weight;
-    case WeightSite::kCount: break;
-  }
-  throw make_error("weight_of: invalid weight site");
-}
-
-bool is_norm(WeightSite s) { return s == WeightSite::kInputNorm || s == WeightSite::kPostNorm; }
-
 ExportSite act_site(int64_t layer, ActSite site, const QuantSpec& spec) {
   ExportSite e;
   e.layer = layer;

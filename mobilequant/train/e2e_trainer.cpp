@@ -171,19 +171,21 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   const int64_t first_step = progress.steps_done;
   CudaGraphStep graph;
   bool graph_failed = false;
+  // The quantized model's last-layer output [B, T, C] for ids [B, T] (the MSE loss's input).
+  const auto student_output = [&](const torch::Tensor& ids) {
+    if (!opts.recompute) return last_layer_output(qm, ids);
+    // Block by block, each recomputed in the backward pass: the last block's output is what
+    // last_layer_output gives (its residual add is not quantized; checked above).
+    torch::Tensor out = model->embed(ids);                                   // [B, T, C]
+    for (int64_t i = 0; i < model->config().num_hidden_layers; ++i)
+      out = recompute_in_backward(block, i, out, opts.bf16);
+    return out;
+  };
   const auto mse_body = [&](const torch::Tensor& ids, const torch::Tensor& target) {
     torch::Tensor loss;
     {
       AutocastGuard autocast(device, opts.bf16);
-      torch::Tensor out;                                                     // [B, T, C]
-      if (opts.recompute) {
-        out = model->embed(ids);
-        for (int64_t i = 0; i < model->config().num_hidden_layers; ++i)
-          out = recompute_in_backward(block, i, out, opts.bf16);
-      } else {
-        out = last_layer_output(qm, ids);
-      }
-      loss = torch::mse_loss(out.to(torch::kFloat32), target.to(torch::kFloat32));
+      loss = torch::mse_loss(student_output(ids).to(torch::kFloat32), target.to(torch::kFloat32));
     }
     (opts.grad_accum > 1 ? loss / static_cast<double>(opts.grad_accum) : loss).backward();
     return loss.detach();
@@ -217,6 +219,9 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
           if (!graph.capture(mse_body, ids, target, why)) {
             graph_failed = true;
             if (opts.log) opts.log("[train] cuda_graph: capture failed (" + why + "); running eagerly");
+          } else if (opts.log) {
+            opts.log("[train] cuda_graph: micro-batch captured at step " + std::to_string(step + 1) +
+                     "; replaying it from now on");
           }
         }
         if (graph.captured()) {
@@ -230,17 +235,7 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
       {
         AutocastGuard autocast(device, opts.bf16);
         if (opts.loss == TrainLoss::kMse) {
-          torch::Tensor out;                                                 // [B, T, C]
-          if (opts.recompute) {
-            // Block by block, each recomputed in the backward pass: the last block's output
-            // is what last_layer_output observes (its residual add is not quantized).
-            out = model->embed(ids);
-            for (int64_t i = 0; i < model->config().num_hidden_layers; ++i)
-              out = recompute_in_backward(block, i, out, opts.bf16);
-          } else {
-            out = last_layer_output(qm, ids);
-          }
-          loss = torch::mse_loss(out.to(torch::kFloat32),
+          loss = torch::mse_loss(student_output(ids).to(torch::kFloat32),
                                  targets[static_cast<size_t>(b)].to(device, torch::kFloat32));
         } else {
           auto logits = qm.forward(ids).to(torch::kFloat32);                 // [B, T, V]

@@ -29,22 +29,6 @@ std::string module_key(const std::string& name) {
   return out;
 }
 
-/// The weight tensor of a site inside LayerWeights.
-torch::Tensor& weight_of(LayerWeights& w, WeightSite site) {
-  switch (site) {
-    case WeightSite::kInputNorm: return w.input_layernorm.weight;
-    case WeightSite::kQProj: return w.q_proj.weight;
-    case WeightSite::kKProj: return w.k_proj.weight;
-    case WeightSite::kVProj: return w.v_proj.weight;
-    case WeightSite::kOProj: return w.o_proj.weight;
-    case WeightSite::kPostNorm: return w.post_attention_layernorm.weight;
-    case WeightSite::kGate: return w.gate_proj.weight;
-    case WeightSite::kUp: return w.up_proj.weight;
-    case WeightSite::kDown: return w.down_proj.weight;
-    case WeightSite::kCount: break;
-  }
-  throw make_error("weight_of: invalid weight site");
-}
 
 /// The shape of a weight site's tensor in a model.
 std::vector<int64_t> weight_shape(const ModelConfig& cfg, WeightSite site) {
@@ -66,11 +50,28 @@ std::vector<int64_t> weight_shape(const ModelConfig& cfg, WeightSite site) {
   throw make_error("weight_shape: invalid weight site");
 }
 
-bool is_norm(WeightSite site) {
-  return site == WeightSite::kInputNorm || site == WeightSite::kPostNorm;
-}
 
 }  // namespace
+
+torch::Tensor& weight_of(LayerWeights& w, WeightSite site) {
+  switch (site) {
+    case WeightSite::kInputNorm: return w.input_layernorm.weight;
+    case WeightSite::kQProj: return w.q_proj.weight;
+    case WeightSite::kKProj: return w.k_proj.weight;
+    case WeightSite::kVProj: return w.v_proj.weight;
+    case WeightSite::kOProj: return w.o_proj.weight;
+    case WeightSite::kPostNorm: return w.post_attention_layernorm.weight;
+    case WeightSite::kGate: return w.gate_proj.weight;
+    case WeightSite::kUp: return w.up_proj.weight;
+    case WeightSite::kDown: return w.down_proj.weight;
+    case WeightSite::kCount: break;
+  }
+  throw make_error("weight_of: invalid weight site");
+}
+
+const torch::Tensor& weight_of(const LayerWeights& w, WeightSite site) {
+  return weight_of(const_cast<LayerWeights&>(w), site);
+}
 
 // ---------------------------------------------------------------------------- QuantizedLayer
 

@@ -58,6 +58,11 @@ class QuantizedLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(QuantizedLayer);
 
+/// The tensor of `site` inside `w` (HF layout: [out, in], or [C] for a norm).
+torch::Tensor& weight_of(LayerWeights& w, WeightSite site);
+/// The same, read only.
+const torch::Tensor& weight_of(const LayerWeights& w, WeightSite site);
+
 /// A float CausalLm with equivalent transforms and fake quantizers plugged in.
 class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
  public:
