@@ -6,15 +6,15 @@
 
 namespace mq {
 
-nlohmann::json read_json_file(const std::string& path) {
+nlohmann::json read_json_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  MQ_CHECK(in.good(), "config file '", path, "': cannot open it");
+  MQ_CHECK(in.good(), what, " '", path, "': cannot open it");
   std::ostringstream text;
   text << in.rdbuf();
   try {
     return nlohmann::json::parse(text.str());
   } catch (const nlohmann::json::parse_error& e) {
-    throw make_error("config file '", path, "': not valid JSON: ", e.what());
+    throw make_error(what, " '", path, "': not valid JSON: ", e.what());
   }
 }
 

@@ -27,8 +27,9 @@
 
 namespace mq {
 
-/// Parses the JSON file at `path`; throws mq::Error naming the file on I/O or syntax errors.
-nlohmann::json read_json_file(const std::string& path);
+/// Parses the JSON file at `path`; throws mq::Error naming the file (as "<what> '<path>'") on
+/// I/O or syntax errors.
+nlohmann::json read_json_file(const std::string& path, const std::string& what = "config file");
 
 /// `keys` as "[a, b, c]".
 std::string format_key_list(const std::vector<std::string>& keys);

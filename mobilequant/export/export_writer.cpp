@@ -8,9 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
+#include "mobilequant/config/config_json.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/core/file_util.h"
 #include "mobilequant/export/aimet_encodings.h"
@@ -40,16 +40,6 @@ bool is_dir(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MQ_CHECK(in.good(), "'", path, "': cannot be read");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw make_error("'", path, "': not valid JSON: ", e.what());
-  }
-}
-
 void write_json(const std::string& path, const nlohmann::ordered_json& j) {
   write_file_atomically(path, j.dump(2) + "\n");
 }
@@ -69,7 +59,7 @@ ExportSource resolve_export_source(const std::string& path) {
   while (src.path.size() > 1 && src.path.back() == '/') src.path.pop_back();
   if (is_quantized_model_dir(src.path)) {
     src.model_dir = src.path;
-    const nlohmann::json qj = read_json(src.path + "/quantization.json");
+    const nlohmann::json qj = read_json_file(src.path + "/quantization.json", "model file");
     src.config = qj.value("settings", nlohmann::json::object());
     return src;
   }
@@ -81,7 +71,7 @@ ExportSource resolve_export_source(const std::string& path) {
   MQ_CHECK(exists(src.path + "/results.json"), "export: run '", path,
            "' did not finish: results.json is missing (finish it with `mobilequant run ... "
            "--resume`, then export)");
-  const nlohmann::json results = read_json(src.path + "/results.json");
+  const nlohmann::json results = read_json_file(src.path + "/results.json", "run file");
   const bool has_model = results.contains("model_dir") && results["model_dir"].is_string() &&
                          !results["model_dir"].get<std::string>().empty();
   MQ_CHECK(has_model, "export: run '", path, "' has no quantized model (results.json: model_dir "
@@ -90,7 +80,7 @@ ExportSource resolve_export_source(const std::string& path) {
   MQ_CHECK(is_quantized_model_dir(src.model_dir), "export: run '", path, "': ", src.model_dir,
            " is missing or has no quantization.json, although results.json names a model");
   src.config = results.value("config", nlohmann::json::object());
-  if (exists(src.path + "/config.json")) src.config = read_json(src.path + "/config.json");
+  if (exists(src.path + "/config.json")) src.config = read_json_file(src.path + "/config.json", "run file");
   return src;
 }
 

@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
 
+#include "mobilequant/config/config_json.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/quant/primitives.h"
 #include "mobilequant/transforms/quantized_model.h"
@@ -59,16 +59,6 @@ nlohmann::ordered_json qcfg_entry(const QuantSpec& spec) {
           {"is_symmetric", spec.enabled && spec.symmetric ? "True" : "False"},
           {"is_per_channel", pc ? "True" : "False"},
           {"is_dynamic", "False"}};
-}
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MQ_CHECK(in.good(), "'", path, "': cannot be read");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw make_error("'", path, "': not valid JSON (truncated or edited?): ", e.what());
-  }
 }
 
 /// A "True"/"False" string of default_qcfg.json (the reference also accepts "true"; anything
@@ -225,7 +215,7 @@ ReferenceFiles read_reference_files(const std::string& act_dict_path,
   for (auto& s : out.quant.weights) s.enabled = false;
 
   // default_qcfg.json: every reference module of every layer, one spec per site.
-  const nlohmann::json qcfg = read_json_file(default_qcfg_path);
+  const nlohmann::json qcfg = read_json_file(default_qcfg_path, "reference file");
   MQ_CHECK(qcfg.is_object(), default_qcfg_path, ": expected a JSON object of modules");
   std::set<std::string> known;
   for (int64_t layer = 0; layer < num_layers; ++layer) {
@@ -264,7 +254,7 @@ ReferenceFiles read_reference_files(const std::string& act_dict_path,
   out.quant.validate(default_qcfg_path);
 
   // act_dict.json: a range for every quantized activation site.
-  const nlohmann::json act = read_json_file(act_dict_path);
+  const nlohmann::json act = read_json_file(act_dict_path, "reference file");
   MQ_CHECK(act.is_object(), act_dict_path, ": expected a JSON object of modules");
   for (auto it = act.begin(); it != act.end(); ++it) {
     MQ_CHECK(known.count(it.key()) != 0, act_dict_path, ": unknown module '", it.key(), "'");
