@@ -16,7 +16,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # 1. Debian packages ---------------------------------------------------------------
 debs=(g++ cmake ninja-build python3-venv libsentencepiece-dev nlohmann-json3-dev
-      libcli11-dev catch2 libicu-dev)
+      libcli11-dev catch2 libicu-dev libgemmlowp-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

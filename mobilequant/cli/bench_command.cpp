@@ -598,6 +598,8 @@ void add_bench_command(CLI::App& app) {
                   "Capture one micro-batch as a CUDA graph after the first step and replay it");
   train->add_option("-o,--output", targs->output, "Also write the figures as JSON");
   train->callback([targs] { run_bench_train(*targs); });
+
+  add_bench_int_subcommand(*bench);
 }
 
 }  // namespace mq::cli

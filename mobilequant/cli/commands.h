@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -85,7 +86,18 @@ std::string resolve_eval_data(const EvalConfig& a, EvalTask task);
 /// Runs every task of `a` on `model` (through whatever hooks it has installed); `inputs` are
 /// the (path, text) of each task, read beforehand so that a bad path fails early.
 EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
-                           const std::vector<std::pair<std::string, std::string>>& inputs);
+                           const std::vector<std::pair<std::string, std::string>>& inputs,
+                           const std::function<torch::Tensor(const torch::Tensor&)>& logits = {});
+
+/// `eval --runtime int`: the integer runtime (runtime/) on the export `a.model` and, on the
+/// same windows, the simulated model rebuilt from the export: perplexity of both, their
+/// relative difference and the greedy (argmax) agreement per task. `inputs` as above.
+void run_eval_int(const EvalConfig& a,
+                  const std::vector<std::pair<std::string, std::string>>& inputs);
+
+/// Adds `bench int` to the `bench` command: integer-runtime prefill latency against the float
+/// LibTorch forward of the same export on the CPU.
+void add_bench_int_subcommand(CLI::App& bench);
 
 /// `mobilequant quantize`: closed-form quantization (RTN, SmoothQuant-Static/Edge).
 void add_quantize_command(CLI::App& app);

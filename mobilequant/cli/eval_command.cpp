@@ -55,6 +55,8 @@ struct EvalArgs {
   int64_t batch_size = 1;
   int64_t limit = -1;
   std::string output;
+  std::string runtime = "torch";
+  int64_t threads = 0;
   std::string config;             ///< --config FILE.json
   std::vector<std::string> sets;  ///< --set key=value, in order
   bool print_config = false;
@@ -149,6 +151,8 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   if (given("--batch-size")) c.batch_size = a.batch_size;
   if (given("--limit")) c.limit = a.limit;
   if (given("--output")) c.output = a.output;
+  if (given("--runtime")) c.runtime = parse_enum<EvalRuntime>(a.runtime, "eval: --runtime");
+  if (given("--threads")) c.threads = a.threads;
   for (const auto& s : a.sets) apply_override(c, s, "--set");
   c.validate(a.config.empty() ? "eval" : "eval (--config " + a.config + ")");
   return c;
@@ -157,7 +161,8 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
 }  // namespace
 
 EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
-                           const std::vector<std::pair<std::string, std::string>>& inputs) {
+                           const std::vector<std::pair<std::string, std::string>>& inputs,
+                           const std::function<torch::Tensor(const torch::Tensor&)>& logits) {
   const int64_t context = model->config().max_position_embeddings;
   // Unless given (0), window lengths are 2048 capped at the model's trained context.
   const int64_t max_length = a.max_length > 0 ? a.max_length : std::min<int64_t>(2048, context);
@@ -174,6 +179,7 @@ EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const Ev
     ScoreOptions score;
     score.batch_size = a.batch_size;
     score.progress = progress_printer(task);
+    score.logits = logits;
     std::cerr << "[eval " << task << "] data " << path << "\n";
     PerplexityResult r;
     if (task_id == EvalTask::kWikitext) {
@@ -239,6 +245,10 @@ void run_eval(const EvalConfig& a) {
                                                        " data file"));
   }
 
+  if (a.runtime == EvalRuntime::kInt) {
+    run_eval_int(a, inputs);
+    return;
+  }
   ModelArgs model_args;
   model_args.model = a.model;
   model_args.tokenizer = a.tokenizer;
@@ -326,6 +336,11 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--limit", a->limit,
                   "Score only the first N documents (wikitext, docs) or windows (wikitext-gptq)");
   cmd->add_option("-o,--output", a->output, "Write the results as JSON to this file");
+  cmd->add_option("--runtime", a->runtime,
+                  "torch (default) or int: the integer runtime on an export directory (-m "
+                  "EXPORT), side by side with the export's simulated model")
+      ->check(CLI::IsMember({"torch", "int"}));
+  cmd->add_option("--threads", a->threads, "Threads of the integer runtime (0: every core)");
   cmd->callback([a, cmd] {
     const EvalConfig config = resolve_eval_config(*a, *cmd);
     if (a->print_config) {

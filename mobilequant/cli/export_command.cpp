@@ -50,7 +50,8 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("-o,--output", a->output,
                   "Export directory (default: RUN/export, or MODEL_DIR-export)");
   cmd->add_option("--format", a->formats,
-                  "Comma list of formats: hf, reference, aimet, or all (default: all)");
+                  "Comma list of formats: hf, reference, aimet, int, onnx, or all (default: all; all leaves out "
+                  "a format that cannot express the preset or model, with a note)");
   cmd->add_flag("--force", a->force, "Replace an existing export directory");
   cmd->add_option("--float-bits", a->float_bits,
                   "Bit-width of the AIMET float entries of sites left in float (16 or 32)");
@@ -66,6 +67,7 @@ void add_export_command(CLI::App& app) {
              "(or --check DIR)");
     ExportOptions opts;
     opts.formats = parse_export_formats(a->formats, "export: --format");
+    opts.all_formats = a->formats.empty() || a->formats == "all";
     opts.force = a->force;
     opts.float_bits = a->float_bits;
     opts.provenance = {{"git_revision", git_revision()},

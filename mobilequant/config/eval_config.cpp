@@ -25,6 +25,19 @@ const std::vector<EvalTask>& EnumValues<EvalTask>::values() {
   return all;
 }
 
+const char* to_string(EvalRuntime r) {
+  switch (r) {
+    case EvalRuntime::kTorch: return "torch";
+    case EvalRuntime::kInt: return "int";
+  }
+  return "?";
+}
+
+const std::vector<EvalRuntime>& EnumValues<EvalRuntime>::values() {
+  static const std::vector<EvalRuntime> all = {EvalRuntime::kTorch, EvalRuntime::kInt};
+  return all;
+}
+
 EvalTask parse_eval_task(const std::string& name, const std::string& where) {
   return parse_enum<EvalTask>(name, where);
 }
@@ -57,6 +70,9 @@ void EvalConfig::validate(const std::string& where) const {
   MQ_CHECK(seqlen >= 0, where, ": seqlen: got ", seqlen,
            ", expected a positive window length (or 0: 2048 capped at the model's context)");
   MQ_CHECK(batch_size >= 1, where, ": batch_size: got ", batch_size, ", expected >= 1");
+  MQ_CHECK(threads >= 0, where, ": threads: got ", threads, ", expected >= 0 (0: every core)");
+  MQ_CHECK(runtime != EvalRuntime::kInt || device == "cpu", where, ": runtime int runs on the "
+           "CPU; got device '", device, "'");
   MQ_CHECK(limit >= -1, where, ": limit: got ", limit, ", expected >= 0 (or -1: all)");
   for (const auto& d : data) {
     MQ_CHECK(!d.empty(), where, ": data: empty file name, expected FILE or TASK=FILE");

@@ -31,6 +31,20 @@ struct EnumValues<EvalTask> {
   static const std::vector<EvalTask>& values();
 };
 
+/// What computes the logits.
+enum class EvalRuntime {
+  kTorch,  ///< "torch": the LibTorch model (float, or simulated quantization)
+  kInt,    ///< "int": the integer-only runtime (runtime/) on an export's integer model
+};
+/// Returns "torch" or "int".
+const char* to_string(EvalRuntime r);
+/// The values of EvalRuntime.
+template <>
+struct EnumValues<EvalRuntime> {
+  /// Every EvalRuntime, in declaration order.
+  static const std::vector<EvalRuntime>& values();
+};
+
 /// One evaluation: the model, the protocols and their parameters, where the results go.
 struct EvalConfig {
   std::string model;                        ///< HF directory, .gguf or llama2.c .bin
@@ -45,6 +59,8 @@ struct EvalConfig {
   int64_t batch_size = 1;                   ///< windows of equal length per forward pass
   int64_t limit = -1;                       ///< first N documents/windows only (-1: all)
   std::string output;                       ///< results JSON file ("": none)
+  EvalRuntime runtime = EvalRuntime::kTorch;  ///< what computes the logits
+  int64_t threads = 0;                      ///< integer runtime threads (0: every core)
 
   /// The one field list (config/field_visitor.h).
   template <class V>
@@ -61,6 +77,9 @@ struct EvalConfig {
     v("batch_size", batch_size, "Windows of equal length per forward pass");
     v("limit", limit, "Score only the first N documents or windows (-1: all)");
     v("output", output, "Write the results as JSON to this file");
+    v("runtime", runtime, "torch (LibTorch: float or simulated quantization) or int (the "
+                          "integer runtime on an export directory, compared with its simulation)");
+    v("threads", threads, "Threads of the integer runtime (0: every core)");
   }
 
   /// Throws mq::Error naming `where`, the key, the value and what is allowed when a field is

@@ -37,7 +37,7 @@ std::vector<double> score_windows(CausalLm& model, const std::vector<ScoringWind
   for (size_t i = 0; i < windows.size(); ++i) check_window(windows[i], i, vocab);
   const auto params = model->parameters();
   MQ_CHECK(!params.empty(), "scoring: the model has no parameters");
-  const torch::Device device = params.front().device();
+  const torch::Device device = opts.logits ? torch::Device(torch::kCPU) : params.front().device();
 
   // Longest inputs first (an out-of-memory shows at once), original order within a length.
   std::vector<size_t> order(windows.size());
@@ -78,14 +78,27 @@ std::vector<double> score_windows(CausalLm& model, const std::vector<ScoringWind
     const torch::Tensor target =
         torch::from_blob(targets.data(), {batch * n_max}, torch::kLong).to(device);  // [B*n]
 
-    const torch::Tensor hidden = model->hidden_states(input);  // [B, L, C]
+    torch::Tensor hidden, external;  // [B, L, C] from the model, or [B*n, V] given
+    if (opts.logits) {
+      const torch::Tensor all = opts.logits(input);  // [B, L, V]
+      MQ_CHECK(all.dim() == 3 && all.size(0) == batch && all.size(1) == len &&
+                   all.size(2) == vocab,
+               "scoring: the external model returned logits of shape ", all.sizes(),
+               ", expected [", batch, ", ", len, ", ", vocab, "]");
+      external = all.narrow(1, len - n_max, n_max).reshape({batch * n_max, vocab});
+    } else {
+      hidden = model->hidden_states(input);  // [B, L, C]
+    }
     const torch::Tensor scored =
-        hidden.narrow(1, len - n_max, n_max).reshape({batch * n_max, hidden.size(2)});  // [B*n, C]
+        opts.logits ? torch::Tensor()
+                    : hidden.narrow(1, len - n_max, n_max)
+                          .reshape({batch * n_max, hidden.size(2)});  // [B*n, C]
     std::vector<torch::Tensor> parts;
     for (int64_t r0 = 0; r0 < batch * n_max; r0 += rows_per_chunk) {
       const int64_t rows = std::min(rows_per_chunk, batch * n_max - r0);
       const torch::Tensor logits =
-          model->logits(scored.narrow(0, r0, rows)).to(torch::kFloat32);  // [r, V]
+          opts.logits ? external.narrow(0, r0, rows).to(torch::kFloat32)
+                      : model->logits(scored.narrow(0, r0, rows)).to(torch::kFloat32);  // [r, V]
       const torch::Tensor picked =
           logits.gather(1, target.narrow(0, r0, rows).unsqueeze(1)).squeeze(1);  // [r]
       parts.push_back((picked - logits.logsumexp(1)).to(torch::kFloat64));     // [r]

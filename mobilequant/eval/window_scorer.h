@@ -30,6 +30,10 @@ struct ScoreProgress {
 struct ScoreOptions {
   int64_t batch_size = 1;                 ///< windows of equal length per model call
   int64_t max_logit_elements = 1LL << 26; ///< fp32 logits alive at once (rows x vocab)
+  /// An external model instead of `model`'s forward (e.g. the integer runtime, runtime/):
+  /// input ids [B, L] int64 on the CPU -> logits [B, L, V] fp32. `model` then supplies only
+  /// the vocabulary size. Batches come longest first, in the same order on every call.
+  std::function<torch::Tensor(const torch::Tensor&)> logits;
   /// Called after every batch (may be empty).
   std::function<void(const ScoreProgress&)> progress;
 };

@@ -16,6 +16,7 @@
 #include "mobilequant/export/encoding_table.h"
 #include "mobilequant/export/export_files.h"
 #include "mobilequant/export/export_manifest.h"
+#include "mobilequant/export/int_model.h"
 #include "mobilequant/export/reference_files.h"
 #include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/quant/fake_quantizer.h"
@@ -120,6 +121,7 @@ class Checker {
       if (has(ExportFormat::kHf)) check_weights();
     }
     if (has(ExportFormat::kReference)) check_reference();
+    if (has(ExportFormat::kInt)) check_int_model_files(dir_, m_, findings_);
     return findings_;
   }
 
@@ -768,6 +770,7 @@ const char* to_string(CheckRule r) {
     case CheckRule::kShape: return "shape";
     case CheckRule::kCrossFile: return "cross_file";
     case CheckRule::kWeights: return "weights";
+    case CheckRule::kRequant: return "requant";
   }
   return "?";
 }
@@ -777,7 +780,7 @@ const std::vector<CheckRule>& EnumValues<CheckRule>::values() {
       CheckRule::kManifest, CheckRule::kMissingFile, CheckRule::kChecksum, CheckRule::kUnlistedFile,
       CheckRule::kJson,     CheckRule::kSchema,      CheckRule::kCoverage, CheckRule::kScale,
       CheckRule::kOffset,   CheckRule::kBitwidth,    CheckRule::kMinMax,   CheckRule::kShape,
-      CheckRule::kCrossFile, CheckRule::kWeights};
+      CheckRule::kCrossFile, CheckRule::kWeights, CheckRule::kRequant};
   return all;
 }
 

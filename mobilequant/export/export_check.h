@@ -20,7 +20,10 @@
 //                  differ from the manifest's
 //   cross_file     two files disagree (0.6.1 vs 1.0.0, act_dict vs AIMET, default_qcfg vs the
 //                  manifest's quant config, hf/config.json layers vs the manifest)
-//   weights        a weight encoding differs from the one the exported weights give
+//   weights        a weight encoding differs from the one the exported weights give; integer
+//                  weight codes do not dequantize to exactly the simulated weights
+//   requant        an integer model's fixed-point multiplier is out of range or does not
+//                  reproduce its real value (int_model.h)
 #pragma once
 
 #include <string>
@@ -46,6 +49,7 @@ enum class CheckRule {
   kShape,         ///< "shape"
   kCrossFile,     ///< "cross_file"
   kWeights,       ///< "weights"
+  kRequant,       ///< "requant"
 };
 /// The rule's name, e.g. "minmax".
 const char* to_string(CheckRule r);

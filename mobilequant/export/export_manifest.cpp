@@ -8,6 +8,8 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/export/aimet_encodings.h"
 #include "mobilequant/export/export_files.h"
+#include "mobilequant/export/int_model.h"
+#include "mobilequant/export/onnx_qdq.h"
 #include "mobilequant/export/reference_files.h"
 
 namespace mq {
@@ -39,6 +41,10 @@ std::vector<std::string> export_format_files(ExportFormat f) {
               std::string("reference/") + kDefaultQcfgFile};
     case ExportFormat::kAimet:
       return {std::string("aimet/") + kAimet061File, std::string("aimet/") + kAimet100File};
+    case ExportFormat::kInt:
+      return {std::string(kIntModelDir) + "/" + kIntManifestFile,
+              std::string(kIntModelDir) + "/" + kIntTensorsFile};
+    case ExportFormat::kOnnx: return {kOnnxModelFile};
   }
   throw make_error("export_format_files: invalid format");
 }

@@ -13,13 +13,16 @@ const char* to_string(ExportFormat f) {
     case ExportFormat::kHf: return "hf";
     case ExportFormat::kReference: return "reference";
     case ExportFormat::kAimet: return "aimet";
+    case ExportFormat::kInt: return "int";
+    case ExportFormat::kOnnx: return "onnx";
   }
   throw make_error("ExportFormat: invalid value ", static_cast<int>(f));
 }
 
 const std::vector<ExportFormat>& EnumValues<ExportFormat>::values() {
   static const std::vector<ExportFormat> all = {ExportFormat::kHf, ExportFormat::kReference,
-                                                ExportFormat::kAimet};
+                                                ExportFormat::kAimet, ExportFormat::kInt,
+                                                ExportFormat::kOnnx};
   return all;
 }
 

@@ -7,7 +7,8 @@
 //   hf         hf/config.json + hf/model.safetensors: the folded float model (for transformers)
 //   reference  reference/act_dict.json + reference/default_qcfg.json: the authors' files
 //   aimet      aimet/encodings_0.6.1.json + aimet/encodings_1.0.0.json: QNN quantization overrides
-// The integer model and the ONNX QDQ model come later as further ExportFormat values.
+//   int        int/manifest.json + int/model.safetensors: the integer model (docs/integer-model.md)
+//   onnx       onnx/model.onnx: the prefill graph in QDQ form, written from C++ (docs/onnx.md)
 #pragma once
 
 #include <cstdint>
@@ -26,8 +27,10 @@ enum class ExportFormat {
   kHf,         ///< "hf": the folded float model as a Hugging Face directory
   kReference,  ///< "reference": act_dict.json + default_qcfg.json (the authors' schema)
   kAimet,      ///< "aimet": AIMET encodings, versions 0.6.1 and 1.0.0
+  kInt,        ///< "int": the integer model (docs/integer-model.md)
+  kOnnx,       ///< "onnx": the full prefill graph in ONNX QDQ form (docs/onnx.md)
 };
-/// "hf", "reference" or "aimet".
+/// "hf", "reference", "aimet", "int" or "onnx".
 const char* to_string(ExportFormat f);
 /// Streams the name (for messages and test output).
 inline std::ostream& operator<<(std::ostream& os, ExportFormat f) { return os << to_string(f); }
@@ -46,6 +49,9 @@ std::vector<ExportFormat> parse_export_formats(const std::string& list, const st
 /// Settings of one export.
 struct ExportOptions {
   std::vector<ExportFormat> formats = EnumValues<ExportFormat>::values();  ///< what to write
+  /// True when `formats` is the default "all": a format that cannot express the preset or
+  /// the model (int, onnx) is then left out with a note instead of failing the export.
+  bool all_formats = true;
   bool force = false;        ///< replace an existing output directory
   int64_t float_bits = 32;   ///< bit-width of the AIMET float entries of float sites (16 or 32)
   bool self_check = true;    ///< lint the export before moving it into place (export_check.h)

@@ -15,7 +15,9 @@ namespace mq {
 
 /// An export read back.
 struct LoadedExport {
-  LoadedModel base;               ///< hf/ as the float model (no tokenizer: exports carry none)
+  /// hf/ as the float model; its tokenizer is opts.tokenizer_path, else the source model's
+  /// (quantization.json's tokenizer_source) while that still exists, else null.
+  LoadedModel base;
   QuantizedModel model{nullptr};  ///< built from reference/default_qcfg.json + act_dict.json
   ExportManifest manifest;        ///< export.json
 };

@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <map>
 
@@ -17,6 +19,8 @@
 #include "mobilequant/export/encoding_table.h"
 #include "mobilequant/export/export_check.h"
 #include "mobilequant/export/export_files.h"
+#include "mobilequant/export/int_model.h"
+#include "mobilequant/export/onnx_qdq.h"
 #include "mobilequant/export/reference_files.h"
 #include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/models/hf_export.h"
@@ -89,8 +93,21 @@ std::string default_export_dir(const ExportSource& source) {
 }
 
 ExportManifest export_model(const std::string& source, const std::string& out_dir,
-                            const ExportOptions& opts) {
-  opts.validate();
+                            const ExportOptions& requested) {
+  requested.validate();
+  ExportOptions opts = requested;
+  std::vector<std::string> left_out;  // formats "all" could not write, with the reason
+  // With the default "all", a format that cannot hold this preset or model is left out.
+  auto optional_check = [&](ExportFormat f, const std::function<void()>& check) {
+    if (!opts.has(f)) return;
+    if (!opts.all_formats) return check();
+    try {
+      check();
+    } catch (const Error& e) {
+      left_out.push_back(std::string("format '") + to_string(f) + "' left out: " + e.what());
+      opts.formats.erase(std::find(opts.formats.begin(), opts.formats.end(), f));
+    }
+  };
   const ExportSource src = resolve_export_source(source);
   const std::string model_dir = src.model_dir;
   const QuantizedManifest qman = read_quantized_manifest(model_dir + "/quantization.json");
@@ -98,6 +115,8 @@ ExportManifest export_model(const std::string& source, const std::string& out_di
   // Formats that cannot hold the preset fail now, before anything is loaded or written.
   if (opts.has(ExportFormat::kReference)) check_reference_expressible(quant);
   if (opts.has(ExportFormat::kAimet)) check_aimet_expressible(quant);
+  optional_check(ExportFormat::kInt, [&] { check_int_model_expressible(quant); });
+  optional_check(ExportFormat::kOnnx, [&] { check_onnx_expressible(quant); });
 
   MQ_CHECK(!out_dir.empty(), "export: no output directory given");
   std::string target = fs::absolute(out_dir).lexically_normal().string();
@@ -126,6 +145,8 @@ ExportManifest export_model(const std::string& source, const std::string& out_di
     qm->fold();
     const ModelConfig& cfg = lm.model->config();
     const bool silu = cfg.hidden_act == Activation::kSilu;
+    optional_check(ExportFormat::kInt, [&] { check_int_model_supported(cfg); });
+    optional_check(ExportFormat::kOnnx, [&] { check_onnx_model(cfg); });
     const EncodingTable table = build_encoding_table(*qm);
 
     if (opts.has(ExportFormat::kHf)) {
@@ -145,6 +166,18 @@ ExportManifest export_model(const std::string& source, const std::string& out_di
                  aimet_encodings_v061(table, quant, opts.float_bits));
       write_json(partial + "/aimet/" + kAimet100File,
                  aimet_encodings_v100(table, quant, opts.float_bits));
+    }
+    if (opts.has(ExportFormat::kInt))
+      write_int_model(partial + "/" + kIntModelDir, *qm, table);
+    if (opts.has(ExportFormat::kOnnx)) {
+      OnnxOptions onnx;
+      onnx.producer_version = opts.provenance.value("git_revision", std::string());
+      std::string bytes;  // the graph builder may still find a site it cannot express
+      optional_check(ExportFormat::kOnnx, [&] { bytes = onnx_qdq_model_bytes(*qm, table, onnx); });
+      if (opts.has(ExportFormat::kOnnx)) {
+        make_dir(partial + "/onnx");
+        write_file_atomically(partial + "/" + kOnnxModelFile, bytes);
+      }
     }
 
     ExportManifest m;
@@ -176,6 +209,7 @@ ExportManifest export_model(const std::string& source, const std::string& out_di
     m.float_bitwidth = opts.float_bits;
     m.ranges_excluding_zero = table.ranges_excluding_zero;
     m.notes = table.notes;
+    m.notes.insert(m.notes.end(), left_out.begin(), left_out.end());
     stamp_checksums(partial, m);
     write_export_manifest(partial, m);
 

@@ -35,6 +35,7 @@ constexpr DtypeInfo kDtypes[] = {
     {"I64", torch::kInt64, 8},            {"I32", torch::kInt32, 4},
     {"I16", torch::kInt16, 2},            {"I8", torch::kInt8, 1},
     {"U8", torch::kUInt8, 1},             {"BOOL", torch::kBool, 1},
+    {"U16", torch::kUInt16, 2},           {"U32", torch::kUInt32, 4},
 };
 
 /// The comma-separated list of supported dtype names, for messages.

@@ -11,7 +11,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 carry=$root/.carry
 mkdir -p "$carry/debs"
 pkgs=(libsentencepiece0 libsentencepiece-dev nlohmann-json3-dev libcli11-dev catch2 libicu72
-      libicu-dev)
+      libicu-dev libgemmlowp-dev)
 if [ "$(ls "$carry/debs" | wc -l)" -lt "${#pkgs[@]}" ]; then
   (cd "$carry/debs" && apt-get download "${pkgs[@]}")
 fi

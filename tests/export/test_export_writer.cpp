@@ -177,8 +177,10 @@ TEST_CASE("export: float sites get float entries; learned off-integer offsets ar
   const auto out = s.root / "export";
   const auto m = mq::export_model((s.root / "model2").string(), out.string(),
                                   mq::test::test_export_options());
-  REQUIRE(m.notes.size() == 1);
+  // Notes: the rounded offset, and the integer model left out (v_proj.output is float).
+  REQUIRE(m.notes.size() == 2);
   CHECK_THAT(m.notes[0], Contains("rounded") && Contains("model.layers.1.mlp.w1.output"));
+  CHECK_THAT(m.notes[1], Contains("format 'int' left out") && Contains("v_proj.output"));
   const auto v061 = mq::test::read_json_file(out / "aimet" / mq::kAimet061File);
   const auto& f = v061["activation_encodings"]["model.layers.0.self_attn.v_proj"]["output"]["0"];
   CHECK(f["dtype"] == "float");
@@ -319,11 +321,11 @@ TEST_CASE("export: the loader names an edited or truncated file", "[unit]") {
 TEST_CASE("export: --format parses comma lists and names the allowed set", "[unit]") {
   using F = mq::ExportFormat;
   CHECK(mq::parse_export_formats("aimet,hf", "f") == std::vector<F>{F::kHf, F::kAimet});
-  CHECK(mq::parse_export_formats("all", "f").size() == 3);
-  CHECK(mq::parse_export_formats("", "f").size() == 3);
-  REQUIRE_THROWS_WITH(mq::parse_export_formats("hf,onnx", "--format"),
-                      Contains("--format") && Contains("onnx") &&
-                          Contains("[hf, reference, aimet]"));
+  CHECK(mq::parse_export_formats("all", "f").size() == 5);
+  CHECK(mq::parse_export_formats("", "f").size() == 5);
+  REQUIRE_THROWS_WITH(mq::parse_export_formats("hf,tflite", "--format"),
+                      Contains("--format") && Contains("tflite") &&
+                          Contains("[hf, reference, aimet, int, onnx]"));
   REQUIRE_THROWS_WITH(mq::parse_export_formats("hf,hf", "--format"), Contains("twice"));
   mq::ExportOptions o;
   o.float_bits = 8;
@@ -340,7 +342,12 @@ TEST_CASE("export: every preset of configs/quant exports every format and lints 
     const auto out = s.root / "export";
     const auto m =
         mq::export_model(s.model_dir.string(), out.string(), mq::test::test_export_options());
-    CHECK(m.files.size() == 6);
+    // hf, reference, aimet: 6 files; int (2) and onnx (1) where they can express the preset.
+    size_t want = 6;
+    for (const auto f : m.formats)
+      want += f == mq::ExportFormat::kInt ? 2 : f == mq::ExportFormat::kOnnx ? 1 : 0;
+    CHECK(m.files.size() == want);
+    if (preset != "fp") CHECK(m.formats.size() >= 4);  // int is expressible for every other preset
     const auto findings = mq::check_export(out.string());
     INFO(mq::format_findings(findings));
     CHECK(findings.empty());

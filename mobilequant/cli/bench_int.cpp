@@ -1,0 +1,125 @@
+// mobilequant/cli/bench_int.cpp
+// `mobilequant bench int -m EXPORT`: prefill latency of the integer-only runtime (runtime/)
+// against the float LibTorch forward of the same exported model (hf/, fp32) on the CPU, in
+// one run with the same thread count, at several sequence lengths: medians and their ratio
+// (the paper's Table 6 reports on-device prefill gains; here the goal is W8A8 faster than
+// fp32 on a CPU).
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <random>
+
+#include "mobilequant/cli/commands.h"
+#include "mobilequant/core/error.h"
+#include "mobilequant/runtime/int_model.h"
+#include "mobilequant/runtime/int_prefill.h"
+
+namespace mq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct BenchIntArgs {
+  std::string model;
+  std::vector<int64_t> seqlens{128, 256, 512};
+  int64_t warmup = 1, reps = 5, threads = 0, seed = 0;
+  std::string output;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+template <class F>
+double median_seconds(int64_t warmup, int64_t reps, F&& f) {
+  for (int64_t i = 0; i < warmup; ++i) f();
+  std::vector<double> s;
+  for (int64_t i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(s);
+}
+
+void run_bench_int(const BenchIntArgs& a) {
+  MQ_CHECK(fs::is_regular_file(a.model + "/int/manifest.json"), "bench int: '", a.model,
+           "' is not an export with an integer model (no int/manifest.json); write one with "
+           "`mobilequant export RUN --format hf,int`");
+  MQ_CHECK(fs::is_regular_file(a.model + "/hf/config.json"), "bench int: '", a.model,
+           "' has no hf/ float model to compare with; export with --format hf,int");
+  MQ_CHECK(a.reps >= 1 && a.warmup >= 0, "bench int: --reps must be >= 1 and --warmup >= 0");
+  if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
+  const int threads = torch::get_num_threads();
+  std::cerr << "[bench int] loading " << a.model << "/int and " << a.model << "/hf\n";
+  const rt::IntModel im = rt::IntModel::load(a.model + "/int");
+  LoadedModel lm = load_model(a.model + "/hf", LoadOptions{});
+  const int64_t vocab = im.config().vocab_size;
+  rt::PrefillOptions popts;
+  popts.threads = threads;
+  std::mt19937 rng(static_cast<uint32_t>(a.seed));
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab - 1));
+
+  std::cout << "\n| seqlen | fp32 LibTorch ms | integer runtime ms | speed-up (fp32 / int) |\n"
+            << "|---:|---:|---:|---:|\n";
+  nlohmann::json rows = nlohmann::json::array();
+  for (const int64_t t : a.seqlens) {
+    MQ_CHECK(t >= 1 && t <= im.config().max_positions, "bench int: seqlen ", t,
+             " outside [1, ", im.config().max_positions, "]");
+    std::vector<int32_t> tokens(static_cast<size_t>(t));
+    for (auto& x : tokens) x = tok(rng);
+    const torch::Tensor ids =
+        torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).unsqueeze(0);  // [1, T]
+    std::cerr << "[bench int] seqlen " << t << "\n";
+    const double f = median_seconds(a.warmup, a.reps, [&] {
+      torch::NoGradGuard no_grad;
+      (void)lm.model->forward(ids);
+    });
+    const double i = median_seconds(a.warmup, a.reps, [&] { (void)rt::prefill(im, tokens, popts); });
+    std::cout << "| " << t << " | " << std::fixed << std::setprecision(1) << 1e3 * f << " | "
+              << 1e3 * i << " | " << std::setprecision(2) << f / i << " |\n";
+    rows.push_back({{"seqlen", t},
+                    {"fp32_median_seconds", f},
+                    {"int_median_seconds", i},
+                    {"speedup", f / i}});
+  }
+  std::cout << "\nexport " << a.model << ", CPU, " << threads << " threads (both), median of "
+            << a.reps << " after " << a.warmup << " warm-up(s); LibTorch " << TORCH_VERSION
+            << "\n";
+  if (!a.output.empty()) {
+    nlohmann::json j{{"model", a.model},
+                     {"threads", threads},
+                     {"reps", a.reps},
+                     {"warmup", a.warmup},
+                     {"libtorch", TORCH_VERSION},
+                     {"command_line", command_line()},
+                     {"machine", machine_info(torch::Device(torch::kCPU))},
+                     {"results", rows}};
+    write_json_atomically(j, a.output);
+  }
+}
+
+}  // namespace
+
+void add_bench_int_subcommand(CLI::App& bench) {
+  auto a = std::make_shared<BenchIntArgs>();
+  auto* cmd = bench.add_subcommand(
+      "int", "Integer-runtime prefill latency against the fp32 LibTorch forward, on the CPU");
+  cmd->add_option("-m,--model", a->model, "Export directory (with int/ and hf/)")->required();
+  cmd->add_option("--seqlens", a->seqlens, "Sequence lengths")->delimiter(',')->capture_default_str();
+  cmd->add_option("--warmup", a->warmup, "Untimed runs per length")->capture_default_str();
+  cmd->add_option("--reps", a->reps, "Timed runs per length (median)")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "CPU threads of both (0: LibTorch default)")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the random token ids")->capture_default_str();
+  cmd->add_option("-o,--output", a->output, "Also write the figures as JSON");
+  cmd->callback([a] { run_bench_int(*a); });
+}
+
+}  // namespace mq::cli

@@ -1,0 +1,131 @@
+// mobilequant/cli/eval_int.cpp
+// `mobilequant eval --runtime int -m EXPORT`: the integer-only runtime (runtime/) on the
+// export's integer model, and on the very same windows the simulated model rebuilt from the
+// export's hf/ and reference/ files (the like-for-like simulation: the same integer offsets).
+// Per task it prints both perplexities, their relative difference and the greedy agreement:
+// the fraction of positions (every position of every window) where the two models' argmax
+// tokens are equal.
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "mobilequant/cli/commands.h"
+#include "mobilequant/config/config_json.h"
+#include "mobilequant/core/error.h"
+#include "mobilequant/export/export_reader.h"
+#include "mobilequant/runtime/int_model.h"
+#include "mobilequant/runtime/int_prefill.h"
+
+namespace mq::cli {
+
+namespace fs = std::filesystem;
+
+void run_eval_int(const EvalConfig& a,
+                  const std::vector<std::pair<std::string, std::string>>& inputs) {
+  const std::string int_dir = a.model + "/int";
+  MQ_CHECK(fs::is_regular_file(int_dir + "/manifest.json"), "eval --runtime int: '", a.model,
+           "' is not an export with an integer model (no int/manifest.json); write one with "
+           "`mobilequant export RUN --format hf,reference,int`");
+  LoadOptions load;  // CPU, fp32
+  load.tokenizer_path = a.tokenizer;
+  std::cerr << "[eval] loading the simulated model of export " << a.model << "\n";
+  LoadedExport ex = load_export(a.model, load);
+  MQ_CHECK(ex.base.tokenizer != nullptr, "eval --runtime int: export '", a.model,
+           "': no tokenizer (the source model directory is gone); pass --tokenizer");
+  ex.model->set_weight_cache(true);
+  std::cerr << "[eval] loading the integer model " << int_dir << "\n";
+  const rt::IntModel im = rt::IntModel::load(int_dir);
+  const int64_t vocab = im.config().vocab_size;
+  MQ_CHECK(vocab == ex.base.model->config().vocab_size, "eval --runtime int: ", int_dir,
+           " has vocab_size ", vocab, " but hf/config.json has ",
+           ex.base.model->config().vocab_size);
+  rt::PrefillOptions popts;
+  popts.threads = static_cast<int>(a.threads);
+
+  std::ostringstream table;
+  table << "| task | metric | simulated | integer | Δ | greedy agreement | positions |\n"
+        << "|---|---|---:|---:|---:|---:|---:|\n";
+  nlohmann::json results = nlohmann::json::array();
+  for (size_t t = 0; t < a.tasks.size(); ++t) {
+    EvalConfig one = a;
+    one.tasks = {a.tasks[t]};
+    const std::vector<std::pair<std::string, std::string>> in{inputs[t]};
+    // Pass 1: the simulation; its argmax per batch, in the scorer's (fixed) order.
+    std::vector<torch::Tensor> sim_argmax;  // each [B, L] int64
+    auto sim_logits = [&](const torch::Tensor& ids) {
+      torch::NoGradGuard no_grad;
+      torch::Tensor l = ex.model->forward(ids).to(torch::kFloat32);  // [B, L, V]
+      sim_argmax.push_back(l.argmax(-1));
+      return l;
+    };
+    const EvalOutcome sim = evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, sim_logits);
+    // Pass 2: the integer runtime on the same windows.
+    size_t batch_index = 0;
+    int64_t agree = 0, positions = 0;
+    auto int_logits = [&](const torch::Tensor& ids) {
+      const int64_t b = ids.size(0), len = ids.size(1);
+      std::vector<torch::Tensor> rows;
+      for (int64_t i = 0; i < b; ++i) {
+        const torch::Tensor row = ids[i].to(torch::kInt32).contiguous();  // [L]
+        const std::vector<int32_t> tokens(row.data_ptr<int32_t>(), row.data_ptr<int32_t>() + len);
+        std::vector<float> logits = rt::prefill(im, tokens, popts);  // [L, V]
+        rows.push_back(torch::from_blob(logits.data(), {len, vocab}, torch::kFloat32).clone());
+      }
+      torch::Tensor l = torch::stack(rows);  // [B, L, V]
+      MQ_CHECK(batch_index < sim_argmax.size(), "eval --runtime int: more batches than the "
+               "simulation scored (a bug)");
+      agree += l.argmax(-1).eq(sim_argmax[batch_index++]).sum().item<int64_t>();
+      positions += b * len;
+      return l;
+    };
+    const EvalOutcome integer =
+        evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, int_logits);
+    const double agreement = positions > 0 ? static_cast<double>(agree) / positions : 0.0;
+    const nlohmann::json& s = sim.results.at(0);
+    const nlohmann::json& n = integer.results.at(0);
+    nlohmann::json metrics = nlohmann::json::array();
+    for (size_t k = 0; k < s["metrics"].size(); ++k) {
+      const std::string name = s["metrics"][k]["metric"].get<std::string>();
+      const double vs = s["metrics"][k]["value"].get<double>();
+      const double vi = n["metrics"][k]["value"].get<double>();
+      const double rel = (vi - vs) / vs;
+      table << "| " << to_string(a.tasks[t]) << " | " << name << " | " << std::fixed
+            << std::setprecision(4) << vs << " | " << vi << " | " << std::showpos
+            << std::setprecision(3) << 100.0 * rel << "%" << std::noshowpos << " | "
+            << std::setprecision(2) << 100.0 * agreement << "% | " << positions << " |\n";
+      metrics.push_back({{"metric", name},
+                         {"simulated", vs},
+                         {"integer", vi},
+                         {"relative_difference", rel}});
+    }
+    results.push_back({{"task", s["task"]},
+                       {"protocol", s["protocol"]},
+                       {"data", s["data"]},
+                       {"metrics", metrics},
+                       {"greedy_agreement", agreement},
+                       {"positions", positions},
+                       {"scored_tokens", s["scored_tokens"]},
+                       {"documents", s["documents"]},
+                       {"limited", a.limit >= 0},
+                       {"seconds_simulated", s["seconds"]},
+                       {"seconds_integer", n["seconds"]}});
+  }
+  std::cout << table.str() << std::flush;
+  if (!a.output.empty()) {
+    nlohmann::json out{{"model", a.model},
+                       {"runtime", "int"},
+                       {"preset", ex.manifest.quant.name},
+                       {"source", ex.manifest.source},
+                       {"threads", a.threads},
+                       {"command_line", command_line()},
+                       {"machine", machine_info(torch::Device(torch::kCPU))},
+                       {"finished_at", utc_now()},
+                       {"config", config_to_json(a)},
+                       {"results", results}};
+    write_json_atomically(out, a.output);
+    std::cerr << "[eval] wrote " << a.output << "\n";
+  }
+}
+
+}  // namespace mq::cli

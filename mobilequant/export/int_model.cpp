@@ -1,0 +1,438 @@
+// mobilequant/export/int_model.cpp
+#include "mobilequant/export/int_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "mobilequant/core/error.h"
+#include "mobilequant/export/export_files.h"
+#include "mobilequant/io/safetensors_reader.h"
+#include "mobilequant/models/decoder.h"
+#include "mobilequant/quant/fake_quantizer.h"
+#include "mobilequant/quant/primitives.h"
+#include "mobilequant/transforms/quantized_model.h"
+
+namespace mq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kTwo30 = 1073741824.0;  // 2^30
+constexpr int64_t kInt16Max = 32767;
+
+/// The linear weight sites, in the order blocks list them.
+constexpr WeightSite kLinearSites[] = {WeightSite::kQProj, WeightSite::kKProj, WeightSite::kVProj,
+                                       WeightSite::kOProj, WeightSite::kGate,  WeightSite::kUp,
+                                       WeightSite::kDown};
+
+std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
+
+/// An encoding in the unsigned domain: real = scale * (u - zero_point).
+struct Enc {
+  int64_t bits = 8;
+  std::vector<double> scale;      // one per entry (fp32 values)
+  std::vector<int64_t> zero;      // one per entry
+  double s() const { return scale.at(0); }
+  int64_t z() const { return zero.at(0); }
+  int64_t umax() const { return (int64_t{1} << bits) - 1; }
+  /// Largest |real| the codes can represent.
+  double abs_max() const {
+    double m = 0.0;
+    for (size_t i = 0; i < scale.size(); ++i)
+      m = std::max({m, std::abs(scale[i] * static_cast<double>(-zero[i])),
+                    std::abs(scale[i] * static_cast<double>(umax() - zero[i]))});
+    return m;
+  }
+};
+
+/// The table's encodings, looked up by site.
+class Encodings {
+ public:
+  explicit Encodings(const EncodingTable& table) {
+    for (const SiteEncoding& e : table.entries) {
+      if (!e.site.spec.enabled) continue;
+      Enc enc;
+      enc.bits = e.site.spec.bits;
+      enc.scale = e.scale;
+      for (const int64_t off : e.offset) enc.zero.push_back(-off);  // AIMET offset = -z
+      if (e.site.is_param)
+        weights_[{e.site.layer, static_cast<int>(e.site.weight)}] = enc;
+      else
+        acts_[{e.site.layer, static_cast<int>(e.site.act)}] = enc;
+    }
+  }
+  const Enc& act(int64_t layer, ActSite site) const {
+    const auto it = acts_.find({layer, static_cast<int>(site)});
+    MQ_CHECK(it != acts_.end(), "integer model: no encoding for ",
+             qualified_site_name(layer, site));
+    return it->second;
+  }
+  const Enc& weight(int64_t layer, WeightSite site) const {
+    const auto it = weights_.find({layer, static_cast<int>(site)});
+    MQ_CHECK(it != weights_.end(), "integer model: no encoding for ", layer_prefix(layer),
+             to_string(site), ".weight");
+    return it->second;
+  }
+
+ private:
+  std::map<std::pair<int64_t, int>, Enc> acts_, weights_;
+};
+
+torch::Tensor i32(const std::vector<int32_t>& v) {
+  return torch::tensor(v, torch::kInt32);  // [n]
+}
+
+/// Adds name.multiplier / name.shift (or name.<stem>_multiplier / _shift) for the values `m`.
+void put_fixed(TensorMap& out, const std::string& base, const std::vector<double>& m,
+               const std::string& what) {
+  std::vector<int32_t> mult, shift;
+  for (size_t i = 0; i < m.size(); ++i) {
+    const FixedPoint fp = to_fixed_point(m[i], what + (m.size() > 1 ? "[" + std::to_string(i) + "]" : ""));
+    mult.push_back(fp.multiplier);
+    shift.push_back(fp.shift);
+  }
+  out[base + "multiplier"] = i32(mult);
+  out[base + "shift"] = i32(shift);
+}
+
+nlohmann::ordered_json enc_json(const Enc& e) {
+  return {{"bits", e.bits}, {"scale", e.s()}, {"zero_point", e.z()}};
+}
+
+/// Per-row symmetric int16 codes of `w` [rows, cols] fp32: (codes [rows, cols] int16, scale
+/// [rows] fp32).
+std::pair<torch::Tensor, torch::Tensor> int16_rows(const torch::Tensor& w) {
+  auto wf = w.detach().to(torch::kCPU, torch::kFloat32).contiguous();       // [rows, cols]
+  auto amax = wf.abs().amax(1);                                             // [rows]
+  auto scale = torch::where(amax > 0, amax / static_cast<double>(kInt16Max),
+                            torch::ones_like(amax));                        // [rows]
+  auto codes = torch::round(wf / scale.unsqueeze(1))
+                   .clamp(-static_cast<double>(kInt16Max), static_cast<double>(kInt16Max))
+                   .to(torch::kInt16);                                       // [rows, cols]
+  return {codes, scale.contiguous()};
+}
+
+}  // namespace
+
+std::vector<IntOpMultiplier> int_block_op_multipliers(const std::function<double(ActSite)>& s,
+                                                      double s_r) {
+  using A = ActSite;
+  return {
+      {"self_attn.rope_q", s(A::kQProjOut) / (s(A::kQkBmmIn) * kTwo30)},
+      {"self_attn.rope_k", s(A::kKProjOut) / (s(A::kQkBmmIn2) * kTwo30)},
+      {"self_attn.v_requant", s(A::kVProjOut) / s(A::kPvBmmIn2)},
+      {"self_attn.qk_bmm", s(A::kQkBmmIn) * s(A::kQkBmmIn2) / s(A::kQkBmmOut)},
+      {"self_attn.softmax", 1.0 / s(A::kPvBmmIn)},
+      {"self_attn.pv_bmm", s(A::kPvBmmIn) * s(A::kPvBmmIn2) / s(A::kPvBmmOut)},
+      {"resid_add_1", s(A::kOProjOut) / s_r},
+      {"mlp.act_fn", s(A::kGateOut) * s(A::kActIn2) / s(A::kActOut)},
+      {"mlp.mul", s(A::kActOut) * s(A::kUpOut) / s(A::kDownIn)},
+      {"resid_add_2", s(A::kDownOut) / s_r},
+  };
+}
+
+std::pair<ActSite, ActSite> int_linear_io(WeightSite site) {
+  switch (site) {
+    case WeightSite::kQProj: return {ActSite::kInputNormOut, ActSite::kQProjOut};
+    case WeightSite::kKProj: return {ActSite::kInputNormOut, ActSite::kKProjOut};
+    case WeightSite::kVProj: return {ActSite::kInputNormOut, ActSite::kVProjOut};
+    case WeightSite::kOProj: return {ActSite::kPvBmmOut, ActSite::kOProjOut};
+    case WeightSite::kGate: return {ActSite::kPostNormOut, ActSite::kGateOut};
+    case WeightSite::kUp: return {ActSite::kPostNormOut, ActSite::kUpOut};
+    case WeightSite::kDown: return {ActSite::kDownIn, ActSite::kDownOut};
+    default: break;
+  }
+  throw make_error("int_linear_io: ", to_string(site), " is not a linear weight site");
+}
+
+double FixedPoint::value() const { return std::ldexp(static_cast<double>(multiplier), -shift); }
+
+FixedPoint to_fixed_point(double m, const std::string& what) {
+  MQ_CHECK(std::isfinite(m), "integer model: multiplier ", what, " = ", m,
+           ", expected a finite value");
+  FixedPoint fp;
+  if (m == 0.0) return fp;
+  int e = 0;
+  const double f = std::frexp(std::abs(m), &e);  // |m| = f * 2^e, f in [0.5, 1)
+  int64_t mult = std::llround(std::ldexp(f, 31));
+  int64_t shift = 31 - e;
+  if (mult == (int64_t{1} << 31)) {  // f rounded up to 1
+    mult >>= 1;
+    --shift;
+  }
+  MQ_CHECK(shift >= 1, "integer model: multiplier ", what, " = ", m,
+           " is too large for a fixed-point multiplier (expected below 2^30)");
+  if (shift > 126) return fp;  // below 2^-95: zero for any 64-bit accumulator
+  fp.multiplier = static_cast<int32_t>(m < 0 ? -mult : mult);
+  fp.shift = static_cast<int32_t>(shift);
+  return fp;
+}
+
+void check_int_model_expressible(const QuantConfig& quant) {
+  for (const ActSite site : EnumValues<ActSite>::values()) {
+    const QuantSpec& spec = quant.act(site);
+    const bool wanted = is_block_site(site) && is_reference_site(site);
+    const std::string name = std::string(to_string(site));
+    if (site == ActSite::kActIn2) continue;  // checked against the model (SiLU only)
+    if (!wanted) {
+      MQ_CHECK(!spec.enabled, "integer model: preset '", quant.name, "' quantizes site ", name,
+               ", which the integer model cannot express (it quantizes exactly the reference "
+               "sites; this one repeats a tensor or is kept in float by the reference)");
+      continue;
+    }
+    MQ_CHECK(spec.enabled, "integer model: preset '", quant.name, "' keeps site ", name,
+             " in float; the integer model needs every reference site quantized");
+    MQ_CHECK(spec.granularity == Granularity::kPerTensor, "integer model: site ", name, " is ",
+             to_string(spec.granularity), "; the integer model expresses per_tensor activations "
+             "only");
+  }
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    const QuantSpec& spec = quant.weight(site);
+    const std::string name = std::string(to_string(site)) + ".weight";
+    MQ_CHECK(spec.enabled, "integer model: preset '", quant.name, "' keeps ", name,
+             " in float; the integer model needs every block weight quantized");
+    if (is_norm(site)) {
+      MQ_CHECK(spec.granularity == Granularity::kPerTensor, "integer model: site ", name,
+               " must be per_tensor, got ", to_string(spec.granularity));
+      continue;
+    }
+    MQ_CHECK(spec.bits <= 8, "integer model: site ", name, " has ", spec.bits,
+             "-bit weights; the integer model holds linear weights of at most 8 bits");
+    MQ_CHECK(spec.granularity != Granularity::kPerGroup, "integer model: site ", name,
+             ": per_group weights cannot be expressed (per_tensor or per_channel only)");
+  }
+}
+
+void check_int_model_supported(const ModelConfig& cfg) {
+  auto refuse = [](const std::string& field, const std::string& got) {
+    throw make_error("integer model: the model's ", field, " is ", got,
+                     "; the integer model supports LLaMA-family decoders with RMSNorm, SiLU, "
+                     "full rotary embeddings and no biases (docs/integer-model.md)");
+  };
+  if (cfg.norm != NormKind::kRms) refuse("normalisation", "not RMSNorm (w * x / rms)");
+  if (cfg.hidden_act != Activation::kSilu) refuse("hidden_act", "not silu");
+  if (cfg.partial_rotary_factor != 1.0)
+    refuse("partial_rotary_factor", std::to_string(cfg.partial_rotary_factor));
+  if (cfg.attention_bias || cfg.o_proj_bias || cfg.mlp_bias) refuse("bias", "present");
+  if (cfg.scale_embeddings) refuse("embedding scaling", "on");
+  if (cfg.head_dim % 2 != 0) refuse("head_dim", std::to_string(cfg.head_dim) + " (odd)");
+}
+
+void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const EncodingTable& table) {
+  torch::NoGradGuard no_grad;
+  const QuantConfig& quant = qm.quant_config();
+  CausalLm model = qm.float_model();
+  const ModelConfig& cfg = model->config();
+  check_int_model_supported(cfg);
+  check_int_model_expressible(quant);
+  MQ_CHECK(quant.act(ActSite::kActIn2).enabled, "integer model: preset '", quant.name,
+           "' keeps mlp.act_fn.input2 (the sigmoid inside SiLU) in float; the integer model "
+           "needs it quantized");
+  const Encodings enc(table);
+  const int64_t L = cfg.num_hidden_layers, C = cfg.hidden_size, D = cfg.head_dim;
+  const double sqrt_c = std::sqrt(static_cast<double>(C));
+  const double eps = cfg.norm_eps;
+
+  TensorMap t;
+  nlohmann::ordered_json acts = nlohmann::ordered_json::object();
+  nlohmann::ordered_json weights = nlohmann::ordered_json::object();
+  nlohmann::ordered_json doc = nlohmann::ordered_json::object();
+
+  // The residual scale, and the embeddings as residual codes (int32 at s_r).
+  const torch::Tensor emb = model->model->embed_tokens->weight.detach().to(
+      torch::kCPU, torch::kFloat64);  // [V, C]
+  double bound = std::max(emb.abs().max().item<double>(), 1e-30);
+  for (int64_t l = 0; l < L; ++l)
+    bound += enc.act(l, ActSite::kOProjOut).abs_max() + enc.act(l, ActSite::kDownOut).abs_max();
+  const double s_r = bound / kTwo30;
+  t["model.embed_tokens.weight_q"] = torch::round(emb / s_r).to(torch::kInt32).contiguous();  // [V, C]
+  doc["model.embed_tokens.weight_q"] = "I32 [V, C] round(E / s_r): embedding rows as residual codes";
+
+  // Rotary tables, Q30.
+  const int64_t P = cfg.max_position_embeddings;
+  {
+    auto [cos, sin] = model->rope_tables(P, torch::kCPU);  // [1, 1, P, D] fp32
+    auto q30 = [&](const torch::Tensor& x) {
+      return torch::round(x.reshape({P, D}).narrow(1, 0, D / 2).to(torch::kFloat64) * kTwo30)
+          .to(torch::kInt32)
+          .contiguous();  // [P, D/2]
+    };
+    t["rope.cos"] = q30(cos);
+    t["rope.sin"] = q30(sin);
+    doc["rope.cos"] = "I32 [P, D/2] round(2^30 cos(p * inv_freq_i))";
+    doc["rope.sin"] = "I32 [P, D/2] round(2^30 sin(p * inv_freq_i))";
+  }
+
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string pre = layer_prefix(l);
+    auto a = [&](ActSite s) -> const Enc& { return enc.act(l, s); };
+    for (const ActSite site : EnumValues<ActSite>::values()) {
+      if (!is_block_site(site) || !quant.act(site).enabled) continue;
+      acts[qualified_site_name(l, site)] = enc_json(a(site));
+    }
+    LayerWeights stored = model->layer(l)->weights();
+    QuantizedLayer ql = qm.layer(l);
+
+    // Linear weights.
+    for (const WeightSite ws : kLinearSites) {
+      const QuantSpec& spec = quant.weight(ws);
+      const std::string name = pre + to_string(ws);
+      const torch::Tensor w = weight_of(stored, ws).detach().to(torch::kCPU, torch::kFloat32);  // [N, K]
+      const WeightFakeQuantizer& wq = ql->weight_quantizers[static_cast<size_t>(ws)];
+      const QParams p = wq->qparams(w);                                     // [1] or [N, 1]
+      const torch::Tensor codes = (quantize(w, p) - p.qmin).to(torch::kUInt8);  // [N, K]
+      const Enc& we = enc.weight(l, ws);
+      const int64_t n = w.size(0), k = w.size(1);
+      // The table's encoding is the quantizer's: check, so that a mismatch cannot pass.
+      const torch::Tensor ps = p.scale.flatten().to(torch::kFloat64);
+      for (int64_t i = 0; i < ps.numel(); ++i)
+        MQ_CHECK(ps[i].item<double>() == we.scale[static_cast<size_t>(i)], "integer model: ",
+                 name, ": weight scale ", i, " differs from the encoding table");
+      if (spec.bits <= 4) {
+        MQ_CHECK(k % 2 == 0, "integer model: ", name, ": ", k,
+                 " input features cannot be packed two per byte (expected even)");
+        auto c = codes.reshape({n, k / 2, 2}).to(torch::kInt32);
+        t[name + ".weight_q"] = (c.select(2, 0) + c.select(2, 1) * 16).to(torch::kUInt8).contiguous();  // [N, K/2]
+      } else {
+        t[name + ".weight_q"] = codes.contiguous();
+      }
+      std::vector<float> sc;
+      std::vector<int32_t> zp;
+      for (size_t i = 0; i < we.scale.size(); ++i) {
+        sc.push_back(static_cast<float>(we.scale[i]));
+        zp.push_back(static_cast<int32_t>(we.zero[i]));
+      }
+      t[name + ".weight_scale"] = torch::tensor(sc, torch::kFloat32);
+      t[name + ".weight_zero_point"] = i32(zp);
+      const auto [in, out] = int_linear_io(ws);
+      std::vector<double> m;
+      for (const double s : we.scale) m.push_back(a(in).s() * s / a(out).s());
+      put_fixed(t, name + ".requant_", m, name + " requantization");
+      weights[name + ".weight"] = {{"bits", spec.bits},
+                                   {"granularity", to_string(spec.granularity)},
+                                   {"symmetric", spec.symmetric},
+                                   {"packed", spec.bits <= 4},
+                                   {"shape", {n, k}},
+                                   {"hf_name", pre + hf_module_name(ws) + ".weight"}};
+    }
+
+    // Norms.
+    for (const WeightSite ws : {WeightSite::kInputNorm, WeightSite::kPostNorm}) {
+      const QuantSpec& spec = quant.weight(ws);
+      const std::string name = pre + to_string(ws);
+      const ActSite in = ws == WeightSite::kInputNorm ? ActSite::kInputNormIn : ActSite::kPostNormIn;
+      const ActSite out = ws == WeightSite::kInputNorm ? ActSite::kInputNormOut : ActSite::kPostNormOut;
+      const torch::Tensor w = weight_of(stored, ws).detach().to(torch::kCPU, torch::kFloat32);  // [C]
+      const WeightFakeQuantizer& wq = ql->weight_quantizers[static_cast<size_t>(ws)];
+      const QParams p = wq->qparams(w);                                            // [1]
+      const torch::Tensor codes = quantize(w, p) - p.qmin;                         // [C] int32
+      const torch::Tensor w_hat = dequantize(codes + p.qmin, p).to(torch::kFloat32);  // [C]
+      t[name + ".weight_q"] = codes.to(spec.bits <= 8 ? torch::kUInt8 : torch::kUInt16).contiguous();
+      const Enc& we = enc.weight(l, ws);
+      t[name + ".weight_scale"] = torch::tensor({static_cast<float>(we.s())}, torch::kFloat32);
+      t[name + ".weight_zero_point"] = i32({static_cast<int32_t>(we.z())});
+      put_fixed(t, name + ".input_", {s_r / a(in).s()}, name + " residual -> input");
+      std::vector<double> gains(static_cast<size_t>(C));
+      const float* wh = w_hat.data_ptr<float>();
+      for (int64_t c = 0; c < C; ++c)
+        gains[static_cast<size_t>(c)] = static_cast<double>(wh[c]) * sqrt_c / a(out).s();
+      put_fixed(t, name + ".gain_", gains, name + " gain");
+      const double e_term = std::nearbyint(eps * static_cast<double>(C) / (a(in).s() * a(in).s()));
+      t[name + ".eps_term"] = torch::tensor({static_cast<int64_t>(e_term)}, torch::kInt64);
+      weights[name + ".weight"] = {{"bits", spec.bits},
+                                   {"granularity", "per_tensor"},
+                                   {"symmetric", spec.symmetric},
+                                   {"packed", false},
+                                   {"shape", {C}},
+                                   {"hf_name", pre + hf_module_name(ws) + ".weight"}};
+    }
+
+    // Attention and MLP operators.
+    for (const IntOpMultiplier& op : int_block_op_multipliers([&](ActSite x) { return a(x).s(); }, s_r))
+      put_fixed(t, pre + op.name + ".", {op.value}, pre + op.name);
+
+    // exp table of the softmax: k = c_max - c steps of the scores below the row maximum.
+    {
+      const Enc& sc = a(ActSite::kQkBmmOut);
+      const double step = sc.s() / std::sqrt(static_cast<double>(D));
+      std::vector<int32_t> lut(static_cast<size_t>(sc.umax() + 1));
+      for (size_t k = 0; k < lut.size(); ++k)
+        lut[k] = static_cast<int32_t>(std::llround(kTwo30 * std::exp(-static_cast<double>(k) * step)));
+      t[pre + "self_attn.softmax.exp_lut"] = i32(lut);
+    }
+    // sigmoid table: for each gate code, the act_fn.input2 code, in the simulation's fp32.
+    {
+      const Enc& g = a(ActSite::kGateOut);
+      const Enc& sg = a(ActSite::kActIn2);
+      const QuantSpec& gs = quant.act(ActSite::kGateOut);
+      const QuantSpec& ss = quant.act(ActSite::kActIn2);
+      QParams pg{torch::tensor({static_cast<float>(g.s())}), torch::tensor({static_cast<float>(g.z() + gs.qmin())}),
+                 gs.qmin(), gs.qmax()};
+      QParams ps{torch::tensor({static_cast<float>(sg.s())}), torch::tensor({static_cast<float>(sg.z() + ss.qmin())}),
+                 ss.qmin(), ss.qmax()};
+      const torch::Tensor u = torch::arange(g.umax() + 1, torch::kInt32);          // [2^b]
+      const torch::Tensor gate = dequantize(u + gs.qmin(), pg).to(torch::kFloat32);  // [2^b]
+      const torch::Tensor sig = quantize(torch::sigmoid(gate), ps) - ss.qmin();     // [2^b]
+      t[pre + "mlp.act_fn.sigmoid_lut"] = sig.to(torch::kInt32).contiguous();
+    }
+  }
+
+  // Final norm and lm_head.
+  const torch::Tensor wf = model->model->norm->weight.detach().to(torch::kCPU, torch::kFloat32);  // [C]
+  const double s_f = std::max(wf.abs().max().item<double>(), 1e-30) * sqrt_c / kInt16Max;
+  {
+    std::vector<double> gains(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) gains[static_cast<size_t>(c)] = wf[c].item<double>() * sqrt_c / s_f;
+    put_fixed(t, "model.norm.gain_", gains, "model.norm gain");
+    const double e_term = std::nearbyint(eps * static_cast<double>(C) / (s_r * s_r));
+    MQ_CHECK(e_term < 9.0e18, "integer model: model.norm eps term ", e_term, " overflows int64");
+    t["model.norm.eps_term"] = torch::tensor({static_cast<int64_t>(e_term)}, torch::kInt64);
+  }
+  {
+    auto [lm_q, lm_s] = int16_rows(cfg.tie_word_embeddings ? model->model->embed_tokens->weight
+                                                            : model->lm_head->weight);  // [V, C], [V]
+    t["lm_head.weight_q"] = lm_q;
+    t["lm_head.weight_scale"] = lm_s;
+    doc["lm_head.weight_q"] = "I16 [V, C] symmetric per row (of the embedding when tied)";
+  }
+
+  nlohmann::ordered_json m;
+  m["format"] = kIntFormatName;
+  m["version"] = kIntFormatVersion;
+  m["model"] = {{"architecture", "llama"},
+                {"hidden_size", C},
+                {"intermediate_size", cfg.intermediate_size},
+                {"num_hidden_layers", L},
+                {"num_attention_heads", cfg.num_attention_heads},
+                {"num_key_value_heads", cfg.num_key_value_heads},
+                {"head_dim", D},
+                {"vocab_size", cfg.vocab_size},
+                {"max_positions", P},
+                {"rms_norm_eps", eps},
+                {"hidden_act", "silu"},
+                {"tie_word_embeddings", cfg.tie_word_embeddings}};
+  m["preset"] = quant.name;
+  m["residual"] = {{"bits", 32}, {"scale", s_r}, {"bound", bound}};
+  m["final_norm_output"] = {{"bits", 16}, {"scale", s_f}, {"zero_point", 0}};
+  m["activations"] = acts;
+  m["weights"] = weights;
+  doc["<layer>.<linear>.weight_q"] = "U8 [N, K] codes (U8 [N, K/2] packed, low nibble first, when bits <= 4)";
+  doc["<layer>.<linear>.requant_multiplier"] = "I32 [N] or [1]: s_in * s_w / s_out";
+  doc["<layer>.<norm>.gain_multiplier"] = "I32 [C]: w_hat * sqrt(C) / s_out (signed)";
+  doc["<layer>.self_attn.softmax.exp_lut"] = "I32 [2^b] round(2^30 exp(-k s_scores / sqrt(D)))";
+  doc["<layer>.mlp.act_fn.sigmoid_lut"] = "I32 [2^b] act_fn.input2 code per gate code";
+  doc["layout"] = "docs/integer-model.md";
+  m["tensors"] = doc;
+
+  fs::create_directories(dir);
+  write_safetensors(dir + "/" + kIntTensorsFile, t, {{"format", kIntFormatName}});
+  write_file_atomically(dir + "/" + kIntManifestFile, m.dump(2) + "\n");
+}
+
+}  // namespace mq

@@ -1,0 +1,88 @@
+// mobilequant/export/int_model.h
+// The integer model of an export (docs/integer-model.md): int/manifest.json and
+// int/model.safetensors, every weight as integer codes with its scale and zero-point, every
+// activation site's encoding, the fixed-point multipliers and shifts of every requantization,
+// and the lookup tables of the non-linearities, so that an integer engine (runtime/) runs the
+// prefill without floating point until the logits.
+//
+// The tables are built from the folded simulated model and its EncodingTable (the same
+// integer offsets every other format exports), in the simulation's own fp32 arithmetic where
+// the simulation defines the value (weight codes, the sigmoid table), in double elsewhere.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mobilequant/config/model_config.h"
+#include "mobilequant/config/quant_config.h"
+#include "mobilequant/export/encoding_table.h"
+
+namespace mq {
+
+class QuantizedModelImpl;
+struct ExportManifest;
+struct CheckFinding;
+
+/// The integer model's directory inside an export.
+inline constexpr const char* kIntModelDir = "int";
+/// Its manifest and tensor file.
+inline constexpr const char* kIntManifestFile = "manifest.json";
+inline constexpr const char* kIntTensorsFile = "model.safetensors";
+/// The manifest's "format" and "version".
+inline constexpr const char* kIntFormatName = "mobilequant-int";
+inline constexpr int64_t kIntFormatVersion = 1;
+
+/// A real multiplier m in fixed point: m ~ multiplier * 2^-shift, |multiplier| in
+/// [2^30, 2^31) (0 when m is 0), shift >= 1 (docs/integer-model.md, "Requantization").
+struct FixedPoint {
+  int32_t multiplier = 0;  ///< signed
+  int32_t shift = 1;       ///< >= 1
+  /// The real value it represents (double).
+  double value() const;
+};
+
+/// m as a FixedPoint. Throws mq::Error naming `what` when m is not finite or |m| >= 2^30 (no
+/// shift >= 1 holds it). Values below 2^-95 become 0.
+FixedPoint to_fixed_point(double m, const std::string& what);
+
+/// A block operator's requantization (docs/integer-model.md, "the other operators").
+struct IntOpMultiplier {
+  std::string name;  ///< tensor prefix inside the block, e.g. "self_attn.qk_bmm"
+  double value;      ///< the real multiplier m
+};
+
+/// The operator multipliers of one block from its activation scales `s` (per site) and the
+/// residual scale `s_r`: the writer stores them, the linter recomputes them.
+std::vector<IntOpMultiplier> int_block_op_multipliers(const std::function<double(ActSite)>& s,
+                                                      double s_r);
+
+/// The activation site a linear weight site reads and the one it writes.
+std::pair<ActSite, ActSite> int_linear_io(WeightSite site);
+
+/// Throws mq::Error naming the site when the integer model cannot express `quant`: the
+/// enabled activation sites must be exactly the reference sites (SiLU models: with
+/// mlp.act_fn.input2), per tensor; linear weights of at most 8 bits per tensor or per channel;
+/// norm weights per tensor of at most 16 bits.
+void check_int_model_expressible(const QuantConfig& quant);
+
+/// Throws mq::Error naming the field when the integer model cannot express the architecture:
+/// it needs RMSNorm (w * x / rms), SiLU, full rotary embeddings, no biases, unscaled
+/// embeddings, and an even head dimension.
+void check_int_model_supported(const ModelConfig& cfg);
+
+/// Lints the integer model of the export in `export_dir` (manifest `m`): tensors present with
+/// the documented dtype and shape, codes within their bits, zero-points in range, multipliers
+/// reproducing their real values, and (when hf/ is exported) weight codes that dequantize to
+/// exactly the simulated weights. Appends findings (export_check.h).
+void check_int_model_files(const std::string& export_dir, const ExportManifest& m,
+                           std::vector<CheckFinding>& findings);
+
+/// Writes `dir`/manifest.json and `dir`/model.safetensors (`dir` is created) for the folded
+/// model `qm` whose encodings are `table` (build_encoding_table(qm)). `preset` names the
+/// quantization for the manifest. Checks expressibility first (errors name the site).
+void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const EncodingTable& table);
+
+}  // namespace mq

@@ -1,0 +1,351 @@
+// mobilequant/export/int_model_check.cpp
+// The linter's rules for the integer model (int_model.h: check_int_model_files).
+#include <cmath>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "mobilequant/core/error.h"
+#include "mobilequant/export/export_check.h"
+#include "mobilequant/export/export_files.h"
+#include "mobilequant/export/export_manifest.h"
+#include "mobilequant/export/int_model.h"
+#include "mobilequant/io/safetensors_reader.h"
+#include "mobilequant/quant/fake_quantizer.h"
+#include "mobilequant/quant/primitives.h"
+
+namespace mq {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+class IntChecker {
+ public:
+  IntChecker(std::string dir, const ExportManifest& m, std::vector<CheckFinding>& out)
+      : dir_(std::move(dir)), m_(m), out_(out) {}
+
+  void run() {
+    if (!load()) return;
+    for (int64_t l = 0; l < m_.num_layers; ++l) check_block(l);
+    check_model_level();
+  }
+
+ private:
+  void add(CheckRule rule, const std::string& file, const std::string& key, const std::string& msg,
+           const std::string& expected = "", const std::string& actual = "") {
+    out_.push_back({rule, file, key, msg, expected, actual});
+  }
+
+  bool load() {
+    try {
+      manifest_ = json::parse(read_file_bytes(dir_ + "/" + mrel_));
+    } catch (const std::exception& e) {
+      add(CheckRule::kJson, mrel_, "", std::string("not valid JSON (truncated or edited?): ") +
+          e.what());
+      return false;
+    }
+    if (!manifest_.is_object() || manifest_.value("format", "") != kIntFormatName ||
+        manifest_.value("version", int64_t{0}) != kIntFormatVersion) {
+      add(CheckRule::kSchema, mrel_, "format", "not an integer model manifest of this version",
+          std::string(kIntFormatName) + " v" + std::to_string(kIntFormatVersion),
+          manifest_.is_object() ? manifest_.value("format", std::string("none")) : "not an object");
+      return false;
+    }
+    for (const char* key : {"model", "residual", "final_norm_output", "activations"}) {
+      if (!manifest_.contains(key) || !manifest_[key].is_object()) {
+        add(CheckRule::kSchema, mrel_, key, "missing or not an object");
+        return false;
+      }
+    }
+    const json& model = manifest_["model"];
+    for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers",
+                            "num_attention_heads", "num_key_value_heads", "head_dim",
+                            "vocab_size", "max_positions"}) {
+      if (!model.contains(key) || !model[key].is_number_integer()) {
+        add(CheckRule::kSchema, mrel_, std::string("model.") + key, "missing or not an integer");
+        return false;
+      }
+    }
+    C_ = model["hidden_size"].get<int64_t>();
+    F_ = model["intermediate_size"].get<int64_t>();
+    H_ = model["num_attention_heads"].get<int64_t>();
+    KV_ = model["num_key_value_heads"].get<int64_t>();
+    D_ = model["head_dim"].get<int64_t>();
+    V_ = model["vocab_size"].get<int64_t>();
+    P_ = model["max_positions"].get<int64_t>();
+    tied_ = model.value("tie_word_embeddings", false);
+    if (model["num_hidden_layers"].get<int64_t>() != m_.num_layers)
+      add(CheckRule::kCrossFile, mrel_, "model.num_hidden_layers", "differs from export.json",
+          std::to_string(m_.num_layers), model["num_hidden_layers"].dump());
+    s_r_ = manifest_["residual"].value("scale", 0.0);
+    if (!(std::isfinite(s_r_) && s_r_ > 0))
+      add(CheckRule::kScale, mrel_, "residual.scale", "must be finite and positive", "> 0",
+          num(s_r_));
+    try {
+      t_ = read_safetensors(dir_ + "/" + trel_, /*keep_dtype=*/true);
+    } catch (const Error& e) {
+      add(CheckRule::kSchema, trel_, "", std::string("not a valid safetensors file: ") + e.what());
+      return false;
+    }
+    return true;
+  }
+
+  /// The tensor `name` if it has `dtype` and `shape`; else a finding and an undefined tensor.
+  torch::Tensor get(const std::string& name, torch::ScalarType dtype,
+                    const std::vector<int64_t>& shape) {
+    const auto it = t_.find(name);
+    if (it == t_.end()) {
+      add(CheckRule::kSchema, trel_, name, "tensor missing", "a tensor", "none");
+      return {};
+    }
+    if (it->second.scalar_type() != dtype) {
+      add(CheckRule::kSchema, trel_, name, "wrong dtype", c10::toString(dtype),
+          c10::toString(it->second.scalar_type()));
+      return {};
+    }
+    if (it->second.sizes().vec() != shape) {
+      add(CheckRule::kShape, trel_, name, "wrong shape", shape_str(shape),
+          shape_str(it->second.sizes().vec()));
+      return {};
+    }
+    return it->second;
+  }
+
+  /// The activation encoding of a site from the manifest (scale 0 when missing or bad).
+  double act_scale(int64_t layer, ActSite site) {
+    const std::string name = qualified_site_name(layer, site);
+    const json& acts = manifest_["activations"];
+    const QuantSpec& spec = m_.quant.act(site);
+    if (!acts.contains(name) || !acts[name].is_object()) {
+      add(CheckRule::kCoverage, mrel_, "activations." + name, "quantized site has no encoding",
+          "an entry", "none");
+      return 0.0;
+    }
+    const json& e = acts[name];
+    const double s = e.value("scale", 0.0);
+    if (!(std::isfinite(s) && s > 0))
+      add(CheckRule::kScale, mrel_, "activations." + name + ".scale",
+          "must be finite and positive", "> 0", e.contains("scale") ? e["scale"].dump() : "none");
+    if (e.value("bits", int64_t{0}) != spec.bits)
+      add(CheckRule::kBitwidth, mrel_, "activations." + name + ".bits",
+          "differs from the site's spec", std::to_string(spec.bits),
+          e.contains("bits") ? e["bits"].dump() : "none");
+    if (!e.contains("zero_point") || !e["zero_point"].is_number_integer()) {
+      add(CheckRule::kOffset, mrel_, "activations." + name + ".zero_point",
+          "zero_point must be an integer", "an integer",
+          e.contains("zero_point") ? e["zero_point"].dump() : "none");
+    } else {
+      const int64_t z = e["zero_point"].get<int64_t>();
+      if (z < -2147483647 || z > 2147483647)
+        add(CheckRule::kOffset, mrel_, "activations." + name + ".zero_point",
+            "zero_point does not fit int32", "|z| < 2^31", std::to_string(z));
+    }
+    return std::isfinite(s) && s > 0 ? s : 0.0;
+  }
+
+  /// Checks that (multiplier, shift) tensors named `base`multiplier/shift of `n` entries
+  /// reproduce `want` (one real value per entry) to 2^-30 relative.
+  void check_fixed(const std::string& base, const std::vector<double>& want) {
+    const int64_t n = static_cast<int64_t>(want.size());
+    const torch::Tensor mt = get(base + "multiplier", torch::kInt32, {n});
+    const torch::Tensor st = get(base + "shift", torch::kInt32, {n});
+    if (!mt.defined() || !st.defined()) return;
+    const int32_t* mp = mt.data_ptr<int32_t>();
+    const int32_t* sp = st.data_ptr<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string key = base + "multiplier" + (n > 1 ? "[" + std::to_string(i) + "]" : "");
+      const int64_t mabs = std::llabs(static_cast<int64_t>(mp[i]));
+      if (sp[i] < 1 || (mabs != 0 && (mabs < (int64_t{1} << 30) || mabs >= (int64_t{1} << 31)))) {
+        add(CheckRule::kRequant, trel_, key, "multiplier or shift out of range",
+            "|M| in [2^30, 2^31) or 0, shift >= 1",
+            std::to_string(mp[i]) + ", " + std::to_string(sp[i]));
+        return;
+      }
+      const double got = std::ldexp(static_cast<double>(mp[i]), -sp[i]);
+      const double w = want[static_cast<size_t>(i)];
+      if (!std::isfinite(w)) return;  // an encoding above is already reported
+      if (std::abs(got - w) > std::ldexp(std::abs(w), -30) + std::ldexp(1.0, -95)) {
+        add(CheckRule::kRequant, trel_, key, "does not reproduce its real multiplier", num(w),
+            num(got));
+        return;
+      }
+    }
+  }
+
+  /// Checks codes [.., K] against their bits.
+  void check_codes(const std::string& name, const torch::Tensor& codes, int64_t bits) {
+    const int64_t hi = codes.to(torch::kInt64).max().item<int64_t>();
+    const int64_t lo = codes.to(torch::kInt64).min().item<int64_t>();
+    if (lo < 0 || hi > (int64_t{1} << bits) - 1)
+      add(CheckRule::kBitwidth, trel_, name, "codes do not fit " + std::to_string(bits) + " bits",
+          "[0, " + std::to_string((int64_t{1} << bits) - 1) + "]",
+          "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+
+  /// Weight codes [N, K] (unpacked) of a site, with scale [E] and zero [E]; checks them and,
+  /// with the hf model, that they dequantize to exactly the simulated weight.
+  void check_weight(int64_t l, WeightSite ws) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    const std::string name = pre + to_string(ws);
+    const QuantSpec& spec = m_.quant.weight(ws);
+    const bool norm = is_norm(ws);
+    const auto w_it = m_.weights.find(name + ".weight");
+    if (w_it == m_.weights.end()) return;  // reported by the main linter
+    const std::vector<int64_t> shape = w_it->second.shape;
+    const int64_t n = shape[0], k = norm ? 1 : shape[1];
+    const int64_t entries = (!norm && spec.granularity == Granularity::kPerChannel) ? n : 1;
+    torch::Tensor codes;  // [N, K] (linear) or [C] (norm), int64
+    if (norm) {
+      codes = get(name + ".weight_q", spec.bits <= 8 ? torch::kUInt8 : torch::kUInt16, {n});
+    } else if (spec.bits <= 4) {
+      const torch::Tensor packed = get(name + ".weight_q", torch::kUInt8, {n, k / 2});
+      if (packed.defined()) {
+        const torch::Tensor p = packed.to(torch::kInt64);
+        codes = torch::stack({p.remainder(16), p.div(16, "floor")}, 2).reshape({n, k});
+      }
+    } else {
+      codes = get(name + ".weight_q", torch::kUInt8, {n, k});
+    }
+    const torch::Tensor sc = get(name + ".weight_scale", torch::kFloat32, {entries});
+    const torch::Tensor zp = get(name + ".weight_zero_point", torch::kInt32, {entries});
+    if (!codes.defined() || !sc.defined() || !zp.defined()) return;
+    codes = codes.to(torch::kInt64);
+    check_codes(name + ".weight_q", codes, spec.bits);
+    // The multipliers: linear requant, or the norm's input and gains.
+    if (norm) {
+      const ActSite in = ws == WeightSite::kInputNorm ? ActSite::kInputNormIn : ActSite::kPostNormIn;
+      const ActSite out = ws == WeightSite::kInputNorm ? ActSite::kInputNormOut : ActSite::kPostNormOut;
+      const double s_in = act_scale(l, in), s_out = act_scale(l, out);
+      const torch::Tensor w_hat = ((codes - zp.to(torch::kInt64)).to(torch::kFloat32) * sc)
+                                      .to(torch::kFloat64);  // [C]
+      std::vector<double> gains(static_cast<size_t>(n));
+      for (int64_t c = 0; c < n; ++c)
+        gains[static_cast<size_t>(c)] = w_hat[c].item<double>() * std::sqrt(double(n)) / s_out;
+      check_fixed(name + ".input_", {s_r_ / s_in});
+      check_fixed(name + ".gain_", gains);
+      get(name + ".eps_term", torch::kInt64, {1});
+    } else {
+      const auto [in, out] = int_linear_io(ws);
+      const double s_in = act_scale(l, in), s_out = act_scale(l, out);
+      std::vector<double> m;
+      for (int64_t i = 0; i < entries; ++i)
+        m.push_back(s_in * static_cast<double>(sc[i].item<float>()) / s_out);
+      check_fixed(name + ".requant_", m);
+    }
+    if (!hf_loaded_) return;
+    const auto h_it = hf_.find(w_it->second.hf_name);
+    if (h_it == hf_.end() || h_it->second.sizes().vec() != shape) return;  // main linter
+    // The simulated weight: the weight quantizer of the spec on the exported float weight.
+    torch::NoGradGuard no_grad;
+    const torch::Tensor w = h_it->second.to(torch::kFloat32);  // [N, K] or [C]
+    WeightFakeQuantizer wq(WeightFakeQuantizerOptions(spec, shape, name + ".weight"));
+    const QParams p = wq->qparams(w);
+    const torch::Tensor sim = wq->forward(w);  // fake-quantized
+    const torch::Tensor z64 = zp.to(torch::kInt64);
+    const torch::Tensor bz = norm || entries == 1 ? z64.reshape({1}) : z64.reshape({n, 1});
+    const torch::Tensor bs = norm || entries == 1 ? sc.reshape({1}) : sc.reshape({n, 1});
+    const torch::Tensor deq = (codes - bz).to(torch::kFloat32) * bs;  // [N, K] or [C]
+    if (!torch::equal(deq, sim)) {
+      const torch::Tensor diff = (deq - sim).abs();
+      const int64_t at = diff.flatten().argmax().item<int64_t>();
+      add(CheckRule::kWeights, trel_, name + ".weight_q",
+          "integer weights do not dequantize to the simulated weights of " +
+              w_it->second.hf_name + " (first mismatch at flat index " + std::to_string(at) + ")",
+          num(sim.flatten()[at].item<double>()), num(deq.flatten()[at].item<double>()));
+      return;
+    }
+    const torch::Tensor ps = p.scale.flatten().to(torch::kFloat32);
+    if (!torch::equal(ps, sc))
+      add(CheckRule::kWeights, trel_, name + ".weight_scale",
+          "differs from the scale the exported weight gives", num(ps[0].item<double>()),
+          num(sc[0].item<double>()));
+  }
+
+  void check_block(int64_t l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    for (const WeightSite ws : EnumValues<WeightSite>::values()) check_weight(l, ws);
+    std::map<ActSite, double> s;
+    bool ok = true;
+    for (const ActSite a : EnumValues<ActSite>::values()) {
+      if (!is_block_site(a) || !m_.quant.act(a).enabled) continue;
+      s[a] = act_scale(l, a);
+      ok = ok && s[a] > 0;
+    }
+    if (ok && s_r_ > 0) {
+      for (const IntOpMultiplier& op :
+           int_block_op_multipliers([&](ActSite a) { return s.count(a) ? s[a] : 1.0; }, s_r_))
+        check_fixed(pre + op.name + ".", {op.value});
+    }
+    const int64_t sb = m_.quant.act(ActSite::kQkBmmOut).bits;
+    get(pre + "self_attn.softmax.exp_lut", torch::kInt32, {int64_t{1} << sb});
+    const int64_t gb = m_.quant.act(ActSite::kGateOut).bits;
+    const torch::Tensor sig = get(pre + "mlp.act_fn.sigmoid_lut", torch::kInt32, {int64_t{1} << gb});
+    if (sig.defined())
+      check_codes(pre + "mlp.act_fn.sigmoid_lut", sig, m_.quant.act(ActSite::kActIn2).bits);
+  }
+
+  void check_model_level() {
+    get("model.embed_tokens.weight_q", torch::kInt32, {V_, C_});
+    get("rope.cos", torch::kInt32, {P_, D_ / 2});
+    get("rope.sin", torch::kInt32, {P_, D_ / 2});
+    get("model.norm.gain_multiplier", torch::kInt32, {C_});
+    get("model.norm.gain_shift", torch::kInt32, {C_});
+    get("model.norm.eps_term", torch::kInt64, {1});
+    get("lm_head.weight_q", torch::kInt16, {V_, C_});
+    get("lm_head.weight_scale", torch::kFloat32, {V_});
+    (void)tied_;
+    (void)F_;
+    (void)H_;
+    (void)KV_;
+  }
+
+ public:
+  /// Loads hf/model.safetensors for the dequantization rule (when the export has it).
+  void load_hf() {
+    try {
+      hf_ = read_safetensors(dir_ + "/hf/model.safetensors");
+      hf_loaded_ = true;
+    } catch (const Error&) {
+      // reported by the main linter's hf rules
+    }
+  }
+
+ private:
+  std::string dir_;
+  const ExportManifest& m_;
+  std::vector<CheckFinding>& out_;
+  const std::string mrel_ = std::string(kIntModelDir) + "/" + kIntManifestFile;
+  const std::string trel_ = std::string(kIntModelDir) + "/" + kIntTensorsFile;
+  json manifest_;
+  TensorMap t_, hf_;
+  bool hf_loaded_ = false;
+  int64_t C_ = 0, F_ = 0, H_ = 0, KV_ = 0, D_ = 0, V_ = 0, P_ = 0;
+  bool tied_ = false;
+  double s_r_ = 0.0;
+};
+
+}  // namespace
+
+void check_int_model_files(const std::string& export_dir, const ExportManifest& m,
+                           std::vector<CheckFinding>& findings) {
+  IntChecker c(export_dir, m, findings);
+  for (const ExportFormat f : m.formats)
+    if (f == ExportFormat::kHf) c.load_hf();
+  c.run();
+}
+
+}  // namespace mq

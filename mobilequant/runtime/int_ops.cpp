@@ -1,0 +1,567 @@
+// mobilequant/runtime/int_ops.cpp
+#include "mobilequant/runtime/int_ops.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <tuple>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "gemmlowp/public/gemmlowp.h"
+#include "mobilequant/core/error.h"
+#include "mobilequant/runtime/parallel.h"
+
+namespace mq::rt {
+namespace {
+
+/// Saturates an int64 to int32.
+inline int32_t saturate32(int64_t v) { return clamp_code(v, INT32_MIN, INT32_MAX); }
+
+/// round_half_up(v / 2^s) for a signed 128-bit v with |v| < 2^126; s >= 1.
+inline Int128 round_shift(Int128 v, int s) {
+  if (s >= 127) return 0;
+  return (v + (static_cast<Int128>(1) << (s - 1))) >> s;
+}
+
+/// Whether every v[i] lies in [lo, hi].
+bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (v[i] < lo || v[i] > hi) return false;
+  }
+  return true;
+}
+
+/// Number of significant bits of v (0 for v == 0).
+inline int bit_length(UInt128 v) {
+  int n = 0;
+  while (v != 0) {
+    v >>= 1;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+void IntLinearWeights::compute_row_sums() {
+  row_sum.assign(static_cast<size_t>(out_features), 0);
+  for (int64_t n = 0; n < out_features; ++n) {
+    int64_t s = 0;
+    const uint8_t* w = codes.data() + n * in_features;
+    for (int64_t k = 0; k < in_features; ++k) s += w[k];
+    row_sum[static_cast<size_t>(n)] = s;
+  }
+}
+
+// ---------------------------------------------------------------- uint8 GEMM (gemmlowp)
+
+struct Uint8Gemm::Impl {
+  gemmlowp::GemmContext context;
+};
+
+Uint8Gemm::Uint8Gemm(int threads) : impl_(std::make_unique<Impl>()) {
+  impl_->context.set_max_num_threads(std::max(threads, 1));
+}
+
+Uint8Gemm::~Uint8Gemm() = default;
+
+void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t n, int64_t k,
+                         int32_t* c) {
+  MQ_CHECK(k * 255 * 255 < (int64_t{1} << 31), "uint8 gemm: K = ", k,
+           " could overflow the int32 accumulator (at most 33025)");
+  const int rows = static_cast<int>(t);
+  const int cols = static_cast<int>(n);
+  const int depth = static_cast<int>(k);
+  gemmlowp::MatrixMap<const uint8_t, gemmlowp::MapOrder::RowMajor> lhs(a, rows, depth);
+  gemmlowp::MatrixMap<const uint8_t, gemmlowp::MapOrder::ColMajor> rhs(b, depth, cols);
+  gemmlowp::MatrixMap<int32_t, gemmlowp::MapOrder::RowMajor> res(c, rows, cols);
+  // Offsets 0 and an empty output pipeline: the raw int32 sums, zero points applied by the caller.
+  gemmlowp::GemmWithOutputPipeline<uint8_t, int32_t, gemmlowp::DefaultL8R8BitDepthParams>(
+      &impl_->context, lhs, rhs, &res, 0, 0, std::make_tuple());
+}
+
+// ---------------------------------------------------------------- linear
+
+void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
+                const uint8_t* w, int64_t n, const int32_t* z_w, const int64_t* w_row_sum,
+                int threads, Uint8Gemm& gemm, int64_t* acc) {
+  const bool wide = x_bits > 8;
+  std::vector<uint8_t> lo(static_cast<size_t>(t * k));             // [T, K] low bytes
+  std::vector<uint8_t> hi(wide ? static_cast<size_t>(t * k) : 0);  // [T, K] high bytes
+  std::vector<int64_t> x_sum(static_cast<size_t>(t));              // [T] sum_k x
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      int64_t s = 0;
+      const int32_t* xr = x + i * k;
+      uint8_t* lr = lo.data() + i * k;
+      for (int64_t c = 0; c < k; ++c) {
+        lr[c] = static_cast<uint8_t>(xr[c] & 0xff);
+        s += xr[c];
+      }
+      if (wide) {
+        uint8_t* hr = hi.data() + i * k;
+        for (int64_t c = 0; c < k; ++c) hr[c] = static_cast<uint8_t>((xr[c] >> 8) & 0xff);
+      }
+      x_sum[static_cast<size_t>(i)] = s;
+    }
+  });
+  std::vector<int32_t> p_lo(static_cast<size_t>(t * n));             // [T, N]
+  std::vector<int32_t> p_hi(wide ? static_cast<size_t>(t * n) : 0);  // [T, N]
+  gemm.multiply(lo.data(), w, t, n, k, p_lo.data());
+  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data());
+  const int64_t zx = z_x;
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t xs = x_sum[static_cast<size_t>(i)];
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t zw = z_w[j];
+        int64_t a = p_lo[static_cast<size_t>(i * n + j)];
+        if (wide) a += int64_t{256} * p_hi[static_cast<size_t>(i * n + j)];
+        acc[i * n + j] = a - zw * xs - zx * w_row_sum[j] + k * zx * zw;
+      }
+    }
+  });
+}
+
+void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinearWeights& w,
+                const ActQuant& out, int threads, Uint8Gemm& gemm, int32_t* y) {
+  const int64_t n_out = w.out_features;
+  const int64_t k_in = w.in_features;
+  const int32_t qmax = out.qmax();
+  if (in.bits > 8) {
+    std::vector<int64_t> acc(static_cast<size_t>(t * n_out));  // [T, N]
+    int_matmul(x, t, k_in, in.bits, in.zero_point, w.codes.data(), n_out, w.zero_point.data(),
+               w.row_sum.data(), threads, gemm, acc.data());
+    parallel_for(t, threads, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * n_out; i < e * n_out; ++i) {
+        const size_t ni = static_cast<size_t>(i % n_out);
+        const int64_t q = requant(acc[static_cast<size_t>(i)], w.multiplier[ni], w.shift[ni]);
+        y[i] = clamp_code(q + out.zero_point, 0, qmax);
+      }
+    });
+    return;
+  }
+  // 8-bit input: one GEMM and a fused epilogue. |acc| <= K * 255^2 < 2^31, so the
+  // zero-point correction is exact in uint32 wrap-around arithmetic, then read as int32.
+  std::vector<uint8_t> xu(static_cast<size_t>(t * k_in));  // [T, K]
+  std::vector<uint32_t> x_sum(static_cast<size_t>(t));     // [T] sum_k x (mod 2^32)
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      uint32_t s = 0;
+      for (int64_t c = 0; c < k_in; ++c) {
+        xu[static_cast<size_t>(i * k_in + c)] = static_cast<uint8_t>(x[i * k_in + c]);
+        s += static_cast<uint32_t>(x[i * k_in + c]);
+      }
+      x_sum[static_cast<size_t>(i)] = s;
+    }
+  });
+  std::vector<uint32_t> col(static_cast<size_t>(n_out));   // [N] K z_x z_w - z_x sum_k w (mod 2^32)
+  std::vector<uint32_t> zw(static_cast<size_t>(n_out));    // [N] z_w (mod 2^32)
+  for (int64_t n = 0; n < n_out; ++n) {
+    const int64_t z = w.zero_point[static_cast<size_t>(n)];
+    col[static_cast<size_t>(n)] = static_cast<uint32_t>(
+        k_in * in.zero_point * z - int64_t{in.zero_point} * w.row_sum[static_cast<size_t>(n)]);
+    zw[static_cast<size_t>(n)] = static_cast<uint32_t>(z);
+  }
+  std::vector<int32_t> raw(static_cast<size_t>(t * n_out));  // [T, N] sum_k x w
+  gemm.multiply(xu.data(), w.codes.data(), t, n_out, k_in, raw.data());
+  const int32_t* mult = w.multiplier.data();
+  const int32_t* shift = w.shift.data();
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint32_t xs = x_sum[static_cast<size_t>(i)];
+      const int32_t* rr = raw.data() + i * n_out;
+      int32_t* yr = y + i * n_out;
+      for (int64_t n = 0; n < n_out; ++n) {
+        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[n]) - zw[static_cast<size_t>(n)] * xs +
+                                              col[static_cast<size_t>(n)]);
+        yr[n] = clamp_code(requant32(acc, mult[n], shift[n]) + out.zero_point, 0, qmax);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- requant, RMSNorm
+
+void int_requant(const int32_t* a, int64_t n, Multiplier m, int32_t z, int32_t lo, int32_t hi,
+                 int32_t* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = clamp_code(requant32(a[i], m.m, m.shift) + z, lo, hi);
+}
+
+UInt128 isqrt_u128(UInt128 v) {
+  if (v < 2) return v;
+  // Start above the root (2^ceil(bits/2) > sqrt(v)); Newton decreases monotonically to floor.
+  UInt128 x = static_cast<UInt128>(1) << ((bit_length(v) + 1) / 2);
+  while (true) {
+    const UInt128 next = (x + v / x) >> 1;
+    if (next >= x) return x;
+    x = next;
+  }
+}
+
+void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
+                 const int32_t* gain_m, const int32_t* gain_n, int32_t z_out, int32_t lo,
+                 int32_t hi, int threads, int32_t* out) {
+  constexpr int kQ = 24;  // sqrt fraction bits
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int32_t* dr = d + i * c;
+      int32_t* yr = out + i * c;
+      UInt128 den = static_cast<UInt128>(std::max<int64_t>(eps_term, 0));
+      for (int64_t k = 0; k < c; ++k) {
+        const int64_t v = dr[k];
+        den += static_cast<UInt128>(static_cast<uint64_t>(v * v));
+      }
+      if (den == 0) {
+        for (int64_t k = 0; k < c; ++k) yr[k] = clamp_code(z_out, lo, hi);
+        continue;
+      }
+      const UInt128 s = isqrt_u128(den << (2 * kQ));  // ~ sqrt(den) * 2^24
+      const int w_bits = bit_length(s) + 40;
+      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;
+      for (int64_t k = 0; k < c; ++k) {
+        const Int128 prod = static_cast<Int128>(static_cast<int64_t>(dr[k]) * gain_m[k]) *
+                              static_cast<Int128>(r);
+        const Int128 q = round_shift(prod, gain_n[k] + w_bits - kQ);
+        yr[k] = clamp_code(static_cast<int64_t>(q) + z_out, lo, hi);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- RoPE
+
+void int_rope(const int32_t* x, int64_t t, int64_t heads, int64_t d, int32_t z_in,
+              const int32_t* cos, const int32_t* sin, Multiplier m, const ActQuant& out,
+              int32_t* y) {
+  const int64_t half = d / 2;
+  const int32_t qmax = out.qmax();
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t* cr = cos + i * half;
+    const int32_t* sr = sin + i * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int32_t* xr = x + (i * heads + h) * d;
+      int32_t* yr = y + (i * heads + h) * d;
+      for (int64_t j = 0; j < half; ++j) {
+        const int64_t a = xr[j] - z_in;
+        const int64_t b = xr[j + half] - z_in;
+        const int64_t o1 = a * cr[j] - b * sr[j];
+        const int64_t o2 = b * cr[j] + a * sr[j];
+        yr[j] = clamp_code(requant(o1, m.m, m.shift) + out.zero_point, 0, qmax);
+        yr[j + half] = clamp_code(requant(o2, m.m, m.shift) + out.zero_point, 0, qmax);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+void int_qk(const int32_t* q, const int32_t* k, int64_t t, int64_t d, int32_t z_q, int32_t z_k,
+            Multiplier m, const ActQuant& out, int32_t* s, Uint8Gemm* gemm) {
+  std::vector<int32_t> qc(static_cast<size_t>(t * d));  // [T, D] centered q
+  std::vector<int32_t> kc(static_cast<size_t>(t * d));  // [T, D] centered k
+  int64_t q_abs = 0, k_abs = 0;
+  for (int64_t i = 0; i < t * d; ++i) {
+    qc[static_cast<size_t>(i)] = q[i] - z_q;
+    kc[static_cast<size_t>(i)] = k[i] - z_k;
+    q_abs = std::max<int64_t>(q_abs, std::abs(qc[static_cast<size_t>(i)]));
+    k_abs = std::max<int64_t>(k_abs, std::abs(kc[static_cast<size_t>(i)]));
+  }
+  const int32_t qmax_out = out.qmax();
+  if (gemm != nullptr && all_in_range(q, t * d, 0, 65535) && all_in_range(k, t * d, 0, 255)) {
+    // As a uint8 GEMM (k codes as the 8-bit operand): the full [T, T], upper triangle unused.
+    std::vector<uint8_t> ku(k, k + t * d);                        // [T, D]
+    std::vector<int32_t> zk(static_cast<size_t>(t), z_k);         // [T]
+    std::vector<int64_t> ks(static_cast<size_t>(t), 0);           // [T] sum_x k[j, x]
+    for (int64_t j = 0; j < t; ++j)
+      for (int64_t x = 0; x < d; ++x) ks[static_cast<size_t>(j)] += k[j * d + x];
+    std::vector<int64_t> acc(static_cast<size_t>(t * t));         // [T, T]
+    const int q_bits = all_in_range(q, t * d, 0, 255) ? 8 : 16;
+    int_matmul(q, t, d, q_bits, z_q, ku.data(), t, zk.data(), ks.data(), 1, *gemm, acc.data());
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t j = 0; j <= i; ++j) {
+        s[i * t + j] = clamp_code(requant(acc[static_cast<size_t>(i * t + j)], m.m, m.shift) +
+                                      out.zero_point, 0, qmax_out);
+      }
+    }
+    return;
+  }
+  // int32 sums are exact when every partial sum is bounded by D * max|q| * max|k| < 2^31.
+  const bool narrow = q_abs * k_abs * d < (int64_t{1} << 31);
+  const int32_t qmax = out.qmax();
+  if (narrow) {
+    // k transposed so that the inner loop runs over keys j (contiguous, no reductions).
+    std::vector<int32_t> kt(static_cast<size_t>(d * t));  // [D, T]
+    for (int64_t j = 0; j < t; ++j)
+      for (int64_t x = 0; x < d; ++x) kt[static_cast<size_t>(x * t + j)] = kc[static_cast<size_t>(j * d + x)];
+    std::vector<int32_t> row(static_cast<size_t>(t));     // [T] sums of query i
+    for (int64_t i = 0; i < t; ++i) {
+      const int32_t* qr = qc.data() + i * d;
+      int32_t* acc = row.data();
+      std::fill(acc, acc + i + 1, 0);
+      for (int64_t x = 0; x < d; ++x) {
+        const int32_t qx = qr[x];
+        const int32_t* kr = kt.data() + x * t;
+        for (int64_t j = 0; j <= i; ++j) acc[j] += qx * kr[j];
+      }
+      for (int64_t j = 0; j <= i; ++j) {
+        s[i * t + j] = clamp_code(requant32(acc[j], m.m, m.shift) + out.zero_point, 0, qmax);
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t* qr = qc.data() + i * d;
+    for (int64_t j = 0; j <= i; ++j) {
+      const int32_t* kr = kc.data() + j * d;
+      int64_t acc = 0;
+      for (int64_t x = 0; x < d; ++x) acc += static_cast<int64_t>(qr[x]) * kr[x];
+      s[i * t + j] = clamp_code(requant(acc, m.m, m.shift) + out.zero_point, 0, qmax);
+    }
+  }
+}
+
+void int_softmax_row(const int32_t* s, int64_t n, const int32_t* exp_lut, int64_t lut_size,
+                     Multiplier m, const ActQuant& out, int32_t* p) {
+  MQ_CHECK(m.m >= 0 && m.shift >= 1 && m.shift <= 64, "softmax: multiplier (", m.m, ", ",
+           m.shift, ") must be >= 0 with shift in [1, 64]");
+  int32_t c_max = s[0];
+  for (int64_t j = 1; j < n; ++j) c_max = std::max(c_max, s[j]);
+  uint64_t sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t idx = static_cast<int64_t>(c_max) - s[j];
+    MQ_CHECK(idx >= 0 && idx < lut_size, "softmax: exp_lut index ", idx, " outside [0, ",
+             lut_size, ")");
+    sum += static_cast<uint64_t>(exp_lut[idx]);
+  }
+  const int32_t qmax = out.qmax();
+  if (sum == 0) {
+    for (int64_t j = 0; j < n; ++j) p[j] = clamp_code(out.zero_point, 0, qmax);
+    return;
+  }
+  // round_half_up(e M / (S 2^n)) = floor(((e M >> (n-1)) + S) / (2S)) for e M >= 0.
+  const uint64_t div = 2 * sum;
+  const uint64_t recip = static_cast<uint64_t>(
+      ((static_cast<UInt128>(1) << 64) - 1) / div);  // floor((2^64 - 1) / div)
+  const int sh = m.shift - 1;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint64_t e = static_cast<uint64_t>(exp_lut[static_cast<int64_t>(c_max) - s[j]]);
+    const UInt128 em = static_cast<UInt128>(e) * static_cast<uint64_t>(m.m);
+    const uint64_t x = static_cast<uint64_t>(em >> sh) + sum;
+    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip) >> 64);
+    while ((static_cast<UInt128>(q) + 1) * div <= x) ++q;  // at most two steps
+    p[j] = clamp_code(static_cast<int64_t>(std::min<uint64_t>(q, INT32_MAX)) + out.zero_point,
+                      0, qmax);
+  }
+}
+
+void int_pv(const int32_t* p, const int32_t* v, int64_t t, int64_t d, int32_t z_p, int32_t z_v,
+            int32_t p_qmax, Multiplier m, const ActQuant& out, int32_t* c, Uint8Gemm* gemm) {
+  const int64_t masked = static_cast<int64_t>(clamp_code(z_p, 0, p_qmax)) - z_p;
+  if (gemm != nullptr && p_qmax <= 65535 && all_in_range(v, t * d, 0, 255)) {
+    // As a uint8 GEMM: probabilities [T, T] (masked j > i at code clamp(z_p)) x v^T [D, T].
+    const int32_t masked_code = clamp_code(z_p, 0, p_qmax);
+    std::vector<int32_t> pf(static_cast<size_t>(t * t));          // [T, T]
+    for (int64_t i = 0; i < t; ++i) {
+      std::copy_n(p + i * t, i + 1, pf.data() + i * t);
+      std::fill(pf.data() + i * t + i + 1, pf.data() + (i + 1) * t, masked_code);
+    }
+    std::vector<uint8_t> vt(static_cast<size_t>(d * t));          // [D, T]
+    std::vector<int64_t> vs(static_cast<size_t>(d), 0);           // [D] sum_j v[j, x]
+    for (int64_t j = 0; j < t; ++j) {
+      for (int64_t x = 0; x < d; ++x) {
+        vt[static_cast<size_t>(x * t + j)] = static_cast<uint8_t>(v[j * d + x]);
+        vs[static_cast<size_t>(x)] += v[j * d + x];
+      }
+    }
+    std::vector<int32_t> zv(static_cast<size_t>(d), z_v);        // [D]
+    std::vector<int64_t> acc(static_cast<size_t>(t * d));         // [T, D]
+    int_matmul(pf.data(), t, t, 16, z_p, vt.data(), d, zv.data(), vs.data(), 1, *gemm,
+               acc.data());
+    const int32_t qmax_out = out.qmax();
+    for (int64_t i = 0; i < t * d; ++i) {
+      c[i] = clamp_code(requant(acc[static_cast<size_t>(i)], m.m, m.shift) + out.zero_point, 0,
+                        qmax_out);
+    }
+    return;
+  }
+  std::vector<int32_t> vc(static_cast<size_t>(t * d));   // [T, D] centered v
+  int64_t v_abs = 1;
+  for (int64_t i = 0; i < t * d; ++i) {
+    vc[static_cast<size_t>(i)] = v[i] - z_v;
+    v_abs = std::max<int64_t>(v_abs, std::abs(vc[static_cast<size_t>(i)]));
+  }
+  // Blocked accumulation: `block` products of at most p_abs * v_abs each sum to < 2^31 in
+  // int32, then the block is added to the int64 accumulator.
+  const int64_t p_abs = std::max<int64_t>({std::abs(int64_t{z_p}), std::abs(int64_t{p_qmax} - z_p), 1});
+  const int64_t block = std::max<int64_t>(1, ((int64_t{1} << 31) - 1) / (p_abs * v_abs));
+  std::vector<int64_t> tail(static_cast<size_t>(d), 0);  // [D] sum_{j > i} (v_j - z_v)
+  if (masked != 0) {
+    for (int64_t j = 1; j < t; ++j)
+      for (int64_t x = 0; x < d; ++x) tail[static_cast<size_t>(x)] += vc[static_cast<size_t>(j * d + x)];
+  }
+  std::vector<int64_t> acc(static_cast<size_t>(d));      // [D]
+  std::vector<int32_t> acc32(static_cast<size_t>(d));    // [D] the current block
+  const int32_t qmax = out.qmax();
+  for (int64_t i = 0; i < t; ++i) {
+    std::fill(acc.begin(), acc.end(), 0);
+    const int32_t* pr = p + i * t;
+    for (int64_t j0 = 0; j0 <= i; j0 += block) {
+      const int64_t j1 = std::min(i + 1, j0 + block);
+      std::fill(acc32.begin(), acc32.end(), 0);
+      int32_t* a32 = acc32.data();
+      for (int64_t j = j0; j < j1; ++j) {
+        const int32_t pj = pr[j] - z_p;
+        const int32_t* vr = vc.data() + j * d;
+        for (int64_t x = 0; x < d; ++x) a32[x] += pj * vr[x];
+      }
+      for (int64_t x = 0; x < d; ++x) acc[static_cast<size_t>(x)] += a32[x];
+    }
+    for (int64_t x = 0; x < d; ++x) {
+      int64_t a = acc[static_cast<size_t>(x)];
+      if (masked != 0) a += masked * tail[static_cast<size_t>(x)];
+      c[i * d + x] = clamp_code(requant(a, m.m, m.shift) + out.zero_point, 0, qmax);
+    }
+    if (masked != 0 && i + 1 < t) {
+      for (int64_t x = 0; x < d; ++x)
+        tail[static_cast<size_t>(x)] -= vc[static_cast<size_t>((i + 1) * d + x)];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- MLP, residual, embedding
+
+void int_silu(const int32_t* g, int64_t n, int32_t z_g, const int32_t* sigmoid_lut,
+              int32_t z_sigma, Multiplier m, const ActQuant& out, int32_t* y) {
+  const int32_t qmax = out.qmax();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t prod = static_cast<int64_t>(g[i] - z_g) * (sigmoid_lut[g[i]] - z_sigma);
+    y[i] = clamp_code(requant(prod, m.m, m.shift) + out.zero_point, 0, qmax);
+  }
+}
+
+void int_mul(const int32_t* a, int32_t z_a, const int32_t* b, int32_t z_b, int64_t n,
+             Multiplier m, const ActQuant& out, int32_t* y) {
+  const int32_t qmax = out.qmax();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t prod = static_cast<int64_t>(a[i] - z_a) * (b[i] - z_b);
+    y[i] = clamp_code(requant(prod, m.m, m.shift) + out.zero_point, 0, qmax);
+  }
+}
+
+void int_residual_add(int32_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {
+  for (int64_t i = 0; i < n; ++i) {
+    r[i] = saturate32(static_cast<int64_t>(r[i]) + requant32(x[i] - z_x, m.m, m.shift));
+  }
+}
+
+void int_embed(const int32_t* table, const int32_t* tokens, int64_t t, int64_t c, int32_t* r) {
+  for (int64_t i = 0; i < t; ++i) std::copy_n(table + tokens[i] * c, c, r + i * c);
+}
+
+// ---------------------------------------------------------------- lm_head
+
+namespace {
+
+constexpr int64_t kLmRows = 4;  // y rows per micro-kernel: each W load feeds 4 dot products
+
+/// acc[r] = sum_c w[c] * y[r][c] for kLmRows rows of int16 codes in [-32767, 32767].
+/// vpmaddwd sums pairs in int32 (each lane at most 2 * 32767 * y_abs); `block` such vectors
+/// (block * 2 * 32767 * y_abs < 2^31, y_abs the rows' largest |y|) are summed in int32, then
+/// widened to int64. block = 1 is the worst case (|y| near 32767); typical rows allow more.
+void dot4_i16(const int16_t* w, const int16_t* const* y, int64_t n, int64_t block,
+              int64_t* acc) {
+  int64_t k = 0;
+#ifdef __AVX2__
+  __m256i sum[kLmRows];
+  for (auto& s : sum) s = _mm256_setzero_si256();
+  const int64_t n16 = n - n % 16;
+  while (k < n16) {
+    const int64_t k_end = std::min(n16, k + 16 * block);
+    __m256i s32[kLmRows];
+    for (auto& s : s32) s = _mm256_setzero_si256();
+    for (; k < k_end; k += 16) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k));
+#pragma GCC unroll 4
+      for (int64_t r = 0; r < kLmRows; ++r) {
+        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[r] + k));
+        s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(wv, yv));
+      }
+    }
+#pragma GCC unroll 4
+    for (int64_t r = 0; r < kLmRows; ++r) {
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(s32[r]));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(s32[r], 1));
+      sum[r] = _mm256_add_epi64(sum[r], _mm256_add_epi64(lo, hi));
+    }
+  }
+  for (int64_t r = 0; r < kLmRows; ++r) {
+    alignas(32) int64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum[r]);
+    acc[r] = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  }
+#else
+  (void)block;
+  for (int64_t r = 0; r < kLmRows; ++r) acc[r] = 0;
+#endif
+  for (; k < n; ++k) {
+    for (int64_t r = 0; r < kLmRows; ++r) acc[r] += static_cast<int32_t>(w[k]) * y[r][k];
+  }
+}
+
+}  // namespace
+
+void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float s_f, int64_t t,
+                 int64_t v, int64_t c, int threads, float* logits) {
+  constexpr int64_t kTokenBlock = 32;  // y rows kept hot in cache while W streams
+  std::vector<int64_t> row_abs(static_cast<size_t>(t), 0);  // [T] max_c |y[t, c]|
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t k = 0; k < c; ++k) {
+      row_abs[static_cast<size_t>(i)] =
+          std::max<int64_t>(row_abs[static_cast<size_t>(i)], std::abs(int64_t{y[i * c + k]}));
+    }
+  }
+  parallel_for(v, threads, [&](int64_t vb, int64_t ve) {
+    std::vector<int16_t> zero(static_cast<size_t>(c), 0);  // [C] padding row
+    for (int64_t t0 = 0; t0 < t; t0 += kTokenBlock) {
+      const int64_t t1 = std::min(t, t0 + kTokenBlock);
+      for (int64_t j = vb; j < ve; ++j) {
+        const int16_t* wr = w + j * c;
+        const double scale = static_cast<double>(s_f) * static_cast<double>(w_scale[j]);
+        for (int64_t i = t0; i < t1; i += kLmRows) {
+          const int16_t* rows[kLmRows];
+          int64_t y_abs = 1;
+          for (int64_t r = 0; r < kLmRows; ++r) {
+            rows[r] = i + r < t1 ? y + (i + r) * c : zero.data();
+            if (i + r < t1) y_abs = std::max(y_abs, row_abs[static_cast<size_t>(i + r)]);
+          }
+          const int64_t block = std::max<int64_t>(1, ((int64_t{1} << 31) - 1) / (2 * 32767 * y_abs));
+          int64_t acc[kLmRows];
+          dot4_i16(wr, rows, c, block, acc);
+          for (int64_t r = 0; r < kLmRows && i + r < t1; ++r) {
+            logits[(i + r) * v + j] = static_cast<float>(scale * static_cast<double>(acc[r]));
+          }
+        }
+      }
+    }
+  });
+}
+
+std::vector<uint8_t> unpack_4bit(const std::vector<uint8_t>& packed, int64_t rows,
+                                 int64_t cols) {
+  const int64_t pcols = (cols + 1) / 2;
+  MQ_CHECK(static_cast<int64_t>(packed.size()) == rows * pcols, "unpack_4bit: ", packed.size(),
+           " bytes, expected ", rows * pcols, " for [", rows, ", ", cols, "]");
+  std::vector<uint8_t> out(static_cast<size_t>(rows * cols));  // [rows, cols]
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < cols; ++k) {
+      const uint8_t byte = packed[static_cast<size_t>(r * pcols + k / 2)];
+      out[static_cast<size_t>(r * cols + k)] = (k % 2 == 0) ? (byte & 0x0f) : (byte >> 4);
+    }
+  }
+  return out;
+}
+
+}  // namespace mq::rt

@@ -1,0 +1,240 @@
+// mobilequant/runtime/int_ops.h
+// The integer kernels of the reference runtime (docs/integer-model.md, "The prefill"). Every
+// kernel works on integer codes only; the single float step is the logits dequantization at
+// the end of int_lm_head. Activation codes travel as int32 buffers (any site of up to 16 bits
+// fits), weights as uint8 codes (one per byte, 4-bit weights unpacked at load).
+//
+// Numerics, precisely:
+// - requant(a, M, n) = (a * M + 2^(n-1)) >> n, arithmetic shift (round half up), computed in
+//   a 128-bit intermediate, so it is exact for every int64 a and int32 M, n in [1, 127].
+// - Linear: acc[t, n] = sum_k (x[t,k] - z_x)(W[n,k] - z_w[n]) is exact in int64: the uint8 x
+//   uint8 products sum_k x*W run in int32 (at most K * 255^2 < 2^31, checked at load: K <=
+//   33025); a 16-bit input is split into its high and low bytes (x = 256 x_h + x_l), two uint8
+//   GEMMs; the zero points are applied afterwards through row sums:
+//   acc = P - z_w[n] sum_k x - z_x sum_k W[n] + K z_x z_w[n].
+//   The uint8 GEMM is gemmlowp's (AVX2 kernels when built with MQ_RUNTIME_NATIVE). Measured
+//   on the project's 2-core AMD EPYC (AVX2, no VNNI), one thread, CPU time, 256x2048x2048:
+//   gemmlowp ~34 GMAC/s, an own register-blocked int16 vpmaddwd kernel ~25 GMAC/s, LibTorch
+//   fp32 ~32 GMAC/s. So the W8A8 linears run at about fp32 speed here, not faster; a
+//   vpmaddubsw kernel (exact for 4-bit weights: 255 * 15 * 2 < 2^15) or VNNI would be the
+//   next step.
+// - RMSNorm: out = clamp(z_out + round(d * m_c / sqrt(den))), den = sum d^2 + E (unsigned
+//   128-bit, so the int32 residual of the final norm cannot overflow it). sqrt is
+//   s = floor(sqrt(den * 4^24)) by an integer Newton iteration on UInt128, so
+//   s / 2^24 approximates sqrt(den) from below with relative error < 2^-24. Per row the
+//   reciprocal r = floor(2^W / s) with W = bitlen(s) + 40 (r in [2^39, 2^41)) is taken once;
+//   then per element out = z_out + round_half_up(d * M_c * r / 2^(n_c + W - 24)) in 128-bit.
+//   The total relative error is < 2^-23, i.e. < 2^-6 of a code for 17-bit values: the result
+//   equals the exactly rounded value except within 2^-6 of a rounding tie (tests: within 1).
+// - Softmax: exactly the doc's p_j = clamp(z_p + round(e_j M / (S 2^n))). Because e_j M >= 0
+//   this equals floor(((e_j M >> (n-1)) + S) / (2S)), one unsigned 64-bit division, done with
+//   a per-row reciprocal and one exact correction step (no rounding difference at all).
+// - qk and pv matmuls: when k (resp. v) codes are 8-bit and q (resp. p) codes at most 16-bit,
+//   they run as the same exact uint8 GEMMs (int_matmul; the causal [T, T] is computed in full,
+//   masked probabilities at code clamp(z_p)). Otherwise: qk sums in int32 when
+//   D * max|q - z_q| * max|k - z_k| < 2^31, else in int64; pv sums blocks of B keys in int32
+//   (B * max|p - z_p| * max|v - z_v| < 2^31) and adds each block to an int64 accumulator.
+// - 8-bit linears fuse the zero-point correction into the requant epilogue: since
+//   |acc| <= K * 255^2 < 2^31, acc is computed exactly in uint32 wrap-around arithmetic.
+// - lm_head: int16 x int16 products summed in pairs in int32 (vpmaddwd; 2 * 32767^2 < 2^31);
+//   such pair sums are added in int32 for as many steps B as B * 2 * 32767 * max|y| < 2^31
+//   allows (B >= 1, from each token row's actual max|y|; lm_head codes are never -32768), then
+//   widened to int64; logits = float(double(s_f) * double(s_lm[v]) * double(acc)).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace mq::rt {
+
+/// 128-bit integers for exact intermediates (__extension__: GCC/Clang builtins, not ISO C++).
+__extension__ typedef __int128 Int128;
+__extension__ typedef unsigned __int128 UInt128;
+
+/// A fixed-point multiplier m ~= M * 2^-n (docs/integer-model.md, "Requantization").
+struct Multiplier {
+  int32_t m = 0;      ///< M, |M| in [2^30, 2^31) or 0
+  int32_t shift = 1;  ///< n >= 1
+};
+
+/// The encoding of an activation site: b-bit unsigned codes with a zero point.
+struct ActQuant {
+  int bits = 8;            ///< b, 1 … 16
+  int32_t zero_point = 0;  ///< z
+  double scale = 0.0;      ///< s (informational; no kernel reads it)
+  /// The largest code, 2^b - 1.
+  int32_t qmax() const { return static_cast<int32_t>((int64_t{1} << bits) - 1); }
+};
+
+/// requant(a, M, n) = (a*M + 2^(n-1)) >> n, exact (128-bit intermediate), saturated to int64.
+inline int64_t requant(int64_t a, int32_t m, int32_t n) {
+  const Int128 p = static_cast<Int128>(a) * m + (static_cast<Int128>(1) << (n - 1));
+  const Int128 q = p >> n;
+  if (q > INT64_MAX) return INT64_MAX;
+  if (q < INT64_MIN) return INT64_MIN;
+  return static_cast<int64_t>(q);
+}
+
+/// requant of an int32 accumulator in 64-bit arithmetic: |a*M| < 2^62, so for n <= 62 the
+/// 64-bit sum cannot overflow; for n >= 63 the result is 0. Equal to requant() for every input.
+inline int64_t requant32(int32_t a, int32_t m, int32_t n) {
+  if (n >= 63) return 0;
+  return (static_cast<int64_t>(a) * m + (int64_t{1} << (n - 1))) >> n;
+}
+
+/// Clamps v to [lo, hi].
+inline int32_t clamp_code(int64_t v, int64_t lo, int64_t hi) {
+  return static_cast<int32_t>(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/// A linear layer's integer weights, as the runtime holds them.
+struct IntLinearWeights {
+  int64_t out_features = 0;          ///< N
+  int64_t in_features = 0;           ///< K
+  int bits = 8;                      ///< weight bits (<= 8)
+  std::vector<uint8_t> codes;        // [N, K] one code per byte
+  std::vector<int32_t> zero_point;   // [N] z_w (per-tensor encodings expanded)
+  std::vector<int32_t> multiplier;   // [N] M
+  std::vector<int32_t> shift;        // [N] n
+  std::vector<int64_t> row_sum;      // [N] sum_k codes[n, k]
+
+  /// Recomputes row_sum from codes.
+  void compute_row_sums();
+};
+
+/// Runs uint8 x uint8 -> int32 matrix products (gemmlowp), reusing one gemmlowp context.
+/// Not thread-safe: one per prefill.
+class Uint8Gemm {
+ public:
+  /// A context that uses at most `threads` threads (>= 1).
+  explicit Uint8Gemm(int threads);
+  ~Uint8Gemm();
+  Uint8Gemm(const Uint8Gemm&) = delete;
+  Uint8Gemm& operator=(const Uint8Gemm&) = delete;
+
+  /// c[t, n] = sum_k a[t, k] * b[n, k], exact when k * 255^2 < 2^31.
+  void multiply(const uint8_t* a,  // [T, K]
+                const uint8_t* b,  // [N, K]
+                int64_t t, int64_t n, int64_t k,
+                int32_t* c);       // [T, N]
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Exact zero-point-corrected integer matrix product through uint8 GEMMs:
+/// acc[t, n] = sum_k (x[t,k] - z_x)(w[n,k] - z_w[n]), x codes of up to 16 bits (split into
+/// bytes when x_bits > 8), w uint8 codes with row sums w_row_sum[n] = sum_k w[n,k].
+void int_matmul(const int32_t* x,          // [T, K] codes in [0, 2^x_bits)
+                int64_t t, int64_t k, int x_bits, int32_t z_x,
+                const uint8_t* w,          // [N, K]
+                int64_t n,
+                const int32_t* z_w,        // [N]
+                const int64_t* w_row_sum,  // [N]
+                int threads, Uint8Gemm& gemm,
+                int64_t* acc);             // [T, N]
+
+/// Integer linear: y[t, n] = clamp(requant(acc[t, n], M[n], n[n]) + z_out, 0, 2^b_out - 1) with
+/// acc the exact zero-point-corrected dot product (see the file comment). Inputs of up to 16
+/// bits.
+void int_linear(const int32_t* x,  // [T, K] codes of `in`
+                int64_t t, const ActQuant& in, const IntLinearWeights& w, const ActQuant& out,
+                int threads, Uint8Gemm& gemm,
+                int32_t* y);       // [T, N] codes of `out`
+
+/// y[i] = clamp(requant(a[i], m) + z, lo, hi) for int64 inputs (e.g. residual -> norm input).
+void int_requant(const int32_t* a,  // [n]
+                 int64_t n, Multiplier m, int32_t z, int32_t lo, int32_t hi,
+                 int32_t* y);       // [n]
+
+/// The integer square root floor(sqrt(v)) of an unsigned 128-bit value (Newton iteration).
+UInt128 isqrt_u128(UInt128 v);
+
+/// RMSNorm on centered values d (see the file comment): per row den = sum_c d^2 + eps_term,
+/// out[t, c] = clamp(z_out + round(d[t,c] * gain_m[c] * 2^-gain_n[c] / sqrt(den)), lo, hi);
+/// den == 0 gives z_out.
+void int_rmsnorm(const int32_t* d,       // [T, C]
+                 int64_t t, int64_t c, int64_t eps_term,
+                 const int32_t* gain_m,  // [C]
+                 const int32_t* gain_n,  // [C]
+                 int32_t z_out, int32_t lo, int32_t hi, int threads,
+                 int32_t* out);          // [T, C]
+
+/// Half-split RoPE on codes x of `heads` heads at positions 0 … T-1: a = x_i - z_in,
+/// b = x_{i+D/2} - z_in, y_i = a cos - b sin, y_{i+D/2} = b cos + a sin (Q30 tables), then
+/// clamp(requant(., m) + z_out, 0, 2^b - 1).
+void int_rope(const int32_t* x,    // [T, heads, D] codes
+              int64_t t, int64_t heads, int64_t d, int32_t z_in,
+              const int32_t* cos,  // [P >= T, D/2] round(2^30 cos)
+              const int32_t* sin,  // [P >= T, D/2] round(2^30 sin)
+              Multiplier m, const ActQuant& out,
+              int32_t* y);         // [T, heads, D]
+
+/// Causal scores of one head: s[i, j] = clamp(requant(sum_d (q - z_q)(k - z_k), m) + z_s) for
+/// j <= i; entries j > i are left untouched. With `gemm` (and q codes < 2^16, k codes < 2^8)
+/// the sums run as a uint8 GEMM (int_matmul), else as int32/int64 loops; both are exact.
+void int_qk(const int32_t* q,  // [T, D] codes
+            const int32_t* k,  // [T, D] codes
+            int64_t t, int64_t d, int32_t z_q, int32_t z_k, Multiplier m, const ActQuant& out,
+            int32_t* s,        // [T, T]
+            Uint8Gemm* gemm = nullptr);
+
+/// Softmax of one row of n valid scores (docs step 2.6): c_max = max s; e_j =
+/// exp_lut[c_max - s_j]; S = sum e_j; p_j = clamp(z_p + round(e_j M / (S 2^n))), exactly.
+void int_softmax_row(const int32_t* s,        // [n] score codes
+                     int64_t n,
+                     const int32_t* exp_lut,  // [lut_size]
+                     int64_t lut_size, Multiplier m, const ActQuant& out,
+                     int32_t* p);             // [n] probability codes
+
+/// Context of one head: c[i, :] = clamp(requant(sum_j (p[i,j] - z_p)(v[j,:] - z_v), m) + z_c),
+/// summing j <= i from p and every masked j > i at code clamp(z_p) (zero when z_p is in range).
+/// With `gemm` (and v codes < 2^8, p codes < 2^16) the sums run as uint8 GEMMs (int_matmul),
+/// else as blocked int32 loops flushed to int64; both are exact.
+void int_pv(const int32_t* p,  // [T, T] probability codes (j <= i read)
+            const int32_t* v,  // [T, D] codes
+            int64_t t, int64_t d, int32_t z_p, int32_t z_v, int32_t p_qmax, Multiplier m,
+            const ActQuant& out,
+            int32_t* c,        // [T, D]
+            Uint8Gemm* gemm = nullptr);
+
+/// SiLU gate: sigma = sigmoid_lut[g]; y = clamp(requant((g - z_g)(sigma - z_sigma), m) + z_y).
+void int_silu(const int32_t* g,            // [n] gate codes
+              int64_t n, int32_t z_g,
+              const int32_t* sigmoid_lut,  // [2^b_g]
+              int32_t z_sigma, Multiplier m, const ActQuant& out,
+              int32_t* y);                 // [n]
+
+/// Elementwise product: y = clamp(requant((a - z_a)(b - z_b), m) + z_y).
+void int_mul(const int32_t* a,  // [n]
+             int32_t z_a,
+             const int32_t* b,  // [n]
+             int32_t z_b, int64_t n, Multiplier m, const ActQuant& out,
+             int32_t* y);       // [n]
+
+/// Residual add: r = saturate_int32(r + requant(x - z_x, m)).
+void int_residual_add(int32_t* r,        // [n] residual (in place)
+                      const int32_t* x,  // [n] branch codes
+                      int32_t z_x, int64_t n, Multiplier m);
+
+/// Embedding: r[t, c] = E[tok_t, c] (the rows are stored as residual codes at s_r).
+void int_embed(const int32_t* table,       // [V, C] residual codes
+               const int32_t* tokens,      // [T]
+               int64_t t, int64_t c,
+               int32_t* r);                // [T, C]
+
+/// lm_head: logits[t, v] = s_f * s_lm[v] * sum_c w[v, c] y[t, c] (int64 accumulator; the only
+/// float step).
+void int_lm_head(const int16_t* y,        // [T, C] final norm codes
+                 const int16_t* w,        // [V, C]
+                 const float* w_scale,    // [V] s_lm
+                 float s_f, int64_t t, int64_t v, int64_t c, int threads,
+                 float* logits);          // [T, V]
+
+/// Unpacks 4-bit codes: element 2k in the low nibble of byte k, 2k+1 in the high nibble.
+std::vector<uint8_t> unpack_4bit(const std::vector<uint8_t>& packed,  // [rows, cols/2]
+                                 int64_t rows, int64_t cols);         // -> [rows, cols]
+
+}  // namespace mq::rt

@@ -1,0 +1,43 @@
+// mobilequant/runtime/int_prefill.h
+// The prefill of docs/integer-model.md ("The prefill, as the reference runtime computes it"):
+// tokens -> float logits [T, V], integer codes everywhere in between. Work is split over
+// std::threads by rows (tokens) for the elementwise kernels and norms, by heads for attention,
+// by vocabulary rows for the lm_head; gemmlowp threads the linears (one GemmContext per call),
+// and each attention worker runs its heads' qk/pv GEMMs on its own single-threaded context. All kernels are exact
+// integer functions of their inputs, so the logits are bitwise identical for every thread count.
+//
+// Activation taps: PrefillOptions::observer, when set, receives the codes of every activation
+// site of every block, named as in manifest.json's "activations" without the layer prefix
+// ("input_layernorm.input", "self_attn.q_proj.output", …, "mlp.w2.output"), plus "residual"
+// after each block (int32 values, not codes) and, with layer -1, "model.norm.output" [T, C].
+// Attention sites have shape [T, heads, D]; "self_attn.qk_bmm.output" and
+// "self_attn.pv_bmm.input" are [H, T, T] with the masked (j > i) entries of qk_bmm.output set to
+// 0 and those of pv_bmm.input set to clamp(z_p).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "mobilequant/runtime/int_model.h"
+
+namespace mq::rt {
+
+/// Receives the codes of one activation site of one layer (see the file comment).
+using SiteObserver = std::function<void(int64_t layer, const std::string& site,
+                                        const std::vector<int32_t>& codes,
+                                        const std::vector<int64_t>& shape)>;
+
+/// Options of prefill().
+struct PrefillOptions {
+  int threads = 0;        ///< worker threads; 0: all hardware threads
+  SiteObserver observer;  ///< optional activation tap (empty: none, no copies made)
+};
+
+/// Runs the integer prefill of `tokens` (each in [0, V), 1 <= T <= P) and returns the logits,
+/// row-major [T, V]. Throws mq::Error naming the bad token and its position, or T and P.
+std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens,
+                           const PrefillOptions& opts = {});
+
+}  // namespace mq::rt

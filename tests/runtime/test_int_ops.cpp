@@ -1,0 +1,330 @@
+// tests/runtime/test_int_ops.cpp: every integer kernel of runtime/int_ops.h against a
+// straightforward reference written here (exact int64/int128 or double precision).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "mobilequant/runtime/int_ops.h"
+
+using mq::rt::ActQuant;
+using mq::rt::Int128;
+using mq::rt::Multiplier;
+using mq::rt::UInt128;
+
+namespace {
+
+// Tolerances, in codes.
+constexpr int64_t kExact = 0;           // integer kernels vs their int64 reference
+constexpr int64_t kSoftmaxVsDouble = 1; // LUT exp (rounded to 2^-30) + one rounding
+constexpr int64_t kNormVsDouble = 1;    // integer sqrt/reciprocal: relative error < 2^-23
+
+/// floor(a / b) for b > 0.
+Int128 floor_div(Int128 a, Int128 b) {
+  Int128 q = a / b;
+  if (a % b != 0 && a < 0) --q;
+  return q;
+}
+
+/// round_half_up(a * M / 2^n) as the exact rational: floor((2aM + 2^n) / 2^(n+1)),
+/// saturated to int64.
+int64_t ref_requant(int64_t a, int32_t m, int n) {
+  const Int128 q = floor_div(2 * static_cast<Int128>(a) * m + (Int128{1} << n),
+                             Int128{1} << (n + 1));
+  if (q > INT64_MAX) return INT64_MAX;
+  if (q < INT64_MIN) return INT64_MIN;
+  return static_cast<int64_t>(q);
+}
+
+int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return std::min(std::max(v, lo), hi); }
+
+int32_t random_m(std::mt19937_64& g) {
+  return static_cast<int32_t>((int64_t{1} << 30) + static_cast<int64_t>(g() % (1u << 30)));
+}
+
+}  // namespace
+
+TEST_CASE("requant equals round-half-up of the exact rational", "[unit]") {
+  std::mt19937_64 g(7);
+  for (int it = 0; it < 200000; ++it) {
+    const int64_t a = static_cast<int64_t>(g() % (int64_t{1} << 41)) - (int64_t{1} << 40);
+    const int32_t m = (it % 2) ? random_m(g) : -random_m(g);
+    const int n = 1 + static_cast<int>(g() % 62);
+    REQUIRE(mq::rt::requant(a, m, n) == ref_requant(a, m, n));
+    const auto a32 = static_cast<int32_t>(a >> 9);
+    REQUIRE(mq::rt::requant32(a32, m, n) == ref_requant(a32, m, n));
+  }
+  // Ties round up (towards +inf), also for negative values.
+  REQUIRE(mq::rt::requant(3, 1 << 30, 31) == 2);    // 1.5 -> 2
+  REQUIRE(mq::rt::requant(-3, 1 << 30, 31) == -1);  // -1.5 -> -1
+  REQUIRE(mq::rt::requant32(5, 1 << 30, 70) == 0);
+}
+
+TEST_CASE("isqrt_u128 is the floor square root", "[unit]") {
+  std::mt19937_64 g(3);
+  for (int it = 0; it < 20000; ++it) {
+    const UInt128 v = (static_cast<UInt128>(g()) << (g() % 60)) + g() % 1000;
+    const UInt128 s = mq::rt::isqrt_u128(v);
+    REQUIRE(s * s <= v);
+    REQUIRE((s + 1) * (s + 1) > v);
+  }
+  REQUIRE(mq::rt::isqrt_u128(0) == 0);
+  REQUIRE(mq::rt::isqrt_u128(1) == 1);
+  REQUIRE(mq::rt::isqrt_u128(15) == 3);
+  REQUIRE(mq::rt::isqrt_u128(16) == 4);
+}
+
+TEST_CASE("int_linear equals the naive triple loop exactly (8- and 16-bit inputs)", "[unit]") {
+  std::mt19937_64 g(11);
+  for (int in_bits : {8, 16}) {
+    for (bool per_channel : {true, false}) {
+      const int64_t t = 7, k = 37, n = 13;
+      ActQuant in{in_bits, static_cast<int32_t>(g() % (1u << in_bits)), 0.0};
+      ActQuant out{8, 100, 0.0};
+      mq::rt::IntLinearWeights w;
+      w.out_features = n;
+      w.in_features = k;
+      for (int64_t i = 0; i < n * k; ++i) w.codes.push_back(static_cast<uint8_t>(g() % 256));
+      const int32_t z0 = static_cast<int32_t>(g() % 256);
+      const int32_t m0 = random_m(g);
+      for (int64_t i = 0; i < n; ++i) {
+        w.zero_point.push_back(per_channel ? static_cast<int32_t>(g() % 256) : z0);
+        w.multiplier.push_back(per_channel ? random_m(g) : m0);
+        w.shift.push_back(in_bits == 8 ? 20 : 28);
+      }
+      w.compute_row_sums();
+      std::vector<int32_t> x(static_cast<size_t>(t * k));  // [T, K]
+      for (auto& e : x) e = static_cast<int32_t>(g() % (1u << in_bits));
+      std::vector<int32_t> y(static_cast<size_t>(t * n));  // [T, N]
+      mq::rt::Uint8Gemm gemm(2);
+      mq::rt::int_linear(x.data(), t, in, w, out, 2, gemm, y.data());
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          int64_t acc = 0;
+          for (int64_t c = 0; c < k; ++c) {
+            acc += (int64_t{x[i * k + c]} - in.zero_point) *
+                   (int64_t{w.codes[j * k + c]} - w.zero_point[j]);
+          }
+          const int64_t ref =
+              clampi(ref_requant(acc, w.multiplier[j], w.shift[j]) + out.zero_point, 0, 255);
+          INFO("bits " << in_bits << " t " << i << " n " << j);
+          REQUIRE(std::llabs(y[i * n + j] - ref) <= kExact);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("int_rmsnorm is within 1 code of the double-precision formula", "[unit]") {
+  std::mt19937_64 g(5);
+  for (bool final_norm : {false, true}) {
+    const int64_t t = 9, c = 64;
+    std::vector<int32_t> d(static_cast<size_t>(t * c));  // [T, C]
+    for (int64_t i = 0; i < t * c; ++i) {
+      d[i] = final_norm ? static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 31)) - (1ll << 30))
+                        : static_cast<int32_t>(static_cast<int64_t>(g() % 65536) - 32768);
+    }
+    std::vector<int32_t> gm(c), gn(c);
+    for (int64_t i = 0; i < c; ++i) {
+      gm[i] = (i % 3 == 0) ? -random_m(g) : random_m(g);
+      gn[i] = 14 + static_cast<int32_t>(g() % 20);
+    }
+    const int64_t eps = 12345;
+    const int32_t z = final_norm ? 0 : 128, lo = final_norm ? -32767 : 0,
+                  hi = final_norm ? 32767 : 255;
+    std::vector<int32_t> out(static_cast<size_t>(t * c));
+    mq::rt::int_rmsnorm(d.data(), t, c, eps, gm.data(), gn.data(), z, lo, hi, 2, out.data());
+    for (int64_t i = 0; i < t; ++i) {
+      long double den = eps;
+      for (int64_t k = 0; k < c; ++k) den += static_cast<long double>(d[i * c + k]) * d[i * c + k];
+      for (int64_t k = 0; k < c; ++k) {
+        const long double val = static_cast<long double>(d[i * c + k]) * gm[k] /
+                                std::ldexp(1.0L, gn[k]) / std::sqrt(den);
+        const int64_t ref = clampi(z + static_cast<int64_t>(std::floor(val + 0.5L)), lo, hi);
+        REQUIRE(std::llabs(out[i * c + k] - ref) <= kNormVsDouble);
+      }
+    }
+  }
+}
+
+TEST_CASE("int_softmax_row matches the doc formula exactly and double softmax within 1", "[unit]") {
+  std::mt19937_64 g(9);
+  const int bits = 12;
+  const double a = 0.004;  // s(qk_bmm.output) / sqrt(D)
+  std::vector<int32_t> lut(1u << bits);
+  for (size_t i = 0; i < lut.size(); ++i) lut[i] = static_cast<int32_t>(std::lround(std::ldexp(std::exp(-a * i), 30)));
+  for (int pbits : {8, 16}) {
+    ActQuant out{pbits, 0, 0.0};
+    const Multiplier m{1 << 30, 30 - pbits + 0};  // m = 2^pbits / 1 ~ 1 / s_p (s_p = 2^-pbits)
+    for (int it = 0; it < 300; ++it) {
+      const int64_t n = 1 + static_cast<int64_t>(g() % 200);
+      std::vector<int32_t> s(n), p(n);
+      for (auto& e : s) e = static_cast<int32_t>(g() % (1u << bits));
+      mq::rt::int_softmax_row(s.data(), n, lut.data(), static_cast<int64_t>(lut.size()), m, out,
+                              p.data());
+      const int32_t cmax = *std::max_element(s.begin(), s.end());
+      int64_t sum = 0;
+      double dsum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        sum += lut[cmax - s[j]];
+        dsum += std::exp(-a * (cmax - s[j]));
+      }
+      for (int64_t j = 0; j < n; ++j) {
+        const Int128 num = static_cast<Int128>(lut[cmax - s[j]]) * m.m;
+        const Int128 den = static_cast<Int128>(sum) << m.shift;
+        const int64_t exact = clampi(static_cast<int64_t>(floor_div(2 * num + den, 2 * den)), 0, out.qmax());
+        REQUIRE(std::llabs(p[j] - exact) <= kExact);
+        const double pd = std::exp(-a * (cmax - s[j])) / dsum * std::ldexp(1.0, pbits);
+        const int64_t dref = clampi(static_cast<int64_t>(std::floor(pd + 0.5)), 0, out.qmax());
+        REQUIRE(std::llabs(p[j] - dref) <= kSoftmaxVsDouble);
+      }
+    }
+  }
+}
+
+TEST_CASE("int_qk, int_pv (loops and uint8 GEMM) and int_rope equal naive int64 loops exactly", "[unit]") {
+  std::mt19937_64 g(13);
+  const int64_t t = 11, d = 8;
+  ActQuant q8{8, 0, 0.0}, s16{16, 0, 0.0};
+  std::vector<int32_t> q(t * d), k(t * d), v(t * d);
+  for (auto* vec : {&q, &k, &v}) for (auto& e : *vec) e = static_cast<int32_t>(g() % 256);
+  const int32_t zq = 120, zk = 131, zv = 127;
+  const Multiplier mqk{random_m(g), 24};
+  std::vector<int32_t> s(t * t, -1);
+  mq::rt::int_qk(q.data(), k.data(), t, d, zq, zk, mqk, s16, s.data());
+  mq::rt::Uint8Gemm gemm(1);
+  std::vector<int32_t> s_gemm(t * t, -1);  // the uint8 GEMM path computes the same codes
+  mq::rt::int_qk(q.data(), k.data(), t, d, zq, zk, mqk, s16, s_gemm.data(), &gemm);
+  REQUIRE(s_gemm == s);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < t; ++j) {
+      if (j > i) {
+        REQUIRE(s[i * t + j] == -1);
+        continue;
+      }
+      int64_t acc = 0;
+      for (int64_t x = 0; x < d; ++x) acc += int64_t{q[i * d + x] - zq} * (k[j * d + x] - zk);
+      REQUIRE(s[i * t + j] == clampi(ref_requant(acc, mqk.m, mqk.shift) + s16.zero_point, 0, 65535));
+    }
+  }
+  // pv with 16-bit probabilities, once with z_p in range (masked terms 0) and once out of range.
+  for (int32_t zp : {0, -5}) {
+    std::vector<int32_t> p(t * t);
+    for (auto& e : p) e = static_cast<int32_t>(g() % 65536);
+    const int32_t masked = std::max(zp, 0);
+    const Multiplier mpv{random_m(g), 30};
+    std::vector<int32_t> c(t * d);
+    mq::rt::int_pv(p.data(), v.data(), t, d, zp, zv, 65535, mpv, q8, c.data());
+    std::vector<int32_t> c_gemm(t * d);
+    mq::rt::int_pv(p.data(), v.data(), t, d, zp, zv, 65535, mpv, q8, c_gemm.data(), &gemm);
+    REQUIRE(c_gemm == c);
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t x = 0; x < d; ++x) {
+        int64_t acc = 0;
+        for (int64_t j = 0; j < t; ++j) {
+          const int64_t pj = (j <= i ? p[i * t + j] : masked) - zp;
+          acc += pj * (v[j * d + x] - zv);
+        }
+        REQUIRE(c[i * d + x] == clampi(ref_requant(acc, mpv.m, mpv.shift), 0, 255));
+      }
+    }
+  }
+  // RoPE on 2 heads.
+  const int64_t heads = 2;
+  std::vector<int32_t> xr(t * heads * d), yr(t * heads * d);
+  for (auto& e : xr) e = static_cast<int32_t>(g() % 256);
+  std::vector<int32_t> cs(t * d / 2), sn(t * d / 2);  // Q30
+  for (int64_t i = 0; i < t * d / 2; ++i) {
+    cs[i] = static_cast<int32_t>(static_cast<int64_t>(g() % 2147483649LL) - 1073741824);
+    sn[i] = static_cast<int32_t>(static_cast<int64_t>(g() % 2147483649LL) - 1073741824);
+  }
+  const Multiplier mr{random_m(g), 45};
+  mq::rt::int_rope(xr.data(), t, heads, d, 128, cs.data(), sn.data(), mr, q8, yr.data());
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t j = 0; j < d / 2; ++j) {
+        const int64_t a = xr[(i * heads + h) * d + j] - 128;
+        const int64_t b = xr[(i * heads + h) * d + j + d / 2] - 128;
+        const int64_t c = cs[i * d / 2 + j], sv = sn[i * d / 2 + j];
+        REQUIRE(yr[(i * heads + h) * d + j] == clampi(ref_requant(a * c - b * sv, mr.m, mr.shift), 0, 255));
+        REQUIRE(yr[(i * heads + h) * d + j + d / 2] ==
+                clampi(ref_requant(b * c + a * sv, mr.m, mr.shift), 0, 255));
+      }
+    }
+  }
+}
+
+TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definitions", "[unit]") {
+  std::mt19937_64 g(17);
+  const int64_t n = 500;
+  std::vector<int32_t> a(n), b(n), y(n);
+  for (auto& e : a) e = static_cast<int32_t>(g() % 256);
+  for (auto& e : b) e = static_cast<int32_t>(g() % 256);
+  std::vector<int32_t> lut(256);
+  for (auto& e : lut) e = static_cast<int32_t>(g() % 256);
+  ActQuant o8{8, 7, 0.0};
+  const Multiplier m{random_m(g), 37};
+  mq::rt::int_silu(a.data(), n, 128, lut.data(), 3, m, o8, y.data());
+  for (int64_t i = 0; i < n; ++i) {
+    REQUIRE(y[i] == clampi(ref_requant(int64_t{a[i] - 128} * (lut[a[i]] - 3), m.m, m.shift) + 7, 0, 255));
+  }
+  mq::rt::int_mul(a.data(), 100, b.data(), 150, n, m, o8, y.data());
+  for (int64_t i = 0; i < n; ++i) {
+    REQUIRE(y[i] == clampi(ref_requant(int64_t{a[i] - 100} * (b[i] - 150), m.m, m.shift) + 7, 0, 255));
+  }
+  std::vector<int32_t> r(n), r0;
+  for (auto& e : r) e = static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 32)) - (1ll << 31));
+  r[0] = INT32_MAX;  // saturates
+  r0 = r;
+  const Multiplier mr{random_m(g), 12};
+  mq::rt::int_residual_add(r.data(), b.data(), 128, n, mr);
+  for (int64_t i = 0; i < n; ++i) {
+    REQUIRE(r[i] == clampi(int64_t{r0[i]} + ref_requant(b[i] - 128, mr.m, mr.shift), INT32_MIN, INT32_MAX));
+  }
+  const int64_t vocab = 5, c = 6;
+  std::vector<int32_t> table(vocab * c);  // residual codes
+  for (auto& e : table) e = static_cast<int32_t>(g() % 2000000000) - 1000000000;
+  const std::vector<int32_t> tok = {3, 0, 4};
+  std::vector<int32_t> re(3 * c);
+  mq::rt::int_embed(table.data(), tok.data(), 3, c, re.data());
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t k = 0; k < c; ++k) REQUIRE(re[i * c + k] == table[tok[i] * c + k]);
+}
+
+TEST_CASE("int_lm_head equals the naive int64 dot product exactly", "[unit]") {
+  std::mt19937_64 g(19);
+  const int64_t t = 5, v = 37, c = 1001;  // odd C exercises the tail; > 16 * 32 the blocks
+  std::vector<int16_t> y(t * c), w(v * c);
+  for (auto& e : y) e = static_cast<int16_t>(static_cast<int64_t>(g() % 65535) - 32767);
+  for (auto& e : w) e = static_cast<int16_t>(static_cast<int64_t>(g() % 65535) - 32767);
+  y[0] = w[0] = 32767;
+  y[1] = w[1] = -32767;
+  std::vector<float> ws(v);
+  for (auto& e : ws) e = 1e-5f * static_cast<float>(1 + g() % 100);
+  const float s_f = 3.1e-4f;
+  // Full-range rows (int32 blocks of one step) and small rows (longer int32 blocks).
+  for (int64_t y_range : {int64_t{32767}, int64_t{700}}) {
+    if (y_range < 32767) {
+      for (auto& e : y) e = static_cast<int16_t>(static_cast<int64_t>(g() % (2 * y_range + 1)) - y_range);
+      y[0] = static_cast<int16_t>(y_range);
+    }
+    std::vector<float> logits(t * v);
+    mq::rt::int_lm_head(y.data(), w.data(), ws.data(), s_f, t, v, c, 3, logits.data());
+    for (int64_t i = 0; i < t; ++i) {
+      for (int64_t j = 0; j < v; ++j) {
+        int64_t acc = 0;
+        for (int64_t k = 0; k < c; ++k) acc += int64_t{y[i * c + k]} * w[j * c + k];
+        const float ref = static_cast<float>(double{s_f} * double{ws[j]} * static_cast<double>(acc));
+        REQUIRE(logits[i * v + j] == ref);
+      }
+    }
+  }
+}
+
+TEST_CASE("unpack_4bit puts element 2k in the low nibble and 2k+1 in the high", "[unit]") {
+  const std::vector<uint8_t> packed = {0x21, 0x43, 0xf0, 0x0e};  // [2, 2] -> [2, 4]
+  const std::vector<uint8_t> expect = {1, 2, 3, 4, 0, 15, 14, 0};
+  REQUIRE(mq::rt::unpack_4bit(packed, 2, 4) == expect);
+  REQUIRE_THROWS_WITH(mq::rt::unpack_4bit(packed, 3, 4), Catch::Contains("expected 6"));
+}
