@@ -13,7 +13,9 @@
 #
 # Environment: MQ_BIN (default build/mobilequant), MQ_SHARED_DIR (default ../shared),
 # MQ_EVAL_LIMIT (documents per task, default 40), MQ_EVAL_MAX_LENGTH (default 512),
-# MQ_TRAIN_EPOCHS / MQ_CALIB_SAMPLES (MobileQuant's short schedule), MQ_THREADS (0: all).
+# MQ_TRAIN_EPOCHS / MQ_CALIB_SAMPLES (MobileQuant's short schedule), MQ_THREADS (0: all),
+# MQ_QUANTS / MQ_METHODS (subsets, e.g. to split the work over calls; finished ones are kept),
+# MQ_BENCH (0: skip `bench int`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 which=${1:?usage: scripts/int_runtime_check.sh stories260k|smollm2 OUT [DEVICE]}
@@ -41,14 +43,17 @@ esac
 [ -e "$model" ] || { echo "model $model not found" >&2; exit 1; }
 data=$shared/data
 log() { echo "+ $*" >> "$out/commands.txt"; echo "+ $*" >&2; "$@"; }
-: > "$out/commands.txt"
+touch "$out/commands.txt"
 echo "# $(date -u +%FT%TZ) git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)" >> "$out/commands.txt"
 
 first_export=""
-for quant in w8a8 w4a8; do
-  for method in mobilequant smoothquant-edge; do
+quants=${MQ_QUANTS:-w8a8 w4a8}
+methods=${MQ_METHODS:-mobilequant smoothquant-edge}
+for quant in $quants; do
+  for method in $methods; do
     name=$quant-$method
     run=$out/runs/$name
+    mkdir -p "$out/$name"
     log "$mq" run "$cfg" --set "model=$model" --set "quant=$quant" --set "method=$method" \
       --set "device=$device" --set "calib.samples=$samples" --set "train.epochs=$epochs" \
       --set "calib.data=$data/wikitext2/wiki.valid.tokens.txt" --set 'eval.tasks=[]' \
@@ -63,18 +68,21 @@ for quant in w8a8 w4a8; do
     rm -rf "$run/model" "$run/checkpoint"
   done
 done
-log "$mq" bench int -m "$first_export" --seqlens 128,256,512 --threads "$threads" \
-  -o "$out/bench_int.json" > "$out/bench_int.md" 2> "$out/bench_int.log"
+if [ "${MQ_BENCH:-1}" != 0 ]; then
+  log "$mq" bench int -m "$first_export" --seqlens 128,256,512 --threads "$threads" \
+    -o "$out/bench_int.json" > "$out/bench_int.md" 2> "$out/bench_int.log"
+fi
 
 {
-  echo "| model | preset | method | task | metric | simulated | integer | Δ | greedy agreement | positions |"
-  echo "|---|---|---|---|---|---:|---:|---:|---:|---:|"
+  echo "| model | preset | method | task | metric | simulated | integer | Δ | greedy agreement | simulated fp64 | fp64 vs fp32 agreement | positions |"
+  echo "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
   for quant in w8a8 w4a8; do
     for method in mobilequant smoothquant-edge; do
+      [ -f "$out/$quant-$method/eval_int.md" ] || continue
       tail -n +3 "$out/$quant-$method/eval_int.md" | sed "s/^| /| $which | $quant | $method | /"
     done
   done
   echo
-  cat "$out/bench_int.md"
+  [ -f "$out/bench_int.md" ] && cat "$out/bench_int.md"
 } > "$out/summary.md"
 cat "$out/summary.md"

@@ -208,7 +208,7 @@ TEST_CASE("read_config_file names the file on open, syntax and key errors", "[un
   REQUIRE_THROWS_WITH(mq::read_config_file(typo, c),
                       Contains(typo + ": unknown key 'max_lenght'") &&
                           Contains("allowed keys: [model, tokenizer, device, dtype, tasks, data, "
-                                   "max_length, seqlen, separator, batch_size, limit, output]"));
+                                   "max_length, seqlen, separator, batch_size, limit, output, runtime, threads]"));
   const std::string ill = (dir / "ill.json").string();
   std::ofstream(ill) << R"({"max_length": "2048"})";
   REQUIRE_THROWS_WITH(mq::read_config_file(ill, c),
