@@ -44,7 +44,7 @@ esac
 data=$shared/data
 log() { echo "+ $*" >> "$out/commands.txt"; echo "+ $*" >&2; "$@"; }
 touch "$out/commands.txt"
-echo "# $(date -u +%FT%TZ) git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)" >> "$out/commands.txt"
+echo "# $(date -u +%FT%TZ) git ${MQ_GIT_REVISION:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?)}" >> "$out/commands.txt"
 
 first_export=""
 quants=${MQ_QUANTS:-w8a8 w4a8}

@@ -2,6 +2,8 @@
 #include "mobilequant/runtime/int_prefill.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 
 #include "mobilequant/core/error.h"
 #include "mobilequant/runtime/int_ops.h"
@@ -61,7 +63,12 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
                   std::vector<int64_t> shape) {
     if (tap) tap(layer, site, codes, shape);
   };
-  Uint8Gemm gemm(threads);
+  // gemmlowp contexts keep their worker threads: one per calling thread and thread count,
+  // kept for the process (starting them per prefill cost more than small prefills compute).
+  static thread_local std::map<int, std::unique_ptr<Uint8Gemm>> contexts;
+  std::unique_ptr<Uint8Gemm>& context = contexts[threads];
+  if (!context) context = std::make_unique<Uint8Gemm>(threads);
+  Uint8Gemm& gemm = *context;
 
   std::vector<int32_t> r(static_cast<size_t>(t * c));           // [T, C] residual (int32, s_r)
   std::vector<int32_t> x(static_cast<size_t>(t * c));           // [T, C] norm input codes
@@ -125,7 +132,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
       std::vector<int32_t> kh(static_cast<size_t>(t * d));  // [T, D]
       std::vector<int32_t> vh(static_cast<size_t>(t * d));  // [T, D]
       std::vector<int32_t> ch(static_cast<size_t>(t * d));  // [T, D]
-      Uint8Gemm head_gemm(1);                               // one per worker thread
+      static thread_local Uint8Gemm head_gemm(1);           // one per worker thread
       for (int64_t h = hb; h < he; ++h) {
         const int64_t g = h / group;
         gather_head(qr, t, nh, d, h, qh);

@@ -420,12 +420,3 @@ TEST_CASE("integer runtime: codes at every site of block 0 equal the simulation'
   }
   mq::remove_tree(dir.parent_path().string());
 }
-
-TEST_CASE("integer runtime: SmolLM2-135M W8A8 and W4A8 follow the simulation", "[heavy]") {
-  const auto gguf = mq::test::source_dir() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!fs::exists(gguf)) MQ_SKIP("no SmolLM2 at " << gguf.string() << " (scripts/fetch_smollm2.sh)");
-  for (const char* p : {"w8a8", "w4a8"}) {
-    INFO("preset " << p);
-    check_within_floor(runtime_vs_sim(gguf.string(), p, random_prompts(49152, {1, 64, 160})));
-  }
-}
