@@ -22,10 +22,12 @@
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/config/quant_config.h"
 #include "mobilequant/config/quantize_config.h"
+#include "mobilequant/export/encoding_table.h"
 #include "mobilequant/export/export_check.h"
 #include "mobilequant/export/export_manifest.h"
 #include "mobilequant/export/export_writer.h"
 #include "mobilequant/models/model_loader.h"
+#include "mobilequant/quant/fake_quantizer.h"
 #include "mobilequant/transforms/quantized_checkpoint.h"
 #include "mobilequant/transforms/quantized_model.h"
 #include "tests/support/golden.h"
@@ -67,6 +69,42 @@ inline ExportSubject make_export_subject(const std::string& tag,
   manifest.base_model = (golden_dir() / model).string();
   manifest.method = "test";
   save_quantized_model(s.model_dir.string(), *s.qm, manifest);
+  return s;
+}
+
+/// A folded model as training leaves one, for the exporters' fidelity tests.
+struct DeployedSubject {
+  LoadedModel lm;           ///< the float model inside qm
+  QuantizedModel qm{nullptr};  ///< folded; activation offsets rounded as the export rounds them
+  EncodingTable table;      ///< the export's encodings (taken before the offsets were rounded)
+};
+
+/// `model_path` calibrated at `quant` (LET on) on random windows, every LET scale drawn from
+/// [0.8, 1.25] and every LWC bound from [2, 4], activation offsets pushed off the integers by up
+/// to 0.4 (as range learning leaves them), folded; then its encoding table is built and its
+/// offsets rounded, so that qm is the simulated model the export describes.
+inline DeployedSubject make_deployed_subject(const std::string& model_path,
+                                             const QuantConfig& quant, uint64_t seed) {
+  DeployedSubject s;
+  s.lm = load_model(model_path);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto windows = torch::randint(0, s.lm.model->config().vocab_size, {8, 64}, gen);  // [8, 64]
+  auto stats = collect_act_stats(s.lm.model, windows, 4);
+  s.qm = QuantizedModel(s.lm.model, QuantizedModelOptions(quant));
+  s.qm->set_act_ranges(stats);
+  torch::NoGradGuard no_grad;
+  for (auto& p : s.qm->let_parameters()) p.uniform_(0.8, 1.25, gen);
+  s.qm->enable_lwc();
+  for (auto& p : s.qm->lwc_parameters()) p.uniform_(2.0, 4.0, gen);
+  for (auto& m : s.qm->modules(false))
+    if (auto* q = m->as<ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
+      q->offset.add_(torch::rand(q->offset.sizes(), gen).sub_(0.5).mul_(0.8));
+  s.qm->fold();
+  s.table = build_encoding_table(*s.qm);
+  for (auto& m : s.qm->modules(false))
+    if (auto* q = m->as<ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
+      q->offset.round_();
+  s.qm->invalidate_weight_cache();
   return s;
 }
 

@@ -43,6 +43,7 @@
 #include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/models/model_loader.h"
 #include "mobilequant/transforms/quantized_model.h"
+#include "tests/export/export_fixture.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -222,40 +223,13 @@ TEST_CASE("onnx export: only the LLaMA family is built", "[unit]") {
 
 namespace {
 
-/// Rounds every activation offset of `qm` in place: the simulated model the export describes.
-void round_act_offsets(mq::QuantizedModelImpl& qm) {
-  torch::NoGradGuard no_grad;
-  for (auto& m : qm.modules(/*include_self=*/false))
-    if (auto* q = m->as<mq::ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
-      q->offset.round_();
-  qm.invalidate_weight_cache();
-}
-
 /// Exports `preset` of stories260K, runs ONNX Runtime on `prompts`, compares with the sim.
 void check_stories_preset(const fs::path& bin, const std::string& preset_name,
                           const std::vector<std::vector<int64_t>>& prompts) {
   INFO("preset " << preset_name);
-  auto lm = mq::load_model(bin.string());
-  const auto& cfg = lm.model->config();
-  auto gen = at::detail::createCPUGenerator(11);
-  const auto windows = torch::randint(0, cfg.vocab_size, {8, 64}, gen);          // [8, 64]
-  auto stats = mq::collect_act_stats(lm.model, windows, 4);
-  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(preset(preset_name)));  // LET on
-  qm->set_act_ranges(stats);
-  {
-    // Non-trivial transforms and clipping, folded as a saved model is; offsets pushed off the
-    // integers as range learning leaves them (the export rounds them).
-    torch::NoGradGuard no_grad;
-    for (auto& p : qm->let_parameters()) p.uniform_(0.8, 1.25, gen);
-    qm->enable_lwc();
-    for (auto& p : qm->lwc_parameters()) p.uniform_(2.0, 4.0, gen);
-    for (auto& m : qm->modules(false))
-      if (auto* q = m->as<mq::ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
-        q->offset.add_(torch::rand(q->offset.sizes(), gen).sub_(0.5).mul_(0.8));
-  }
-  qm->fold();
-  const mq::EncodingTable table = mq::build_encoding_table(*qm);
-  round_act_offsets(*qm);
+  auto subject = mq::test::make_deployed_subject(bin.string(), preset(preset_name), 11);
+  mq::QuantizedModel qm = subject.qm;
+  const mq::EncodingTable& table = subject.table;
 
   const fs::path root = mq::test::scratch_dir("onnx_" + preset_name);
   mq::OnnxOptions opts;

@@ -214,15 +214,6 @@ TEST_CASE("export check: a truncated integer model is a checksum and a schema fi
 
 namespace {
 
-/// Rounds every activation offset of `qm` in place: the simulated model the export describes.
-void round_offsets(mq::QuantizedModelImpl& qm) {
-  torch::NoGradGuard no_grad;
-  for (auto& m : qm.modules(/*include_self=*/false))
-    if (auto* q = m->as<mq::ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
-      q->offset.round_();
-  qm.invalidate_weight_cache();
-}
-
 struct RuntimeVsSim {
   int64_t positions = 0, argmax_same = 0, argmax_same_64 = 0;
   double mean_int = 0.0, mean_quant = 0.0;  // mean |int - sim|, mean |sim - float|
@@ -234,25 +225,10 @@ struct RuntimeVsSim {
 /// runtime's logits with the simulated model's (offsets rounded, as exported) on `prompts`.
 RuntimeVsSim runtime_vs_sim(const std::string& model_path, const std::string& preset_name,
                             const std::vector<std::vector<int32_t>>& prompts) {
-  auto lm = mq::load_model(model_path);
-  const auto& cfg = lm.model->config();
-  auto gen = at::detail::createCPUGenerator(5);
-  const auto windows = torch::randint(0, cfg.vocab_size, {8, 64}, gen);  // [8, 64]
-  auto stats = mq::collect_act_stats(lm.model, windows, 4);
-  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(preset(preset_name)));
-  qm->set_act_ranges(stats);
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : qm->let_parameters()) p.uniform_(0.8, 1.25, gen);
-    qm->enable_lwc();
-    for (auto& p : qm->lwc_parameters()) p.uniform_(2.0, 4.0, gen);
-    for (auto& m : qm->modules(false))
-      if (auto* q = m->as<mq::ActFakeQuantizerImpl>(); q != nullptr && q->initialized())
-        q->offset.add_(torch::rand(q->offset.sizes(), gen).sub_(0.5).mul_(0.8));
-  }
-  qm->fold();
-  const mq::EncodingTable table = mq::build_encoding_table(*qm);
-  round_offsets(*qm);
+  auto subject = mq::test::make_deployed_subject(model_path, preset(preset_name), 5);
+  mq::QuantizedModel qm = subject.qm;
+  const mq::EncodingTable& table = subject.table;
+  const auto& cfg = subject.lm.model->config();
   const fs::path dir = mq::test::scratch_dir("int_vs_sim_" + preset_name) / "int";
   mq::write_int_model(dir.string(), *qm, table);
   const mq::rt::IntModel im = mq::rt::IntModel::load(dir.string());
