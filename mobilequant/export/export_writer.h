@@ -7,11 +7,15 @@
 //   OUT/hf/config.json, OUT/hf/model.safetensors          --format hf
 //   OUT/reference/act_dict.json, default_qcfg.json        --format reference
 //   OUT/aimet/encodings_0.6.1.json, encodings_1.0.0.json  --format aimet
+//   OUT/int/manifest.json, OUT/int/model.safetensors      --format int (docs/integer-model.md)
+//   OUT/onnx/model.onnx                                   --format onnx (docs/onnx.md)
 //
 // Everything is written into a sibling OUT.partial-<pid>, linted (export_check.h), and only then
 // renamed to OUT; a failure at any point removes the partial directory, so OUT is either the
 // complete new export, the old one (without --force), or absent. Whether the preset can be
-// expressed in each format is checked before the model is loaded.
+// expressed in each format is checked before the model is loaded (the model's architecture,
+// for int and onnx, after). With the default "all" (ExportOptions::all_formats), int and onnx
+// are left out with a note when they cannot express the preset or the model.
 #pragma once
 
 #include <string>
