@@ -54,7 +54,7 @@ expect_error exists "already exists" "$mq" export "$run"
 "$mq" export "$run" --force --format hf,aimet >/dev/null 2>"$tmp/err" || { fail "--force:"; cat "$tmp/err"; }
 [ -e "$run/export/reference" ] && fail "--force --format hf,aimet kept the old reference/"
 ls "$run" | grep -q -e '\.partial-' -e '\.old-' && fail "a .partial/.old directory was left in $run"
-expect_error format "onnx" "$mq" export "$run" -o "$tmp/x" --format hf,onnx
+expect_error format "tflite" "$mq" export "$run" -o "$tmp/x" --format hf,tflite
 [ -e "$tmp/x" ] && fail "format: $tmp/x was created"
 
 # An edited file: --check names it and exits non-zero.
