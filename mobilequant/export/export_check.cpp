@@ -121,7 +121,8 @@ class Checker {
       if (has(ExportFormat::kHf)) check_weights();
     }
     if (has(ExportFormat::kReference)) check_reference();
-    if (has(ExportFormat::kInt)) check_int_model_files(dir_, m_, findings_);
+    if (has(ExportFormat::kInt))
+      check_int_model_files(dir_, m_, has(ExportFormat::kHf) ? hf_tensors() : nullptr, findings_);
     return findings_;
   }
 
@@ -136,6 +137,21 @@ class Checker {
     return false;
   }
   std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
+
+  /// hf/model.safetensors, read once for every rule that needs the weights; null (and one
+  /// schema finding) when it does not read.
+  const TensorMap* hf_tensors() {
+    if (!hf_read_) {
+      hf_read_ = true;
+      try {
+        hf_ = read_safetensors(path("hf/model.safetensors"));
+        hf_ok_ = true;
+      } catch (const Error& e) {
+        add(CheckRule::kSchema, "hf/model.safetensors", "", e.what());
+      }
+    }
+    return hf_ok_ ? &hf_ : nullptr;
+  }
 
   bool load_manifest() {
     const std::string p = path(kExportManifestFile);
@@ -591,13 +607,9 @@ class Checker {
   void check_weights() {
     if (!header_ok_ || !v061_ok_) return;
     const std::string rel = std::string("aimet/") + kAimet061File;
-    TensorMap tensors;
-    try {
-      tensors = read_safetensors(path("hf/model.safetensors"));
-    } catch (const Error& e) {
-      add(CheckRule::kSchema, "hf/model.safetensors", "", e.what());
-      return;
-    }
+    const TensorMap* hf = hf_tensors();
+    if (hf == nullptr) return;
+    const TensorMap& tensors = *hf;
     torch::NoGradGuard no_grad;
     for (const ExportSite& s : sites_) {
       if (!s.is_param || !s.spec.enabled) continue;
@@ -750,6 +762,8 @@ class Checker {
   std::map<std::string, const json*> v100_by_name_;
   SafetensorsHeader header_;
   bool header_ok_ = false;
+  TensorMap hf_;  // hf_tensors()
+  bool hf_read_ = false, hf_ok_ = false;
 };
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mobilequant/config/model_config.h"
+#include "mobilequant/core/tensor_map.h"
 #include "mobilequant/config/quant_config.h"
 #include "mobilequant/export/encoding_table.h"
 
@@ -75,10 +76,10 @@ void check_int_model_supported(const ModelConfig& cfg);
 
 /// Lints the integer model of the export in `export_dir` (manifest `m`): tensors present with
 /// the documented dtype and shape, codes within their bits, zero-points in range, multipliers
-/// reproducing their real values, and (when hf/ is exported) weight codes that dequantize to
-/// exactly the simulated weights. Appends findings (export_check.h).
+/// reproducing their real values, and (given `hf`, the export's hf/ tensors) weight codes that
+/// dequantize to exactly the simulated weights. Appends findings (export_check.h).
 void check_int_model_files(const std::string& export_dir, const ExportManifest& m,
-                           std::vector<CheckFinding>& findings);
+                           const TensorMap* hf, std::vector<CheckFinding>& findings);
 
 /// Writes `dir`/manifest.json and `dir`/model.safetensors (`dir` is created) for the folded
 /// model `qm` whose encodings are `table` (build_encoding_table(qm)). `preset` names the

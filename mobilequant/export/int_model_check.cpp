@@ -35,8 +35,9 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 class IntChecker {
  public:
-  IntChecker(std::string dir, const ExportManifest& m, std::vector<CheckFinding>& out)
-      : dir_(std::move(dir)), m_(m), out_(out) {}
+  IntChecker(std::string dir, const ExportManifest& m, const TensorMap* hf,
+             std::vector<CheckFinding>& out)
+      : dir_(std::move(dir)), m_(m), hf_(hf), out_(out) {}
 
   void run() {
     if (!load()) return;
@@ -246,9 +247,9 @@ class IntChecker {
         m.push_back(s_in * static_cast<double>(sc[i].item<float>()) / s_out);
       check_fixed(name + ".requant_", m);
     }
-    if (!hf_loaded_) return;
-    const auto h_it = hf_.find(w_it->second.hf_name);
-    if (h_it == hf_.end() || h_it->second.sizes().vec() != shape) return;  // main linter
+    if (hf_ == nullptr) return;
+    const auto h_it = hf_->find(w_it->second.hf_name);
+    if (h_it == hf_->end() || h_it->second.sizes().vec() != shape) return;  // main linter
     // The simulated weight: the weight quantizer of the spec on the exported float weight.
     torch::NoGradGuard no_grad;
     const torch::Tensor w = h_it->second.to(torch::kFloat32);  // [N, K] or [C]
@@ -313,26 +314,15 @@ class IntChecker {
     (void)KV_;
   }
 
- public:
-  /// Loads hf/model.safetensors for the dequantization rule (when the export has it).
-  void load_hf() {
-    try {
-      hf_ = read_safetensors(dir_ + "/hf/model.safetensors");
-      hf_loaded_ = true;
-    } catch (const Error&) {
-      // reported by the main linter's hf rules
-    }
-  }
-
  private:
   std::string dir_;
   const ExportManifest& m_;
+  const TensorMap* hf_;  // the export's hf/ tensors, or null
   std::vector<CheckFinding>& out_;
   const std::string mrel_ = std::string(kIntModelDir) + "/" + kIntManifestFile;
   const std::string trel_ = std::string(kIntModelDir) + "/" + kIntTensorsFile;
   json manifest_;
-  TensorMap t_, hf_;
-  bool hf_loaded_ = false;
+  TensorMap t_;
   int64_t C_ = 0, F_ = 0, H_ = 0, KV_ = 0, D_ = 0, V_ = 0, P_ = 0;
   bool tied_ = false;
   double s_r_ = 0.0;
@@ -341,11 +331,8 @@ class IntChecker {
 }  // namespace
 
 void check_int_model_files(const std::string& export_dir, const ExportManifest& m,
-                           std::vector<CheckFinding>& findings) {
-  IntChecker c(export_dir, m, findings);
-  for (const ExportFormat f : m.formats)
-    if (f == ExportFormat::kHf) c.load_hf();
-  c.run();
+                           const TensorMap* hf, std::vector<CheckFinding>& findings) {
+  IntChecker(export_dir, m, hf, findings).run();
 }
 
 }  // namespace mq

@@ -19,21 +19,7 @@ Exit status 3 means a Python package is missing (callers may skip); any other fa
 import sys
 
 
-def read_ids(path):
-    """The sequences of IDS_FILE as lists of ints."""
-    sequences = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                sequences.append([int(x) for x in fields])
-            except ValueError:
-                sys.exit(f"hf_logits.py: {path}:{line_no}: expected integer token ids, got {line!r}")
-    if not sequences:
-        sys.exit(f"hf_logits.py: {path}: no sequences")
-    return sequences
+from oracle_ids import read_ids
 
 
 def main():
@@ -50,7 +36,7 @@ def main():
         sys.exit(3)
 
     transformers.utils.logging.disable_progress_bar()
-    sequences = read_ids(ids_path)
+    sequences = read_ids(ids_path, "hf_logits.py")
     model, info = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
     problems = {k: sorted(v) for k, v in info.items() if v}

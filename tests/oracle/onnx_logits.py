@@ -22,21 +22,7 @@ Exit status 3 means a Python package is missing (callers may skip); any other fa
 import sys
 
 
-def read_ids(path):
-    """The sequences of IDS_FILE as lists of ints."""
-    sequences = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                sequences.append([int(x) for x in fields])
-            except ValueError:
-                sys.exit(f"onnx_logits.py: {path}:{line_no}: expected integer token ids, got {line!r}")
-    if not sequences:
-        sys.exit(f"onnx_logits.py: {path}: no sequences")
-    return sequences
+from oracle_ids import read_ids
 
 
 def main():
@@ -69,7 +55,7 @@ def main():
     sess = ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"])
 
     out = {}
-    for k, seq in enumerate(read_ids(ids_path)):
+    for k, seq in enumerate(read_ids(ids_path, "onnx_logits.py")):
         ids = np.asarray([seq], dtype=np.int64)                      # [1, T]
         (logits,) = sess.run(["logits"], {"input_ids": ids})          # [1, T, V]
         if logits.shape[:2] != (1, len(seq)):

@@ -59,15 +59,6 @@ inline void write_safetensors(const std::string& path,
   }
 }
 
-/// A fresh scratch directory under the system temp dir.
-inline std::filesystem::path runtime_scratch_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("mq_rt_test_" + name + "_" + std::to_string(::getpid()));
-  ::mq::remove_tree(dir.string());
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
 /// The shape of the synthetic model (defaults: the brief's tiny 2-layer model).
 struct TinyIntModelSpec {
   int64_t c = 16, f = 32, h = 2, kv = 1, d = 8, v = 50, p = 64, layers = 2;

@@ -12,6 +12,7 @@
 #include "mobilequant/runtime/int_model.h"
 #include "mobilequant/runtime/int_prefill.h"
 #include "tests/runtime/int_model_fixture.h"
+#include "tests/support/test_support.h"
 
 namespace {
 std::vector<int32_t> some_tokens(int64_t t, int64_t v) {
@@ -22,7 +23,7 @@ std::vector<int32_t> some_tokens(int64_t t, int64_t v) {
 }  // namespace
 
 TEST_CASE("prefill of a tiny int model: shape, finite, deterministic across threads", "[unit]") {
-  const auto dir = mq::test::runtime_scratch_dir("int_model");
+  const auto dir = mq::test::scratch_dir("int_model");
   mq::test::TinyIntModelSpec spec;
   mq::test::write_tiny_int_model(dir, spec);
   const auto m = mq::rt::IntModel::load(dir.string());
@@ -69,7 +70,7 @@ TEST_CASE("prefill of a tiny int model: shape, finite, deterministic across thre
 }
 
 TEST_CASE("an untied tiny int model loads its own lm_head", "[unit]") {
-  const auto dir = mq::test::runtime_scratch_dir("int_model_untied");
+  const auto dir = mq::test::scratch_dir("int_model_untied");
   mq::test::TinyIntModelSpec spec;
   spec.tied = false;
   spec.pack_w2 = false;
@@ -82,7 +83,7 @@ TEST_CASE("an untied tiny int model loads its own lm_head", "[unit]") {
 }
 
 TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit]") {
-  const auto dir = mq::test::runtime_scratch_dir("int_model_bad");
+  const auto dir = mq::test::scratch_dir("int_model_bad");
   mq::test::TinyIntModelSpec spec;
   spec.omit = "model.layers.1.self_attn.k_proj.requant_shift";
   mq::test::write_tiny_int_model(dir, spec);

@@ -7,12 +7,13 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/runtime/safetensors_file.h"
 #include "tests/runtime/int_model_fixture.h"
+#include "tests/support/test_support.h"
 
 using mq::rt::DType;
 using mq::rt::SafetensorsFile;
 
 TEST_CASE("SafetensorsFile reads tensors back and checks dtype and shape", "[unit]") {
-  const auto dir = mq::test::runtime_scratch_dir("st_read");
+  const auto dir = mq::test::scratch_dir("st_read");
   const std::string path = (dir / "a.safetensors").string();
   mq::test::write_safetensors(
       path, {{"x", mq::test::raw_tensor<int16_t>("I16", {2, 3}, {1, -2, 3, -4, 5, -32768})},
@@ -37,7 +38,7 @@ TEST_CASE("SafetensorsFile reads tensors back and checks dtype and shape", "[uni
 }
 
 TEST_CASE("SafetensorsFile refuses truncated files and bad headers", "[unit]") {
-  const auto dir = mq::test::runtime_scratch_dir("st_trunc");
+  const auto dir = mq::test::scratch_dir("st_trunc");
   const std::string path = (dir / "t.safetensors").string();
   mq::test::write_safetensors(path,
                               {{"x", mq::test::raw_tensor<int32_t>("I32", {4}, {1, 2, 3, 4})}});
