@@ -11,11 +11,14 @@
 #include <iostream>
 #include <memory>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "mobilequant/cli/commands.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/runtime/int_model.h"
 #include "mobilequant/runtime/int_prefill.h"
+#include "mobilequant/runtime/vnni_gemm.h"
 
 namespace mq::cli {
 
@@ -27,6 +30,8 @@ struct BenchIntArgs {
   std::string model;
   std::vector<int64_t> seqlens{128, 256, 512};
   int64_t warmup = 1, reps = 5, threads = 0, seed = 0;
+  bool profile = false;
+  std::string gemm = "auto";
   std::string output;
 };
 
@@ -55,6 +60,8 @@ void run_bench_int(const BenchIntArgs& a) {
   MQ_CHECK(fs::is_regular_file(a.model + "/hf/config.json"), "bench int: '", a.model,
            "' has no hf/ float model to compare with; export with --format hf,int");
   MQ_CHECK(a.reps >= 1 && a.warmup >= 0, "bench int: --reps must be >= 1 and --warmup >= 0");
+  if (a.gemm == "gemmlowp") rt::set_gemm_backend(rt::GemmBackend::kGemmlowp);
+  if (a.gemm == "vnni") rt::set_gemm_backend(rt::GemmBackend::kVnni);
   if (a.threads > 0) torch::set_num_threads(static_cast<int>(a.threads));
   const int threads = torch::get_num_threads();
   std::cerr << "[bench int] loading " << a.model << "/int and " << a.model << "/hf\n";
@@ -69,6 +76,7 @@ void run_bench_int(const BenchIntArgs& a) {
   std::cout << "\n| seqlen | fp32 LibTorch ms | integer runtime ms | speed-up (fp32 / int) |\n"
             << "|---:|---:|---:|---:|\n";
   nlohmann::json rows = nlohmann::json::array();
+  std::vector<std::pair<int64_t, rt::PrefillProfile>> profiles;  // (seqlen, stage times)
   for (const int64_t t : a.seqlens) {
     MQ_CHECK(t >= 1 && t <= im.config().max_positions, "bench int: seqlen ", t,
              " outside [1, ", im.config().max_positions, "]");
@@ -84,17 +92,41 @@ void run_bench_int(const BenchIntArgs& a) {
     const double i = median_seconds(a.warmup, a.reps, [&] { (void)rt::prefill(im, tokens, popts); });
     std::cout << "| " << t << " | " << std::fixed << std::setprecision(1) << 1e3 * f << " | "
               << 1e3 * i << " | " << std::setprecision(2) << f / i << " |\n";
-    rows.push_back({{"seqlen", t},
-                    {"fp32_median_seconds", f},
-                    {"int_median_seconds", i},
-                    {"speedup", f / i}});
+    nlohmann::json row{{"seqlen", t},
+                       {"fp32_median_seconds", f},
+                       {"int_median_seconds", i},
+                       {"speedup", f / i}};
+    if (a.profile) {
+      // One more run per timed one, profiled apart so that the timers never touch the medians.
+      rt::PrefillProfile prof;
+      rt::PrefillOptions po = popts;
+      po.profile = &prof;
+      for (int64_t r = 0; r < a.reps; ++r) (void)rt::prefill(im, tokens, po);
+      nlohmann::json stages = nlohmann::json::object();
+      for (const auto& [stage, sec] : prof.seconds) stages[stage] = sec / static_cast<double>(prof.calls);
+      row["int_stage_mean_seconds"] = stages;
+      profiles.emplace_back(t, std::move(prof));
+    }
+    rows.push_back(row);
+  }
+  for (const auto& [t, prof] : profiles) {
+    double total = 0;
+    for (const auto& kv : prof.seconds) total += kv.second;
+    std::cout << "\nInteger runtime stages at seqlen " << t << " (mean of " << prof.calls
+              << " profiled prefills):\n\n| stage | ms | share |\n|---|---:|---:|\n";
+    for (const auto& [stage, sec] : prof.seconds) {
+      std::cout << "| " << stage << " | " << std::fixed << std::setprecision(2)
+                << 1e3 * sec / static_cast<double>(prof.calls) << " | " << std::setprecision(1)
+                << 100.0 * sec / total << "% |\n";
+    }
   }
   std::cout << "\nexport " << a.model << ", CPU, " << threads << " threads (both), median of "
-            << a.reps << " after " << a.warmup << " warm-up(s); LibTorch " << TORCH_VERSION
-            << "\n";
+            << a.reps << " after " << a.warmup << " warm-up(s); integer GEMM "
+            << rt::gemm_backend_name() << "; LibTorch " << TORCH_VERSION << "\n";
   if (!a.output.empty()) {
     nlohmann::json j{{"model", a.model},
                      {"threads", threads},
+                     {"gemm", rt::gemm_backend_name()},
                      {"reps", a.reps},
                      {"warmup", a.warmup},
                      {"libtorch", TORCH_VERSION},
@@ -119,6 +151,14 @@ void add_bench_int_subcommand(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the random token ids")->capture_default_str();
   cmd->add_option("-o,--output", a->output, "Also write the figures as JSON");
+  cmd->add_option("--gemm", a->gemm,
+                  "Integer GEMM: auto (AVX-512 VNNI where the CPU has it, else gemmlowp), "
+                  "gemmlowp or vnni")
+      ->check(CLI::IsMember({"auto", "gemmlowp", "vnni"}))
+      ->capture_default_str();
+  cmd->add_flag("--profile", a->profile,
+                "Also time the integer runtime's stages (norm, qkv, attention, …) in --reps "
+                "extra prefills per length, and print where the time goes");
   cmd->callback([a] { run_bench_int(*a); });
 }
 

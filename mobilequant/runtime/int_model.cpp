@@ -131,6 +131,7 @@ class Loader {
     w.shift = expand(prefix + ".requant_shift", n);
     for (int32_t s : w.shift) check_shift(prefix + ".requant_shift", s);
     w.compute_row_sums();
+    w.pack_for_cpu();
     return w;
   }
 

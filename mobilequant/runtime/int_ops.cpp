@@ -45,6 +45,11 @@ inline int bit_length(UInt128 v) {
 
 }  // namespace
 
+void IntLinearWeights::pack_for_cpu() {
+  packed = vnni_supported() ? VnniPackedB::pack(codes.data(), out_features, in_features)
+                            : VnniPackedB{};
+}
+
 void IntLinearWeights::compute_row_sums() {
   row_sum.assign(static_cast<size_t>(out_features), 0);
   for (int64_t n = 0; n < out_features; ++n) {
@@ -59,18 +64,30 @@ void IntLinearWeights::compute_row_sums() {
 
 struct Uint8Gemm::Impl {
   gemmlowp::GemmContext context;
+  int threads = 1;
 };
 
 Uint8Gemm::Uint8Gemm(int threads) : impl_(std::make_unique<Impl>()) {
-  impl_->context.set_max_num_threads(std::max(threads, 1));
+  impl_->threads = std::max(threads, 1);
+  impl_->context.set_max_num_threads(impl_->threads);
 }
 
 Uint8Gemm::~Uint8Gemm() = default;
 
 void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t n, int64_t k,
-                         int32_t* c) {
+                         int32_t* c, const VnniPackedB* packed) {
   MQ_CHECK(k * 255 * 255 < (int64_t{1} << 31), "uint8 gemm: K = ", k,
            " could overflow the int32 accumulator (at most 33025)");
+  if (use_vnni()) {
+    if (packed != nullptr && !packed->empty()) {
+      MQ_CHECK(packed->n == n && packed->k == k, "uint8 gemm: packed operand [", packed->n, ", ",
+               packed->k, "], expected [", n, ", ", k, "]");
+      vnni_multiply(a, t, *packed, impl_->threads, c);
+    } else {
+      vnni_multiply(a, t, VnniPackedB::pack(b, n, k), impl_->threads, c);
+    }
+    return;
+  }
   const int rows = static_cast<int>(t);
   const int cols = static_cast<int>(n);
   const int depth = static_cast<int>(k);
@@ -86,7 +103,7 @@ void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t 
 
 void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
                 const uint8_t* w, int64_t n, const int32_t* z_w, const int64_t* w_row_sum,
-                int threads, Uint8Gemm& gemm, int64_t* acc) {
+                int threads, Uint8Gemm& gemm, int64_t* acc, const VnniPackedB* w_packed) {
   const bool wide = x_bits > 8;
   std::vector<uint8_t> lo(static_cast<size_t>(t * k));             // [T, K] low bytes
   std::vector<uint8_t> hi(wide ? static_cast<size_t>(t * k) : 0);  // [T, K] high bytes
@@ -109,8 +126,8 @@ void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
   });
   std::vector<int32_t> p_lo(static_cast<size_t>(t * n));             // [T, N]
   std::vector<int32_t> p_hi(wide ? static_cast<size_t>(t * n) : 0);  // [T, N]
-  gemm.multiply(lo.data(), w, t, n, k, p_lo.data());
-  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data());
+  gemm.multiply(lo.data(), w, t, n, k, p_lo.data(), w_packed);
+  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data(), w_packed);
   const int64_t zx = z_x;
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -133,7 +150,7 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
   if (in.bits > 8) {
     std::vector<int64_t> acc(static_cast<size_t>(t * n_out));  // [T, N]
     int_matmul(x, t, k_in, in.bits, in.zero_point, w.codes.data(), n_out, w.zero_point.data(),
-               w.row_sum.data(), threads, gemm, acc.data());
+               w.row_sum.data(), threads, gemm, acc.data(), &w.packed);
     parallel_for(t, threads, [&](int64_t b, int64_t e) {
       for (int64_t i = b * n_out; i < e * n_out; ++i) {
         const size_t ni = static_cast<size_t>(i % n_out);
@@ -166,7 +183,7 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
     zw[static_cast<size_t>(n)] = static_cast<uint32_t>(z);
   }
   std::vector<int32_t> raw(static_cast<size_t>(t * n_out));  // [T, N] sum_k x w
-  gemm.multiply(xu.data(), w.codes.data(), t, n_out, k_in, raw.data());
+  gemm.multiply(xu.data(), w.codes.data(), t, n_out, k_in, raw.data(), &w.packed);
   const int32_t* mult = w.multiplier.data();
   const int32_t* shift = w.shift.data();
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
@@ -523,6 +540,8 @@ void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float
           std::max<int64_t>(row_abs[static_cast<size_t>(i)], std::abs(int64_t{y[i * c + k]}));
     }
   }
+  const bool vnni = use_vnni();
+  static_assert(kLmRows == 4, "vnni_dot4_i16 takes four rows");
   parallel_for(v, threads, [&](int64_t vb, int64_t ve) {
     std::vector<int16_t> zero(static_cast<size_t>(c), 0);  // [C] padding row
     for (int64_t t0 = 0; t0 < t; t0 += kTokenBlock) {
@@ -539,7 +558,11 @@ void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float
           }
           const int64_t block = std::max<int64_t>(1, ((int64_t{1} << 31) - 1) / (2 * 32767 * y_abs));
           int64_t acc[kLmRows];
-          dot4_i16(wr, rows, c, block, acc);
+          if (vnni) {
+            vnni_dot4_i16(wr, rows, c, block, acc);
+          } else {
+            dot4_i16(wr, rows, c, block, acc);
+          }
           for (int64_t r = 0; r < kLmRows && i + r < t1; ++r) {
             logits[(i + r) * v + j] = static_cast<float>(scale * static_cast<double>(acc[r]));
           }

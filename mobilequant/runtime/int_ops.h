@@ -46,6 +46,8 @@
 #include <memory>
 #include <vector>
 
+#include "mobilequant/runtime/vnni_gemm.h"
+
 namespace mq::rt {
 
 /// 128-bit integers for exact intermediates (__extension__: GCC/Clang builtins, not ISO C++).
@@ -98,13 +100,16 @@ struct IntLinearWeights {
   std::vector<int32_t> multiplier;   // [N] M
   std::vector<int32_t> shift;        // [N] n
   std::vector<int64_t> row_sum;      // [N] sum_k codes[n, k]
+  VnniPackedB packed;                // codes packed for the VNNI kernels (empty without VNNI)
 
   /// Recomputes row_sum from codes.
   void compute_row_sums();
+  /// Packs codes for the VNNI kernels if the CPU has them (else leaves `packed` empty).
+  void pack_for_cpu();
 };
 
-/// Runs uint8 x uint8 -> int32 matrix products (gemmlowp), reusing one gemmlowp context.
-/// Not thread-safe: one per prefill.
+/// Runs uint8 x uint8 -> int32 matrix products: on the VNNI kernels (vnni_gemm.h) when
+/// use_vnni(), else on gemmlowp, reusing one gemmlowp context. Not thread-safe: one per prefill.
 class Uint8Gemm {
  public:
   /// A context that uses at most `threads` threads (>= 1).
@@ -113,11 +118,13 @@ class Uint8Gemm {
   Uint8Gemm(const Uint8Gemm&) = delete;
   Uint8Gemm& operator=(const Uint8Gemm&) = delete;
 
-  /// c[t, n] = sum_k a[t, k] * b[n, k], exact when k * 255^2 < 2^31.
+  /// c[t, n] = sum_k a[t, k] * b[n, k], exact when k * 255^2 < 2^31. `packed`, if given and
+  /// not empty, is b packed (VnniPackedB::pack); else the VNNI path packs b per call.
   void multiply(const uint8_t* a,  // [T, K]
                 const uint8_t* b,  // [N, K]
                 int64_t t, int64_t n, int64_t k,
-                int32_t* c);       // [T, N]
+                int32_t* c,        // [T, N]
+                const VnniPackedB* packed = nullptr);
 
  private:
   struct Impl;
@@ -134,7 +141,8 @@ void int_matmul(const int32_t* x,          // [T, K] codes in [0, 2^x_bits)
                 const int32_t* z_w,        // [N]
                 const int64_t* w_row_sum,  // [N]
                 int threads, Uint8Gemm& gemm,
-                int64_t* acc);             // [T, N]
+                int64_t* acc,              // [T, N]
+                const VnniPackedB* w_packed = nullptr);
 
 /// Integer linear: y[t, n] = clamp(requant(acc[t, n], M[n], n[n]) + z_out, 0, 2^b_out - 1) with
 /// acc the exact zero-point-corrected dot product (see the file comment). Inputs of up to 16

@@ -2,6 +2,7 @@
 #include "mobilequant/runtime/int_prefill.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 
@@ -42,7 +43,36 @@ void gather_head(const std::vector<int32_t>& x, int64_t t, int64_t heads, int64_
   }
 }
 
+/// Adds the wall time from construction to destruction to a profile's stage (no-op if null).
+class StageTimer {
+ public:
+  StageTimer(PrefillProfile* p, const char* stage)
+      : p_(p), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
+  ~StageTimer() {
+    if (p_ == nullptr) return;
+    const std::chrono::duration<double> d = std::chrono::steady_clock::now() - t0_;
+    p_->add(stage_, d.count());
+  }
+  StageTimer(const StageTimer&) = delete;
+  StageTimer& operator=(const StageTimer&) = delete;
+
+ private:
+  PrefillProfile* p_;
+  const char* stage_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 }  // namespace
+
+void PrefillProfile::add(const std::string& stage, double s) {
+  for (auto& [name, total] : seconds) {
+    if (name == stage) {
+      total += s;
+      return;
+    }
+  }
+  seconds.emplace_back(stage, s);
+}
 
 std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens,
                            const PrefillOptions& opts) {
@@ -59,6 +89,8 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   }
   const int threads = resolve_threads(opts.threads);
   const auto& tap = opts.observer;
+  PrefillProfile* prof = opts.profile;
+  if (prof != nullptr) ++prof->calls;
   auto emit = [&](int64_t layer, const char* site, const std::vector<int32_t>& codes,
                   std::vector<int64_t> shape) {
     if (tap) tap(layer, site, codes, shape);
@@ -90,97 +122,127 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   std::vector<int32_t> down(static_cast<size_t>(t * c));        // [T, C] w2.output
 
   // 1. Embedding rows -> residual.
-  int_embed(m.embed_q.data(), tokens.data(), t, c, r.data());
+  {
+    StageTimer st(prof, "embed");
+    int_embed(m.embed_q.data(), tokens.data(), t, c, r.data());
+  }
 
   const int64_t group = nh / kv;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const IntLayer& L = m.layers()[static_cast<size_t>(l)];
     // 2.1-2.2 input_layernorm.
-    block_norm(L.input_layernorm, r, t, c, threads, x, xn);
+    {
+      StageTimer st(prof, "norm");
+      block_norm(L.input_layernorm, r, t, c, threads, x, xn);
+    }
     emit(l, "input_layernorm.input", x, {t, c});
     emit(l, "input_layernorm.output", xn, {t, c});
     // 2.3 q, k, v.
     const ActQuant& nin = L.input_layernorm.out;
-    int_linear(xn.data(), t, nin, L.q_proj, L.q_out, threads, gemm, q.data());
-    int_linear(xn.data(), t, nin, L.k_proj, L.k_out, threads, gemm, k.data());
-    int_linear(xn.data(), t, nin, L.v_proj, L.v_out, threads, gemm, vv.data());
+    {
+      StageTimer st(prof, "qkv");
+      int_linear(xn.data(), t, nin, L.q_proj, L.q_out, threads, gemm, q.data());
+      int_linear(xn.data(), t, nin, L.k_proj, L.k_out, threads, gemm, k.data());
+      int_linear(xn.data(), t, nin, L.v_proj, L.v_out, threads, gemm, vv.data());
+    }
     emit(l, "self_attn.q_proj.output", q, {t, nh, d});
     emit(l, "self_attn.k_proj.output", k, {t, kv, d});
     emit(l, "self_attn.v_proj.output", vv, {t, kv, d});
     // 2.4 RoPE on q and k; v requantized.
-    parallel_for(t, threads, [&](int64_t b, int64_t e) {
-      int_rope(q.data() + b * nh * d, e - b, nh, d, L.q_out.zero_point,
-               m.rope_cos.data() + b * (d / 2), m.rope_sin.data() + b * (d / 2), L.rope_q,
-               L.qk_in, qr.data() + b * nh * d);
-      int_rope(k.data() + b * kv * d, e - b, kv, d, L.k_out.zero_point,
-               m.rope_cos.data() + b * (d / 2), m.rope_sin.data() + b * (d / 2), L.rope_k,
-               L.qk_in2, kr.data() + b * kv * d);
-      for (int64_t i = b * kv * d; i < e * kv * d; ++i) {
-        const size_t ii = static_cast<size_t>(i);
-        vr[ii] = clamp_code(requant32(vv[ii] - L.v_out.zero_point, L.v_requant.m,
-                                      L.v_requant.shift) + L.pv_in2.zero_point,
-                            0, L.pv_in2.qmax());
-      }
-    });
+    {
+      StageTimer st(prof, "rope");
+      parallel_for(t, threads, [&](int64_t b, int64_t e) {
+        int_rope(q.data() + b * nh * d, e - b, nh, d, L.q_out.zero_point,
+                 m.rope_cos.data() + b * (d / 2), m.rope_sin.data() + b * (d / 2), L.rope_q,
+                 L.qk_in, qr.data() + b * nh * d);
+        int_rope(k.data() + b * kv * d, e - b, kv, d, L.k_out.zero_point,
+                 m.rope_cos.data() + b * (d / 2), m.rope_sin.data() + b * (d / 2), L.rope_k,
+                 L.qk_in2, kr.data() + b * kv * d);
+        for (int64_t i = b * kv * d; i < e * kv * d; ++i) {
+          const size_t ii = static_cast<size_t>(i);
+          vr[ii] = clamp_code(requant32(vv[ii] - L.v_out.zero_point, L.v_requant.m,
+                                        L.v_requant.shift) + L.pv_in2.zero_point,
+                              0, L.pv_in2.qmax());
+        }
+      });
+    }
     emit(l, "self_attn.qk_bmm.input", qr, {t, nh, d});
     emit(l, "self_attn.qk_bmm.input2", kr, {t, kv, d});
     emit(l, "self_attn.pv_bmm.input2", vr, {t, kv, d});
     // 2.5-2.7 attention, one head per task.
-    const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
-    parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
-      std::vector<int32_t> qh(static_cast<size_t>(t * d));  // [T, D]
-      std::vector<int32_t> kh(static_cast<size_t>(t * d));  // [T, D]
-      std::vector<int32_t> vh(static_cast<size_t>(t * d));  // [T, D]
-      std::vector<int32_t> ch(static_cast<size_t>(t * d));  // [T, D]
-      static thread_local Uint8Gemm head_gemm(1);           // one per worker thread
-      for (int64_t h = hb; h < he; ++h) {
-        const int64_t g = h / group;
-        gather_head(qr, t, nh, d, h, qh);
-        gather_head(kr, t, kv, d, g, kh);
-        gather_head(vr, t, kv, d, g, vh);
-        int32_t* s = scores.data() + h * t * t;  // [T, T]
-        int32_t* p = probs.data() + h * t * t;   // [T, T]
-        int_qk(qh.data(), kh.data(), t, d, L.qk_in.zero_point, L.qk_in2.zero_point, L.qk_bmm,
-               L.qk_out, s, &head_gemm);
-        for (int64_t i = 0; i < t; ++i) {
-          int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
-                          static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
-          std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
-          std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
+    {
+      StageTimer st(prof, "attention");
+      const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
+      parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
+        std::vector<int32_t> qh(static_cast<size_t>(t * d));  // [T, D]
+        std::vector<int32_t> kh(static_cast<size_t>(t * d));  // [T, D]
+        std::vector<int32_t> vh(static_cast<size_t>(t * d));  // [T, D]
+        std::vector<int32_t> ch(static_cast<size_t>(t * d));  // [T, D]
+        static thread_local Uint8Gemm head_gemm(1);           // one per worker thread
+        for (int64_t h = hb; h < he; ++h) {
+          const int64_t g = h / group;
+          gather_head(qr, t, nh, d, h, qh);
+          gather_head(kr, t, kv, d, g, kh);
+          gather_head(vr, t, kv, d, g, vh);
+          int32_t* s = scores.data() + h * t * t;  // [T, T]
+          int32_t* p = probs.data() + h * t * t;   // [T, T]
+          int_qk(qh.data(), kh.data(), t, d, L.qk_in.zero_point, L.qk_in2.zero_point, L.qk_bmm,
+                 L.qk_out, s, &head_gemm);
+          for (int64_t i = 0; i < t; ++i) {
+            int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
+                            static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
+            std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
+            std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
+          }
+          int_pv(p, vh.data(), t, d, L.pv_in.zero_point, L.pv_in2.zero_point, L.pv_in.qmax(),
+                 L.pv_bmm, L.pv_out, ch.data(), &head_gemm);
+          for (int64_t i = 0; i < t; ++i) {
+            std::copy_n(ch.data() + i * d, d, ctx.data() + (i * nh + h) * d);
+          }
         }
-        int_pv(p, vh.data(), t, d, L.pv_in.zero_point, L.pv_in2.zero_point, L.pv_in.qmax(),
-               L.pv_bmm, L.pv_out, ch.data(), &head_gemm);
-        for (int64_t i = 0; i < t; ++i) {
-          std::copy_n(ch.data() + i * d, d, ctx.data() + (i * nh + h) * d);
-        }
-      }
-    });
+      });
+    }
     emit(l, "self_attn.qk_bmm.output", scores, {nh, t, t});
     emit(l, "self_attn.pv_bmm.input", probs, {nh, t, t});
     emit(l, "self_attn.pv_bmm.output", ctx, {t, nh, d});
-    int_linear(ctx.data(), t, L.pv_out, L.o_proj, L.o_out, threads, gemm, o.data());
+    {
+      StageTimer st(prof, "o_proj");
+      int_linear(ctx.data(), t, L.pv_out, L.o_proj, L.o_out, threads, gemm, o.data());
+    }
     emit(l, "self_attn.o_proj.output", o, {t, c});
     // 2.8 residual add.
-    rows_parallel(t, threads, [&](int64_t b, int64_t e) {
-      int_residual_add(r.data() + b * c, o.data() + b * c, L.o_out.zero_point, (e - b) * c,
-                       L.resid_add_1);
-    });
+    {
+      StageTimer st(prof, "residual");
+      rows_parallel(t, threads, [&](int64_t b, int64_t e) {
+        int_residual_add(r.data() + b * c, o.data() + b * c, L.o_out.zero_point, (e - b) * c,
+                         L.resid_add_1);
+      });
+    }
     // 2.9 post_attention_layernorm, gate and up.
-    block_norm(L.post_attention_layernorm, r, t, c, threads, x, xn);
+    {
+      StageTimer st(prof, "norm");
+      block_norm(L.post_attention_layernorm, r, t, c, threads, x, xn);
+    }
     emit(l, "post_attention_layernorm.input", x, {t, c});
     emit(l, "post_attention_layernorm.output", xn, {t, c});
     const ActQuant& pin = L.post_attention_layernorm.out;
-    int_linear(xn.data(), t, pin, L.w1, L.w1_out, threads, gemm, gate.data());
-    int_linear(xn.data(), t, pin, L.w3, L.w3_out, threads, gemm, up.data());
+    {
+      StageTimer st(prof, "gate_up");
+      int_linear(xn.data(), t, pin, L.w1, L.w1_out, threads, gemm, gate.data());
+      int_linear(xn.data(), t, pin, L.w3, L.w3_out, threads, gemm, up.data());
+    }
     emit(l, "mlp.w1.output", gate, {t, ff});
     emit(l, "mlp.w3.output", up, {t, ff});
     // 2.10-2.11 SiLU gate, product, down.
-    rows_parallel(t, threads, [&](int64_t b, int64_t e) {
-      int_silu(gate.data() + b * ff, (e - b) * ff, L.w1_out.zero_point, L.sigmoid_lut.data(),
-               L.act_in2.zero_point, L.act_fn, L.act_out, act.data() + b * ff);
-      int_mul(act.data() + b * ff, L.act_out.zero_point, up.data() + b * ff,
-              L.w3_out.zero_point, (e - b) * ff, L.mul, L.w2_in, hmul.data() + b * ff);
-    });
+    {
+      StageTimer st(prof, "silu_mul");
+      rows_parallel(t, threads, [&](int64_t b, int64_t e) {
+        int_silu(gate.data() + b * ff, (e - b) * ff, L.w1_out.zero_point, L.sigmoid_lut.data(),
+                 L.act_in2.zero_point, L.act_fn, L.act_out, act.data() + b * ff);
+        int_mul(act.data() + b * ff, L.act_out.zero_point, up.data() + b * ff,
+                L.w3_out.zero_point, (e - b) * ff, L.mul, L.w2_in, hmul.data() + b * ff);
+      });
+    }
     if (tap) {
       std::vector<int32_t> sig(gate.size());  // [T, F] act_fn.input2
       for (size_t i = 0; i < gate.size(); ++i) sig[i] = L.sigmoid_lut[static_cast<size_t>(gate[i])];
@@ -188,26 +250,38 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     }
     emit(l, "mlp.act_fn.output", act, {t, ff});
     emit(l, "mlp.w2.input", hmul, {t, ff});
-    int_linear(hmul.data(), t, L.w2_in, L.w2, L.w2_out, threads, gemm, down.data());
+    {
+      StageTimer st(prof, "down");
+      int_linear(hmul.data(), t, L.w2_in, L.w2, L.w2_out, threads, gemm, down.data());
+    }
     emit(l, "mlp.w2.output", down, {t, c});
     // 2.12 residual add.
-    rows_parallel(t, threads, [&](int64_t b, int64_t e) {
-      int_residual_add(r.data() + b * c, down.data() + b * c, L.w2_out.zero_point, (e - b) * c,
-                       L.resid_add_2);
-    });
+    {
+      StageTimer st(prof, "residual");
+      rows_parallel(t, threads, [&](int64_t b, int64_t e) {
+        int_residual_add(r.data() + b * c, down.data() + b * c, L.w2_out.zero_point, (e - b) * c,
+                         L.resid_add_2);
+      });
+    }
     emit(l, "residual", r, {t, c});
   }
 
   // 3. Final norm on the int32 residual: codes in [-32767, 32767] at s_f.
   std::vector<int32_t> yn(static_cast<size_t>(t * c));  // [T, C]
-  int_rmsnorm(r.data(), t, c, m.norm_eps_term, m.norm_gain_m.data(), m.norm_gain_n.data(), 0,
-              -32767, 32767, threads, yn.data());
+  {
+    StageTimer st(prof, "final_norm");
+    int_rmsnorm(r.data(), t, c, m.norm_eps_term, m.norm_gain_m.data(), m.norm_gain_n.data(), 0,
+                -32767, 32767, threads, yn.data());
+  }
   emit(-1, "model.norm.output", yn, {t, c});
   std::vector<int16_t> y16(yn.begin(), yn.end());  // [T, C]
   // 4. lm_head, the only float step.
   std::vector<float> logits(static_cast<size_t>(t * v));  // [T, V]
-  int_lm_head(y16.data(), m.lm_head_q.data(), m.lm_head_scale.data(), m.final_norm_scale, t, v,
-              c, threads, logits.data());
+  {
+    StageTimer st(prof, "lm_head");
+    int_lm_head(y16.data(), m.lm_head_q.data(), m.lm_head_scale.data(), m.final_norm_scale, t, v,
+                c, threads, logits.data());
+  }
   return logits;
 }
 

@@ -29,10 +29,21 @@ using SiteObserver = std::function<void(int64_t layer, const std::string& site,
                                         const std::vector<int32_t>& codes,
                                         const std::vector<int64_t>& shape)>;
 
+/// Wall seconds per stage of prefill(), summed over calls (`bench int --profile`). Stages:
+/// "embed", "norm", "qkv", "rope", "attention", "o_proj", "gate_up", "silu_mul", "down",
+/// "residual", "final_norm", "lm_head".
+struct PrefillProfile {
+  std::vector<std::pair<std::string, double>> seconds;  ///< in the order first seen
+  int64_t calls = 0;                                     ///< prefills profiled
+  /// Adds `s` seconds to `stage`.
+  void add(const std::string& stage, double s);
+};
+
 /// Options of prefill().
 struct PrefillOptions {
-  int threads = 0;        ///< worker threads; 0: all hardware threads
-  SiteObserver observer;  ///< optional activation tap (empty: none, no copies made)
+  int threads = 0;                    ///< worker threads; 0: all hardware threads
+  SiteObserver observer;              ///< optional activation tap (empty: none, no copies made)
+  PrefillProfile* profile = nullptr;  ///< optional per-stage wall time (not owned)
 };
 
 /// Runs the integer prefill of `tokens` (each in [0, V), 1 <= T <= P) and returns the logits,

@@ -1,0 +1,243 @@
+// mobilequant/runtime/vnni_gemm.cpp
+#include "mobilequant/runtime/vnni_gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define MQ_VNNI_X86 1
+#endif
+
+#include "mobilequant/core/error.h"
+#include "mobilequant/runtime/parallel.h"
+
+namespace mq::rt {
+namespace {
+
+constexpr int64_t kMaxK = 33025;  // K * 255^2 < 2^31
+constexpr int kMr = 6;            // rows per micro-tile
+constexpr int kNb = 4;            // 16-column blocks per micro-tile (64 columns)
+
+GemmBackend initial_backend() {
+  const char* env = std::getenv("MQ_RUNTIME_GEMM");
+  if (env == nullptr || std::strcmp(env, "") == 0 || std::strcmp(env, "auto") == 0) {
+    return GemmBackend::kAuto;
+  }
+  if (std::strcmp(env, "gemmlowp") == 0) return GemmBackend::kGemmlowp;
+  if (std::strcmp(env, "vnni") == 0) return GemmBackend::kVnni;
+  throw Error(std::string("MQ_RUNTIME_GEMM='") + env + "': expected auto, gemmlowp or vnni");
+}
+
+std::atomic<int>& backend_slot() {
+  static std::atomic<int> slot{static_cast<int>(initial_backend())};
+  return slot;
+}
+
+#ifdef MQ_VNNI_X86
+/// One micro-tile: c[r, j] (r < MR, j < 16 NB, clipped to n_valid columns) =
+/// sum_k a[r, k] (b[j, k] - 128) + corr[r], a [MR, lda] uint8 padded to k4. Written so that
+/// GCC 12 keeps the MR x NB sums in registers and folds the b loads into vpdpbusd (checked in
+/// the disassembly: 24 vpdpbusd and 6 broadcasts per depth step for 6 x 4, nothing else).
+template <int MR, int NB>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_tile(
+    const uint8_t* a, int64_t lda,           // [MR, k4]
+    const int8_t* b, int64_t block_stride,   // NB blocks of [k4 / 4, 16, 4]
+    int64_t k4, const int32_t* corr,         // [MR] 128 sum_k a
+    int32_t* c, int64_t ldc, int64_t n_valid) {
+  // The sums start at the correction (an add after the loop makes GCC 12 copy every sum
+  // through the stack on each step).
+  __m512i acc[MR][NB];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    const __m512i cr = _mm512_set1_epi32(corr[r]);
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) acc[r][j] = cr;
+  }
+  const int8_t* bp = b;
+  for (int64_t kk = 0; kk < k4; kk += 4, bp += 64) {
+    __m512i bv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) bv[j] = _mm512_loadu_si512(bp + j * block_stride);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a + r * lda + kk, sizeof(quad));
+      const __m512i av = _mm512_set1_epi32(quad);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
+    }
+  }
+  alignas(64) int32_t tile[MR][16 * NB];  // [MR, 16 NB]
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) _mm512_store_si512(tile[r] + 16 * j, acc[r][j]);
+  const int64_t cols = std::min<int64_t>(n_valid, 16 * NB);
+  for (int r = 0; r < MR; ++r) std::memcpy(c + r * ldc, tile[r], sizeof(int32_t) * cols);
+}
+
+using TileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, const int32_t*,
+                        int32_t*, int64_t, int64_t);
+
+template <int MR>
+constexpr TileFn tile_for(int nb) {
+  return nb == 1 ? micro_tile<MR, 1> : nb == 2 ? micro_tile<MR, 2>
+                                     : nb == 3 ? micro_tile<MR, 3>
+                                               : micro_tile<MR, 4>;
+}
+
+TileFn tile_fn(int mr, int nb) {
+  switch (mr) {
+    case 1: return tile_for<1>(nb);
+    case 2: return tile_for<2>(nb);
+    case 3: return tile_for<3>(nb);
+    case 4: return tile_for<4>(nb);
+    case 5: return tile_for<5>(nb);
+    default: return tile_for<6>(nb);
+  }
+}
+#endif
+
+}  // namespace
+
+bool vnni_supported() {
+#ifdef MQ_VNNI_X86
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void set_gemm_backend(GemmBackend b) {
+  MQ_CHECK(b != GemmBackend::kVnni || vnni_supported(),
+           "gemm backend vnni: this CPU has no AVX-512 VNNI (use auto or gemmlowp)");
+  backend_slot().store(static_cast<int>(b));
+}
+
+bool use_vnni() {
+  const auto b = static_cast<GemmBackend>(backend_slot().load());
+  if (b == GemmBackend::kVnni) {
+    MQ_CHECK(vnni_supported(), "MQ_RUNTIME_GEMM=vnni: this CPU has no AVX-512 VNNI");
+    return true;
+  }
+  return b == GemmBackend::kAuto && vnni_supported();
+}
+
+std::string gemm_backend_name() { return use_vnni() ? "vnni" : "gemmlowp"; }
+
+VnniPackedB VnniPackedB::pack(const uint8_t* b, int64_t n, int64_t k) {
+  MQ_CHECK(n >= 1 && k >= 1 && k <= kMaxK, "vnni pack: [", n, ", ", k,
+           "] needs N >= 1 and 1 <= K <= ", kMaxK, " (exact int32 sums)");
+  VnniPackedB p;
+  p.n = n;
+  p.k = k;
+  p.k4 = (k + 3) / 4 * 4;
+  p.blocks = (n + 15) / 16;
+  p.data.assign(static_cast<size_t>(p.blocks * p.k4 * 16), 0);
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t blk = row / 16, lane = row % 16;
+    int8_t* dst = p.data.data() + blk * p.k4 * 16 + lane * 4;
+    const uint8_t* src = b + row * k;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      dst[(kk / 4) * 64 + kk % 4] = static_cast<int8_t>(static_cast<int32_t>(src[kk]) - 128);
+    }
+  }
+  return p;
+}
+
+void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int threads, int32_t* c) {
+#ifdef MQ_VNNI_X86
+  MQ_CHECK(vnni_supported(), "vnni_multiply: this CPU has no AVX-512 VNNI");
+  MQ_CHECK(!b.empty() && t >= 1, "vnni_multiply: empty operand (T = ", t, ", N = ", b.n, ")");
+  const int64_t k = b.k, k4 = b.k4, n = b.n;
+  // a with rows padded to k4 (the kernel reads depths four at a time) when K is not.
+  std::vector<uint8_t> padded;  // [T, k4]
+  const uint8_t* ap = a;
+  if (k4 != k) {
+    padded.assign(static_cast<size_t>(t * k4), 0);
+    for (int64_t i = 0; i < t; ++i) std::memcpy(padded.data() + i * k4, a + i * k, k);
+    ap = padded.data();
+  }
+  std::vector<int32_t> corr(static_cast<size_t>(t));  // [T] 128 sum_k a (mod 2^32)
+  for (int64_t i = 0; i < t; ++i) {
+    uint32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += a[i * k + kk];
+    corr[static_cast<size_t>(i)] = static_cast<int32_t>(s * 128u);
+  }
+  const int64_t n_tiles = (b.blocks + kNb - 1) / kNb;
+  const int64_t m_tiles = (t + kMr - 1) / kMr;
+  const int64_t block_stride = k4 * 16;
+  // Column tiles outermost: a thread's contiguous chunk reuses one packed panel across rows.
+  parallel_for(n_tiles * m_tiles, threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t idx = lo; idx < hi; ++idx) {
+      const int64_t nt = idx / m_tiles, mt = idx % m_tiles;
+      const int64_t r0 = mt * kMr, b0 = nt * kNb;
+      const int mr = static_cast<int>(std::min<int64_t>(kMr, t - r0));
+      const int nb = static_cast<int>(std::min<int64_t>(kNb, b.blocks - b0));
+      tile_fn(mr, nb)(ap + r0 * k4, k4, b.data.data() + b0 * block_stride, block_stride, k4,
+                      corr.data() + r0, c + r0 * n + 16 * b0, n, n - 16 * b0);
+    }
+  });
+#else
+  (void)a; (void)t; (void)b; (void)threads; (void)c;
+  throw Error("vnni_multiply: not an x86-64 build");
+#endif
+}
+
+#ifdef MQ_VNNI_X86
+// GCC 12's AVX-512 shift intrinsics fill their pass-through operand with an "undefined"
+// vector, which -Wmaybe-uninitialized reports under a function-level target attribute.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_dot4_i16(
+    const int16_t* w, const int16_t* const* y, int64_t n, int64_t block, int64_t* acc) {
+  __m512i sum0 = _mm512_setzero_si512(), sum1 = sum0, sum2 = sum0, sum3 = sum0;  // int64 lanes
+  int64_t k = 0;
+  const int64_t n32 = n - n % 32;
+  const int16_t *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];
+  while (k < n32) {
+    const int64_t k_end = std::min(n32, k + 32 * block);
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;  // int32 lanes
+    for (; k < k_end; k += 32) {
+      const __m512i wv = _mm512_loadu_si512(w + k);
+      s0 = _mm512_dpwssd_epi32(s0, wv, _mm512_loadu_si512(y0 + k));
+      s1 = _mm512_dpwssd_epi32(s1, wv, _mm512_loadu_si512(y1 + k));
+      s2 = _mm512_dpwssd_epi32(s2, wv, _mm512_loadu_si512(y2 + k));
+      s3 = _mm512_dpwssd_epi32(s3, wv, _mm512_loadu_si512(y3 + k));
+    }
+// The 16 int32 lanes as 8 int64 sums of their pairs (shifts only: GCC 12's 256-bit
+// extract intrinsics warn about their undefined upper halves).
+#define MQ_WIDEN(v) \
+  _mm512_add_epi64(_mm512_srai_epi64(_mm512_slli_epi64(v, 32), 32), _mm512_srai_epi64(v, 32))
+    sum0 = _mm512_add_epi64(sum0, MQ_WIDEN(s0));  // int32 pairs -> int64 lanes
+    sum1 = _mm512_add_epi64(sum1, MQ_WIDEN(s1));
+    sum2 = _mm512_add_epi64(sum2, MQ_WIDEN(s2));
+    sum3 = _mm512_add_epi64(sum3, MQ_WIDEN(s3));
+#undef MQ_WIDEN
+  }
+  alignas(64) int64_t lanes[4][8];
+  _mm512_store_si512(lanes[0], sum0);
+  _mm512_store_si512(lanes[1], sum1);
+  _mm512_store_si512(lanes[2], sum2);
+  _mm512_store_si512(lanes[3], sum3);
+  for (int r = 0; r < 4; ++r) {
+    acc[r] = 0;
+    for (int i = 0; i < 8; ++i) acc[r] += lanes[r][i];
+  }
+  for (; k < n; ++k) {
+    for (int r = 0; r < 4; ++r) acc[r] += static_cast<int32_t>(w[k]) * y[r][k];
+  }
+}
+#pragma GCC diagnostic pop
+#else
+void vnni_dot4_i16(const int16_t*, const int16_t* const*, int64_t, int64_t, int64_t*) {
+  throw Error("vnni_dot4_i16: not an x86-64 build");
+}
+#endif
+
+}  // namespace mq::rt

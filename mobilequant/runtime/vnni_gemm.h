@@ -1,0 +1,72 @@
+// mobilequant/runtime/vnni_gemm.h
+// uint8 x uint8 -> int32 matrix products with AVX-512 VNNI (vpdpbusd: u8 x s8 pairs of four
+// summed into int32 lanes), for CPUs that have it; gemmlowp (int_ops.h, Uint8Gemm) stays the
+// portable path and the one every result is checked against.
+//
+// vpdpbusd multiplies unsigned by signed bytes, so the right operand is stored as b - 128 and the
+// product corrected exactly: sum_k a b = sum_k a (b - 128) + 128 sum_k a. Both terms and the
+// result fit int32 when K * 255^2 < 2^31 (K <= 33025), the bound gemmlowp's products have too. The right operand (the
+// weights) is packed once, in blocks of 16 columns x 4 depths, one 64-byte vector per block row
+// (VnniPackedB); the micro-kernel keeps a 6 x 64 tile of sums in 24 zmm registers.
+//
+// The kernels are compiled for AVX-512 by function attributes, so the rest of the runtime keeps
+// the build's target; vnni_supported() checks the CPU at run time. Results are exact integers,
+// bitwise equal to gemmlowp's for every shape and thread count (tests/runtime/test_vnni_gemm.cpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mq::rt {
+
+/// Which uint8 GEMM the runtime uses.
+enum class GemmBackend {
+  kAuto,      ///< VNNI where the CPU has it, else gemmlowp (the default)
+  kGemmlowp,  ///< gemmlowp always
+  kVnni,      ///< AVX-512 VNNI (an error on a CPU without it)
+};
+
+/// True if this CPU runs AVX-512 F, BW and VNNI.
+bool vnni_supported();
+
+/// Sets the process-wide backend (the environment variable MQ_RUNTIME_GEMM = auto | gemmlowp |
+/// vnni sets the initial one). Throws mq::Error for kVnni on a CPU without VNNI.
+void set_gemm_backend(GemmBackend b);
+
+/// True if products run on the VNNI kernels now (the backend resolved against the CPU).
+bool use_vnni();
+
+/// The name of the backend in use: "vnni" or "gemmlowp".
+std::string gemm_backend_name();
+
+/// A right operand b [N, K] of uint8 codes, packed for vnni_multiply.
+struct VnniPackedB {
+  int64_t n = 0;        ///< N
+  int64_t k = 0;        ///< K
+  int64_t k4 = 0;       ///< K rounded up to a multiple of 4
+  int64_t blocks = 0;   ///< ceil(N / 16)
+  std::vector<int8_t> data;  // [blocks, k4 / 4, 16, 4] b - 128; padding 0
+
+  /// Packs b (row-major [N, K], K <= 33025).
+  static VnniPackedB pack(const uint8_t* b, int64_t n, int64_t k);
+  /// True if nothing is packed.
+  bool empty() const { return data.empty(); }
+};
+
+/// c[t, n] = sum_k a[t, k] * b[n, k], exact, on at most `threads` threads. Requires
+/// vnni_supported().
+void vnni_multiply(const uint8_t* a,  // [T, K]
+                   int64_t t, const VnniPackedB& b, int threads,
+                   int32_t* c);       // [T, N]
+
+/// acc[r] = sum_c w[c] y[r][c] for four rows y[0..3] of int16 codes in [-32767, 32767], with
+/// vpdpwssd: each int32 lane sums one pair per 32-element step; `block` steps (block * 2 *
+/// 32767 * max|y| < 2^31, as int_lm_head computes it) are summed in int32, then widened to
+/// int64. Exact. Requires vnni_supported().
+void vnni_dot4_i16(const int16_t* w,          // [n]
+                   const int16_t* const* y,   // 4 x [n]
+                   int64_t n, int64_t block,
+                   int64_t* acc);             // [4]
+
+}  // namespace mq::rt

@@ -1,0 +1,103 @@
+// tests/runtime/test_vnni_gemm.cpp: the AVX-512 VNNI uint8 GEMM (runtime/vnni_gemm.h) against a
+// naive int64 triple loop and against gemmlowp, exactly, over shapes that exercise every row
+// and column tail of the 6 x 64 micro-tile and depths that are not multiples of 4. On a CPU
+// without VNNI the product tests say so and check only the packing (the GPU machine's CPU has
+// VNNI: scripts/gpu runs these tests there).
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <vector>
+
+#include "mobilequant/core/error.h"
+#include "mobilequant/runtime/int_ops.h"
+#include "mobilequant/runtime/vnni_gemm.h"
+
+namespace {
+
+constexpr int64_t kExact = 0;  // integer products: no tolerance
+
+std::vector<uint8_t> random_codes(int64_t n, std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(0, 255);
+  std::vector<uint8_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = static_cast<uint8_t>(d(rng));
+  return v;
+}
+
+/// Restores the backend the environment chose when a test changes it.
+struct BackendGuard {
+  ~BackendGuard() { mq::rt::set_gemm_backend(mq::rt::GemmBackend::kAuto); }
+};
+
+}  // namespace
+
+TEST_CASE("VnniPackedB packs 16 columns x 4 depths per 64-byte vector, b - 128, zero padding",
+          "[unit]") {
+  std::mt19937 rng(7);
+  const int64_t n = 17, k = 6;  // two column blocks, depth padded to 8
+  const auto b = random_codes(n * k, rng);  // [N, K]
+  const auto p = mq::rt::VnniPackedB::pack(b.data(), n, k);
+  REQUIRE(p.k4 == 8);
+  REQUIRE(p.blocks == 2);
+  REQUIRE(p.data.size() == static_cast<size_t>(2 * 8 * 16));
+  for (int64_t row = 0; row < 32; ++row) {
+    for (int64_t kk = 0; kk < 8; ++kk) {
+      const int8_t got = p.data[static_cast<size_t>((row / 16) * 8 * 16 + (kk / 4) * 64 +
+                                                    (row % 16) * 4 + kk % 4)];
+      const int expect = (row < n && kk < k) ? b[static_cast<size_t>(row * k + kk)] - 128 : 0;
+      CHECK(int{got} == expect);
+    }
+  }
+  CHECK_THROWS_WITH(mq::rt::VnniPackedB::pack(b.data(), 1, 40000),
+                    Catch::Contains("K <= 33025"));
+}
+
+TEST_CASE("vnni_multiply equals the int64 triple loop and gemmlowp exactly", "[unit]") {
+  if (!mq::rt::vnni_supported()) {
+    WARN("this CPU has no AVX-512 VNNI: the VNNI products are not run here");
+    CHECK_THROWS_WITH(mq::rt::set_gemm_backend(mq::rt::GemmBackend::kVnni),
+                      Catch::Contains("no AVX-512 VNNI"));
+    return;
+  }
+  BackendGuard guard;
+  std::mt19937 rng(11);
+  const std::vector<int64_t> ts{1, 5, 6, 7, 13, 64};
+  const std::vector<int64_t> ns{1, 15, 16, 17, 63, 64, 65, 130};
+  const std::vector<int64_t> ks{1, 3, 4, 5, 64, 577};
+  for (const int64_t t : ts) {
+    for (const int64_t n : ns) {
+      for (const int64_t k : ks) {
+        const auto a = random_codes(t * k, rng);  // [T, K]
+        const auto b = random_codes(n * k, rng);  // [N, K]
+        std::vector<int64_t> ref(static_cast<size_t>(t * n), 0);  // [T, N]
+        for (int64_t i = 0; i < t; ++i)
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t x = 0; x < k; ++x)
+              ref[static_cast<size_t>(i * n + j)] +=
+                  int64_t{a[static_cast<size_t>(i * k + x)]} * b[static_cast<size_t>(j * k + x)];
+        const auto packed = mq::rt::VnniPackedB::pack(b.data(), n, k);
+        for (const int threads : {1, 3}) {
+          std::vector<int32_t> c(static_cast<size_t>(t * n), -1);  // [T, N]
+          mq::rt::vnni_multiply(a.data(), t, packed, threads, c.data());
+          int64_t worst = 0;
+          for (size_t i = 0; i < c.size(); ++i) worst = std::max(worst, std::abs(c[i] - ref[i]));
+          INFO("T " << t << " N " << n << " K " << k << " threads " << threads);
+          CHECK(worst == kExact);
+        }
+        std::vector<int32_t> lowp(static_cast<size_t>(t * n)), vnni(lowp.size());  // [T, N]
+        mq::rt::set_gemm_backend(mq::rt::GemmBackend::kGemmlowp);
+        mq::rt::Uint8Gemm g(2);
+        g.multiply(a.data(), b.data(), t, n, k, lowp.data());
+        mq::rt::set_gemm_backend(mq::rt::GemmBackend::kVnni);
+        g.multiply(a.data(), b.data(), t, n, k, vnni.data());  // packs per call
+        INFO("T " << t << " N " << n << " K " << k << ": gemmlowp vs vnni");
+        CHECK(lowp == vnni);
+      }
+    }
+  }
+  // The largest depth the int32 sums allow, all 255: 33025 * 255^2 = 2147441625 < 2^31.
+  const int64_t k = 33025;
+  const std::vector<uint8_t> a(static_cast<size_t>(2 * k), 255), b(static_cast<size_t>(3 * k), 255);
+  std::vector<int32_t> c(6);
+  mq::rt::vnni_multiply(a.data(), 2, mq::rt::VnniPackedB::pack(b.data(), 3, k), 1, c.data());
+  for (const int32_t v : c) CHECK(v == 2147441625);
+}
