@@ -9,6 +9,7 @@
 //   log.txt          every message of the run
 //   metrics.jsonl    one line per optimizer step: layer, step, epoch, loss, grad norm, lrs, time
 //   checkpoint/      the trainer's state (e2e_state.safetensors or the block-wise state)
+//   calibrated_quantizers.safetensors  the quantizers after calibration, before training
 //   model/           the quantized model (transforms/quantized_checkpoint.h): `eval -m`
 //   results.json     written last: the run is complete when it exists
 #include <sys/resource.h>
@@ -29,6 +30,7 @@
 #include "mobilequant/core/error.h"
 #include "mobilequant/core/file_util.h"
 #include "mobilequant/eval/text_documents.h"
+#include "mobilequant/io/safetensors_reader.h"
 #include "mobilequant/train/blockwise_trainer.h"
 #include "mobilequant/train/e2e_trainer.h"
 #include "mobilequant/transforms/closed_form.h"
@@ -348,6 +350,14 @@ nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
     log("calibrating " + std::to_string(copts.num_samples) + " windows of " +
         std::to_string(copts.seqlen) + " tokens (" + to_string(c.init) + ")");
     qm = quantize_closed_form(lm.model, quant, windows, cf);
+    // The calibrated start, before any training: what `scripts/report.py plots` compares the
+    // learned ranges with. Calibration is deterministic, so a resumed run keeps the first file.
+    const fs::path calibrated = dir / "calibrated_quantizers.safetensors";
+    if (!fs::exists(calibrated)) {
+      write_safetensors(calibrated.string(), qm->quant_state(),
+                        {{"source", std::string("mobilequant run: quantizers after calibration (") +
+                                        to_string(c.init) + "), before training"}});
+    }
 
     const TrainConfig& t = c.train;
     const fs::path ckpt_dir = dir / "checkpoint";
