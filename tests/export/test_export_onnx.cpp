@@ -6,6 +6,8 @@
 //               folded, learned offsets pushed off-integer), exported, run by ONNX Runtime
 //               with graph optimizations off (tests/oracle/onnx_logits.py), compared with the
 //               simulated model whose offsets are the exported (rounded) ones.
+//   (c) [heavy] SmolLM2-135M-Instruct at W8A8 and W4A8 on WikiText prompts, against the
+//               simulation's fp64 noise floor (the criteria are at that test).
 //
 // Tolerance (the argument of docs/onnx.md). Both sides compute the same fp32 graph; only the
 // order of sums (MatMul, ReduceMean, Softmax) and the last-ulp of exp/sigmoid/cos differ,
@@ -27,10 +29,12 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/config/quant_config.h"
@@ -41,6 +45,7 @@
 #include "mobilequant/export/onnx_proto.h"
 #include "mobilequant/export/onnx_qdq.h"
 #include "mobilequant/io/safetensors_reader.h"
+#include "mobilequant/io/tokenizer.h"
 #include "mobilequant/models/model_loader.h"
 #include "mobilequant/transforms/quantized_model.h"
 #include "tests/export/export_fixture.h"
@@ -223,21 +228,18 @@ TEST_CASE("onnx export: only the LLaMA family is built", "[unit]") {
 
 namespace {
 
-/// Exports `preset` of stories260K, runs ONNX Runtime on `prompts`, compares with the sim.
-void check_stories_preset(const fs::path& bin, const std::string& preset_name,
-                          const std::vector<std::vector<int64_t>>& prompts) {
-  INFO("preset " << preset_name);
-  auto subject = mq::test::make_deployed_subject(bin.string(), preset(preset_name), 11);
-  mq::QuantizedModel qm = subject.qm;
-  const mq::EncodingTable& table = subject.table;
-
-  const fs::path root = mq::test::scratch_dir("onnx_" + preset_name);
+/// Writes qm's ONNX QDQ model and `prompts` under `root`, runs tests/oracle/onnx_logits.py on
+/// them and returns its tensors (logits.<k> [T_k, V]); empty (after MQ_SKIP's message) when a
+/// Python package is missing.
+mq::TensorMap run_onnx_runtime(mq::QuantizedModelImpl& qm, const mq::EncodingTable& table,
+                               const std::vector<std::vector<int64_t>>& prompts,
+                               const fs::path& root, const std::string& label) {
   mq::OnnxOptions opts;
   opts.producer_version = "test";
-  const std::string model_bytes = mq::onnx_qdq_model_bytes(*qm, table, opts);
+  const std::string model_bytes = mq::onnx_qdq_model_bytes(qm, table, opts);
   fs::create_directories(root / "onnx");
   mq::write_file_atomically((root / mq::kOnnxModelFile).string(), model_bytes);
-  std::cout << "  stories260K " << preset_name << ": opset " << mq::onnx_opset_for(qm->quant_config(), table)
+  std::cout << "  " << label << ": opset " << mq::onnx_opset_for(qm.quant_config(), table)
             << ", " << model_bytes.size() << " bytes, "
             << table.ranges_excluding_zero.size() << " ranges excluding 0" << std::endl;
   {
@@ -255,10 +257,24 @@ void check_stories_preset(const fs::path& bin, const std::string& preset_name,
   const int status = std::system(cmd.c_str());
   std::stringstream log;
   log << std::ifstream(root / "oracle.log").rdbuf();
-  if (WIFEXITED(status) && WEXITSTATUS(status) == kOracleMissingPackage)
-    MQ_SKIP("onnx_logits.py: " << log.str());
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kOracleMissingPackage) {
+    [&] { MQ_SKIP("onnx_logits.py: " << log.str()); }();
+    return {};
+  }
   if (status != 0) FAIL("oracle failed: " << cmd << "\n" << log.str());
-  const auto oracle = mq::read_safetensors((root / "logits.safetensors").string(), true);
+  return mq::read_safetensors((root / "logits.safetensors").string(), true);
+}
+
+/// Exports `preset` of stories260K, runs ONNX Runtime on `prompts`, compares with the sim.
+void check_stories_preset(const fs::path& bin, const std::string& preset_name,
+                          const std::vector<std::vector<int64_t>>& prompts) {
+  INFO("preset " << preset_name);
+  auto subject = mq::test::make_deployed_subject(bin.string(), preset(preset_name), 11);
+  mq::QuantizedModel qm = subject.qm;
+  const fs::path root = mq::test::scratch_dir("onnx_" + preset_name);
+  const auto oracle =
+      run_onnx_runtime(*qm, subject.table, prompts, root, "stories260K " + preset_name);
+  if (oracle.empty()) return;
 
   torch::NoGradGuard no_grad;
   int64_t positions = 0, exact = 0, argmax_same = 0;
@@ -316,4 +332,94 @@ TEST_CASE("onnx export: stories260K W8A8, W4A8, W4A8-sym in ONNX Runtime give th
   }
   for (const std::string preset_name : {"w8a8", "w4a8", "w4a8-sym"})
     check_stories_preset(bin, preset_name, prompts);
+}
+
+// ---------------------------------------------------------------------------- (c) heavy
+
+// SmolLM2-135M-Instruct, issue 5's recorded ONNX Runtime check (its output is kept in
+// results/2026-11-22-integer/ort-smollm2/). The stories260K criteria above assume that a
+// flipped code is rare; over SmolLM2's 30 layers of 576 channels it is not (the simulation in
+// fp64 already disagrees with itself in fp32 on many argmaxes: results/2026-11-22-integer), so
+// here the noise floor is measured, as `eval --runtime int` does: the same simulation in fp64.
+// ONNX Runtime must be no further from the fp32 simulation than that, with the integer
+// runtime's margins:
+//   mean|onnx - sim32| <= max(kFloorFactor * mean|sim64 - sim32|, kQuantShare * mean|sim32 - float|)
+//   argmax(onnx) = argmax(sim32) at >= (fraction for sim64) - kArgmaxSlack of the positions.
+namespace {
+
+constexpr double kFloorFactor = 2.0;    // twice the fp64 simulation's distance
+constexpr double kQuantShare = 0.01;    // or 1% of the quantization error
+constexpr double kArgmaxSlack = 0.02;   // 2% of positions
+
+/// Token ids of `n` prompts of `len` tokens cut from the start of a text file.
+std::vector<std::vector<int64_t>> text_prompts(const mq::Tokenizer& tok, const fs::path& file,
+                                               int64_t n, int64_t len) {
+  std::stringstream text;
+  text << std::ifstream(file).rdbuf();
+  const std::string head = text.str().substr(0, 200000);
+  const std::vector<int64_t> ids = tok.encode(head);  // [N_ids]
+  REQUIRE(static_cast<int64_t>(ids.size()) >= n * len);
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t k = 0; k < n; ++k)
+    out.emplace_back(ids.begin() + k * len, ids.begin() + (k + 1) * len);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("onnx export: SmolLM2-135M-Instruct W8A8 and W4A8 in ONNX Runtime, within the sim's "
+          "fp64 noise floor", "[heavy]") {
+  const auto gguf = mq::test::models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!fs::exists(gguf)) MQ_SKIP("no SmolLM2-135M-Instruct at " << gguf.string());
+  const auto text = mq::test::shared_dir() / "data" / "wikitext2" / "wiki.test.raw.txt";
+  if (!fs::exists(text)) MQ_SKIP("no WikiText-2 test text at " << text.string());
+  const fs::path py = mq::test::python();
+  if (py.has_parent_path() && !fs::exists(py)) MQ_SKIP("no Python oracle at " << py.string());
+  for (const std::string preset_name : {"w8a8", "w4a8"}) {
+    INFO("preset " << preset_name);
+    auto subject = mq::test::make_deployed_subject(gguf.string(), preset(preset_name), 11);
+    mq::QuantizedModel qm = subject.qm;
+    const auto prompts = text_prompts(*subject.lm.tokenizer, text, 4, 128);
+    const fs::path root = mq::test::scratch_dir("onnx_smollm2_" + preset_name);
+    const auto oracle =
+        run_onnx_runtime(*qm, subject.table, prompts, root, "SmolLM2 " + preset_name);
+    if (oracle.empty()) return;
+    torch::NoGradGuard no_grad;
+    int64_t positions = 0, argmax_onnx = 0, argmax_64 = 0;
+    double sum_onnx = 0.0, sum_64 = 0.0, sum_quant = 0.0, max_onnx = 0.0, max_64 = 0.0;
+    for (size_t k = 0; k < prompts.size(); ++k) {
+      const auto ids = torch::tensor(prompts[k], torch::kInt64).unsqueeze(0);  // [1, T]
+      qm->set_quantization(false);
+      const torch::Tensor flt = qm->forward(ids)[0].to(torch::kFloat64);      // [T, V]
+      qm->set_quantization(true);
+      const torch::Tensor sim = qm->forward(ids)[0];                          // [T, V] fp32
+      qm->to(torch::kFloat64);
+      qm->invalidate_weight_cache();
+      const torch::Tensor sim64 = qm->forward(ids)[0];                        // [T, V] fp64
+      qm->to(torch::kFloat32);
+      qm->invalidate_weight_cache();
+      const torch::Tensor got = oracle.at("logits." + std::to_string(k));     // [T, V]
+      REQUIRE(got.sizes() == sim.sizes());
+      const auto s32 = sim.to(torch::kFloat64);                               // [T, V]
+      const auto d_onnx = (got.to(torch::kFloat64) - s32).abs();              // [T, V]
+      const auto d_64 = (sim64 - s32).abs();                                  // [T, V]
+      const double n = static_cast<double>(sim.size(0));
+      positions += sim.size(0);
+      argmax_onnx += (got.argmax(-1) == sim.argmax(-1)).sum().item<int64_t>();
+      argmax_64 += (sim64.argmax(-1) == sim.argmax(-1)).sum().item<int64_t>();
+      sum_onnx += d_onnx.mean().item<double>() * n;
+      sum_64 += d_64.mean().item<double>() * n;
+      sum_quant += (s32 - flt).abs().mean().item<double>() * n;
+      max_onnx = std::max(max_onnx, d_onnx.max().item<double>());
+      max_64 = std::max(max_64, d_64.max().item<double>());
+    }
+    const double p = static_cast<double>(positions);
+    std::cout << "  SmolLM2 " << preset_name << " over " << positions << " positions: ORT vs sim "
+              << "mean|d| " << sum_onnx / p << " max " << max_onnx << ", argmax " << argmax_onnx / p
+              << "; sim fp64 vs fp32 mean|d| " << sum_64 / p << " max " << max_64 << ", argmax "
+              << argmax_64 / p << "; sim vs float mean|d| " << sum_quant / p << std::endl;
+    CHECK(sum_onnx <= std::max(kFloorFactor * sum_64, kQuantShare * sum_quant));
+    CHECK(static_cast<double>(argmax_onnx) >= static_cast<double>(argmax_64) - kArgmaxSlack * p);
+    mq::remove_tree(root.string());
+  }
 }
