@@ -2,7 +2,8 @@
 # Installs what a fresh Debian 12 machine lacks and builds mobilequant into build/.
 # Idempotent: every step checks first and skips what is already there.
 #   1. Debian packages: compiler, CMake/Ninja, SentencePiece, nlohmann-json, CLI11, Catch2, ICU.
-#   2. .venv with torch==2.13.0 (CPU wheel: LibTorch is taken from it) and the Python oracles.
+#   2. .venv with torch==2.13.0 (CPU wheel: LibTorch is taken from it), the Python oracles and
+#      matplotlib for scripts/report.py's plots.
 #   3. cmake configure + build (build/mobilequant, build/tests/mq_tests).
 # Environment: MQ_VENV (default .venv), MQ_BUILD_DIR (default build), MQ_JOBS (default nproc).
 set -euo pipefail
@@ -43,6 +44,11 @@ if ! "$venv/bin/python" -c 'import torch, transformers, gguf, numpy, sentencepie
     -r "$root/scripts/requirements-oracle.txt"
 else
   say "venv ready: $("$venv/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"
+fi
+if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  say "installing the report plotting requirements (scripts/report.py) into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    -r "$root/scripts/requirements-report.txt"
 fi
 
 # 3. Configure and build ---------------------------------------------------------------
