@@ -94,10 +94,12 @@ TEST_CASE("vnni_multiply equals the int64 triple loop and gemmlowp exactly", "[u
       }
     }
   }
-  // The largest depth the int32 sums allow, all 255: 33025 * 255^2 = 2147441625 < 2^31.
+  // The largest depth the int32 sums allow, all 255: 33025 * 255^2 = 2147450625 < 2^31.
   const int64_t k = 33025;
+  const int64_t want = k * 255 * 255;
+  REQUIRE(want < (int64_t{1} << 31));
   const std::vector<uint8_t> a(static_cast<size_t>(2 * k), 255), b(static_cast<size_t>(3 * k), 255);
   std::vector<int32_t> c(6);
   mq::rt::vnni_multiply(a.data(), 2, mq::rt::VnniPackedB::pack(b.data(), 3, k), 1, c.data());
-  for (const int32_t v : c) CHECK(v == 2147441625);
+  for (const int32_t v : c) CHECK(v == want);
 }
