@@ -17,7 +17,8 @@
 #   results unpacked there) seeds the directory with its complete runs, so a new session
 #   skips what is done.
 # - $OUT/gpu_<name>.tgz: every run directory without its model weights and checkpoints
-#   (config, env, log, metrics.jsonl, results.json), results.md/csv, sweep.log, commands.txt,
+#   (config, env, log, metrics.jsonl, results.json, calibrated_quantizers.safetensors and
+#   model/quantizers.safetensors), results.md/csv, sweep.log, commands.txt,
 #   gpu.txt. To continue in a later session: unpack its runs/ into <the sweep's output> here
 #   and name that directory in the call's carry list.
 set -uo pipefail
@@ -82,7 +83,10 @@ echo "[gpu_sweep] sweep exit $rc$([ $rc = 137 ] && echo ' (time limit: call agai
 grep -E "^\[sweep\]|^\[run\] (starting|resuming|done)|^error" "$out/sweep.log" | tail -n 25
 
 mkdir -p "$out/runs"
-(cd "$runs" && find . -name model -prune -o -name checkpoint -prune -o -type f -print |
+# Weights and checkpoints stay; the learned quantizers (model/quantizers.safetensors and
+# quantization.json, ~0.5 MiB) travel, for report.py's before/after range plots.
+(cd "$runs" && { find . -name model -prune -o -name checkpoint -prune -o -type f -print
+                 find . -path '*/model/quantizers.safetensors' -o -path '*/model/quantization.json'; } |
    tar cf - -T -) | tar xf - -C "$out/runs"
 cat "$runs/results.md" 2>/dev/null
 [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_$name.tgz" -C "$out" .

@@ -124,6 +124,9 @@ struct RunFlags {
 };
 /// Runs one resolved experiment; returns its results.json.
 nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags);
+/// The checks run_experiment makes before loading anything (files exist; the method can train
+/// the preset); throws mq::Error naming the key. Sweeps run it on every point first.
+void check_run_config(const RunConfig& c);
 /// Where method configs live: <repo>/configs/methods.
 std::string methods_dir();
 

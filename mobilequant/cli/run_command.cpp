@@ -276,6 +276,11 @@ double peak_rss_gib() {
 
 }  // namespace
 
+void check_run_config(const RunConfig& c) {
+  const QuantConfig quant = resolve_quant(c.quant, c.quant_overrides, "quant_overrides");
+  check_before_loading(c, quant, c.calib.data.empty() ? default_calib_data() : c.calib.data);
+}
+
 nlohmann::json run_experiment(const RunConfig& c, const RunFlags& flags) {
   const auto t_start = Clock::now();
   const QuantConfig quant = resolve_quant(c.quant, c.quant_overrides, "quant_overrides");

@@ -196,6 +196,7 @@ void add_sweep_command(CLI::App& app) {
     // Resolve every run first, so that a bad value fails before the first run starts.
     std::vector<RunConfig> configs;
     std::vector<std::string> dirs;
+    std::vector<std::string> problems;  // pre-flight failures, one per point
     for (const auto& p : points) {
       std::vector<std::string> all = s.sets;
       all.insert(all.end(), sets->begin(), sets->end());
@@ -208,7 +209,17 @@ void add_sweep_command(CLI::App& app) {
       all.push_back("output=" + dir);
       configs.push_back(resolve_run_config(s.base, all, methods_dir()));
       dirs.push_back(dir);
+      try {
+        check_run_config(configs.back());
+      } catch (const Error& e) {
+        problems.push_back("point " + name + " (" + dir + "): " + e.what());
+      }
     }
+    // Every point passes run's own pre-flight checks (files, method vs preset) before the first
+    // run starts; --dry-run lists the problems and the runs anyway.
+    for (const auto& p : problems) std::cerr << "[sweep] " << (*dry ? "warning: " : "") << p << "\n";
+    MQ_CHECK(*dry || problems.empty(), "sweep: ", problems.size(), " of ", points.size(),
+             " points cannot run (listed above); nothing was started");
     std::cerr << "[sweep] " << points.size() << " runs under " << s.output << "\n";
     if (*dry) {
       for (const auto& d : dirs) std::cout << d << "\n";
