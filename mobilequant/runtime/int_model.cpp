@@ -250,6 +250,7 @@ IntModel IntModel::load(const std::string& int_dir) {
     MQ_CHECK(m.lm_head_q[i] != INT16_MIN, "safetensors '", f.path(),
              "': lm_head codes must be symmetric in [-32767, 32767]; found -32768 at ", i);
   }
+  if (vnni_supported()) m.lm_head_packed = VnniPackedI16::pack(m.lm_head_q.data(), v, c);
 
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";

@@ -80,6 +80,7 @@ class IntModel {
   int64_t norm_eps_term = 0;               ///< E of the final norm (at s_r)
   std::vector<int16_t> lm_head_q;          // [V, C] symmetric per row
   std::vector<float> lm_head_scale;        // [V]
+  VnniPackedI16 lm_head_packed;            // lm_head_q packed for vnni_lm_head (empty without VNNI)
   float final_norm_scale = 0.0f;           ///< s_f
   double residual_scale = 0.0;             ///< s_r
 

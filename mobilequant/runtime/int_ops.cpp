@@ -531,7 +531,13 @@ void dot4_i16(const int16_t* w, const int16_t* const* y, int64_t n, int64_t bloc
 }  // namespace
 
 void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float s_f, int64_t t,
-                 int64_t v, int64_t c, int threads, float* logits) {
+                 int64_t v, int64_t c, int threads, float* logits, const VnniPackedI16* packed) {
+  if (packed != nullptr && !packed->empty() && use_vnni()) {
+    MQ_CHECK(packed->n == v && packed->k == c, "int_lm_head: packed weights [", packed->n, ", ",
+             packed->k, "], expected [", v, ", ", c, "]");
+    vnni_lm_head(y, t, *packed, w_scale, s_f, threads, logits);
+    return;
+  }
   constexpr int64_t kTokenBlock = 32;  // y rows kept hot in cache while W streams
   std::vector<int64_t> row_abs(static_cast<size_t>(t), 0);  // [T] max_c |y[t, c]|
   for (int64_t i = 0; i < t; ++i) {

@@ -239,7 +239,8 @@ void int_lm_head(const int16_t* y,        // [T, C] final norm codes
                  const int16_t* w,        // [V, C]
                  const float* w_scale,    // [V] s_lm
                  float s_f, int64_t t, int64_t v, int64_t c, int threads,
-                 float* logits);          // [T, V]
+                 float* logits,           // [T, V]
+                 const VnniPackedI16* packed = nullptr);  // w packed: the VNNI GEMM path
 
 /// Unpacks 4-bit codes: element 2k in the low nibble of byte k, 2k+1 in the high nibble.
 std::vector<uint8_t> unpack_4bit(const std::vector<uint8_t>& packed,  // [rows, cols/2]

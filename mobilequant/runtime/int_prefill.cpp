@@ -280,7 +280,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   {
     StageTimer st(prof, "lm_head");
     int_lm_head(y16.data(), m.lm_head_q.data(), m.lm_head_scale.data(), m.final_norm_scale, t, v,
-                c, threads, logits.data());
+                c, threads, logits.data(), &m.lm_head_packed);
   }
   return logits;
 }

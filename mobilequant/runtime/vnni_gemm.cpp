@@ -240,4 +240,135 @@ void vnni_dot4_i16(const int16_t*, const int16_t* const*, int64_t, int64_t, int6
 }
 #endif
 
+VnniPackedI16 VnniPackedI16::pack(const int16_t* w, int64_t n, int64_t k) {
+  MQ_CHECK(n >= 1 && k >= 1, "vnni pack (int16): [", n, ", ", k, "] must not be empty");
+  VnniPackedI16 p;
+  p.n = n;
+  p.k = k;
+  p.k2 = (k + 1) / 2;
+  p.blocks = (n + 15) / 16;
+  p.data.assign(static_cast<size_t>(p.blocks * p.k2 * 32), 0);
+  for (int64_t row = 0; row < n; ++row) {
+    int16_t* dst = p.data.data() + (row / 16) * p.k2 * 32 + (row % 16) * 2;
+    for (int64_t kk = 0; kk < k; ++kk) dst[(kk / 2) * 32 + kk % 2] = w[row * k + kk];
+  }
+  return p;
+}
+
+#ifdef MQ_VNNI_X86
+namespace {
+
+constexpr int kLmMr = 3;         // token rows per tile
+constexpr int kLmNb = 4;         // 16-row vocabulary blocks per tile
+constexpr int64_t kLmFlush = 128;  // depth pairs summed in int32 before the int64 flush
+
+/// One tile: sums[r][j] += S over depth pairs [p0, p1) for MR token rows (hi/lo pair arrays
+/// as int32 [rows, k2]) and NB vocabulary blocks.
+template <int MR, int NB>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void lm_tile(
+    const int32_t* hi, const int32_t* lo, int64_t k2,  // [MR, k2] packed (y0, y1) pairs
+    const int16_t* w, int64_t block_stride,            // NB blocks of [k2, 16, 2]
+    int64_t p0, int64_t p1, int64_t (*sums)[16 * kLmNb]) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i ah[MR][NB], al[MR][NB];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) ah[r][j] = al[r][j] = zero;
+  const int16_t* wp = w + p0 * 32;
+  for (int64_t pp = p0; pp < p1; ++pp, wp += 32) {
+    __m512i wv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) wv[j] = _mm512_loadu_si512(wp + j * block_stride);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const __m512i vh = _mm512_set1_epi32(hi[r * k2 + pp]);
+      const __m512i vl = _mm512_set1_epi32(lo[r * k2 + pp]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        ah[r][j] = _mm512_dpwssd_epi32(ah[r][j], vh, wv[j]);
+        al[r][j] = _mm512_dpwssd_epi32(al[r][j], vl, wv[j]);
+      }
+    }
+  }
+  // Constant indices only (unrolled): an indexed read of ah/al would keep them in memory.
+  alignas(64) int32_t th[MR][16 * NB], tl[MR][16 * NB];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      _mm512_store_si512(th[r] + 16 * j, ah[r][j]);
+      _mm512_store_si512(tl[r] + 16 * j, al[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int i = 0; i < 16 * NB; ++i) sums[r][i] += 256 * int64_t{th[r][i]} + tl[r][i];
+}
+
+using LmTileFn = void (*)(const int32_t*, const int32_t*, int64_t, const int16_t*, int64_t,
+                          int64_t, int64_t, int64_t (*)[16 * kLmNb]);
+
+template <int MR>
+LmTileFn lm_tile_for(int nb) {
+  return nb == 1 ? lm_tile<MR, 1> : nb == 2 ? lm_tile<MR, 2> : nb == 3 ? lm_tile<MR, 3>
+                                                                       : lm_tile<MR, 4>;
+}
+
+}  // namespace
+
+void vnni_lm_head(const int16_t* y, int64_t t, const VnniPackedI16& w, const float* w_scale,
+                  float s_f, int threads, float* logits) {
+  MQ_CHECK(vnni_supported(), "vnni_lm_head: this CPU has no AVX-512 VNNI");
+  MQ_CHECK(!w.empty() && t >= 1, "vnni_lm_head: empty operand (T = ", t, ", V = ", w.n, ")");
+  const int64_t c = w.k, k2 = w.k2, v = w.n;
+  // y = 256 hi + lo, as (element 2p, element 2p + 1) int16 pairs in one int32 each.
+  std::vector<int32_t> hi(static_cast<size_t>(t * k2)), lo(hi.size());  // [T, k2]
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t pp = 0; pp < k2; ++pp) {
+      int16_t h[2] = {0, 0}, l[2] = {0, 0};
+      for (int e = 0; e < 2; ++e) {
+        const int64_t cc = 2 * pp + e;
+        if (cc >= c) break;
+        const int32_t x = y[i * c + cc];
+        h[e] = static_cast<int16_t>(x >> 8);  // arithmetic: floor(x / 256)
+        l[e] = static_cast<int16_t>(x & 0xff);
+      }
+      std::memcpy(&hi[static_cast<size_t>(i * k2 + pp)], h, sizeof(int32_t));
+      std::memcpy(&lo[static_cast<size_t>(i * k2 + pp)], l, sizeof(int32_t));
+    }
+  }
+  const int64_t n_tiles = (w.blocks + kLmNb - 1) / kLmNb;
+  const int64_t block_stride = k2 * 32;
+  parallel_for(n_tiles, threads, [&](int64_t lo_tile, int64_t hi_tile) {
+    for (int64_t nt = lo_tile; nt < hi_tile; ++nt) {
+      const int64_t b0 = nt * kLmNb;
+      const int nb = static_cast<int>(std::min<int64_t>(kLmNb, w.blocks - b0));
+      const int64_t j0 = 16 * b0, j1 = std::min<int64_t>(v, j0 + 16 * nb);
+      for (int64_t r0 = 0; r0 < t; r0 += kLmMr) {
+        const int mr = static_cast<int>(std::min<int64_t>(kLmMr, t - r0));
+        const LmTileFn fn = mr == 1 ? lm_tile_for<1>(nb) : mr == 2 ? lm_tile_for<2>(nb)
+                                                                   : lm_tile_for<3>(nb);
+        int64_t sums[kLmMr][16 * kLmNb] = {};
+        for (int64_t p0 = 0; p0 < k2; p0 += kLmFlush) {
+          fn(hi.data() + r0 * k2, lo.data() + r0 * k2, k2, w.data.data() + b0 * block_stride,
+             block_stride, p0, std::min(k2, p0 + kLmFlush), sums);
+        }
+        for (int r = 0; r < mr; ++r) {
+          for (int64_t j = j0; j < j1; ++j) {
+            const double scale = static_cast<double>(s_f) * static_cast<double>(w_scale[j]);
+            logits[(r0 + r) * v + j] =
+                static_cast<float>(scale * static_cast<double>(sums[r][j - j0]));
+          }
+        }
+      }
+    }
+  });
+}
+#else
+void vnni_lm_head(const int16_t*, int64_t, const VnniPackedI16&, const float*, float, int,
+                  float*) {
+  throw Error("vnni_lm_head: not an x86-64 build");
+}
+#endif
+
 }  // namespace mq::rt

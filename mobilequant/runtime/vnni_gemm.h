@@ -69,4 +69,30 @@ void vnni_dot4_i16(const int16_t* w,          // [n]
                    int64_t n, int64_t block,
                    int64_t* acc);             // [4]
 
+/// The lm_head's weights w [V, C] (int16, |w| <= 32767) packed for vnni_lm_head: blocks of 16
+/// rows x 2 depths, one 64-byte vector per block and depth pair.
+struct VnniPackedI16 {
+  int64_t n = 0;       ///< V
+  int64_t k = 0;       ///< C
+  int64_t k2 = 0;      ///< ceil(C / 2): depth pairs
+  int64_t blocks = 0;  ///< ceil(V / 16)
+  std::vector<int16_t> data;  // [blocks, k2, 16, 2]; padding 0
+
+  /// Packs w (row-major [N, K]).
+  static VnniPackedI16 pack(const int16_t* w, int64_t n, int64_t k);
+  /// True if nothing is packed.
+  bool empty() const { return data.empty(); }
+};
+
+/// logits[t, j] = float(double(s_f) * double(w_scale[j]) * S[t, j]) with S[t, j] = sum_c
+/// y[t, c] w[j, c] exact (int64), for int16 y in [-32767, 32767], the same value int_lm_head
+/// gives. y = 256 hi + lo (hi in [-128, 127], lo in [0, 255]) makes two vpdpwssd products whose
+/// int32 lanes cannot overflow within 128 depth pairs (128 * 2 * 32767 * 255 < 2^31); every 128
+/// pairs they are added into int64 as 256 hi + lo. Requires vnni_supported().
+void vnni_lm_head(const int16_t* y,     // [T, C]
+                  int64_t t, const VnniPackedI16& w,
+                  const float* w_scale,  // [V]
+                  float s_f, int threads,
+                  float* logits);        // [T, V]
+
 }  // namespace mq::rt

@@ -103,3 +103,60 @@ TEST_CASE("vnni_multiply equals the int64 triple loop and gemmlowp exactly", "[u
   mq::rt::vnni_multiply(a.data(), 2, mq::rt::VnniPackedB::pack(b.data(), 3, k), 1, c.data());
   for (const int32_t v : c) CHECK(v == want);
 }
+
+TEST_CASE("vnni_lm_head equals the exact int64 dot product, also at |y| = |w| = 32767", "[unit]") {
+  std::mt19937 rng(13);
+  // Packing runs everywhere: 16 rows x 2 depths per vector, zero padding.
+  {
+    const std::vector<int16_t> w{1, 2, 3, 4, 5, 6};  // [2, 3]
+    const auto p = mq::rt::VnniPackedI16::pack(w.data(), 2, 3);
+    REQUIRE(p.k2 == 2);
+    REQUIRE(p.blocks == 1);
+    CHECK(p.data[0] == 1);
+    CHECK(p.data[1] == 2);
+    CHECK(p.data[2] == 4);   // row 1, depths 0 and 1
+    CHECK(p.data[3] == 5);
+    CHECK(p.data[32] == 3);  // row 0, depth pair 1: (3, 0)
+    CHECK(p.data[33] == 0);
+    CHECK(p.data[34] == 6);
+  }
+  if (!mq::rt::vnni_supported()) {
+    WARN("this CPU has no AVX-512 VNNI: vnni_lm_head is not run here");
+    return;
+  }
+  // Shapes: token tails of the 3-row tile, vocabulary tails of 16 and 64, odd depths, and a
+  // depth past two int32 flushes (2 x 128 pairs).
+  struct Shape { int64_t t, v, c; };
+  for (const Shape sh : {Shape{1, 1, 1}, Shape{2, 17, 5}, Shape{4, 65, 64}, Shape{7, 130, 577},
+                         Shape{3, 64, 600}}) {
+    for (const bool extreme : {false, true}) {
+      std::uniform_int_distribution<int> d(-32767, 32767), sign(0, 1);
+      std::vector<int16_t> y(static_cast<size_t>(sh.t * sh.c)), w(static_cast<size_t>(sh.v * sh.c));
+      for (auto& x : y) x = static_cast<int16_t>(extreme ? (sign(rng) ? 32767 : -32767) : d(rng));
+      for (auto& x : w) x = static_cast<int16_t>(extreme ? (sign(rng) ? 32767 : -32767) : d(rng));
+      if (extreme) std::fill(y.begin(), y.begin() + sh.c, int16_t{32767});  // one all-max row
+      if (extreme) std::fill(w.begin(), w.begin() + sh.c, int16_t{32767});
+      std::vector<float> scale(static_cast<size_t>(sh.v));
+      std::uniform_real_distribution<float> u(1e-6f, 1e-3f);
+      for (auto& s : scale) s = u(rng);
+      const float s_f = 3e-4f;
+      std::vector<float> got(static_cast<size_t>(sh.t * sh.v)), want(got.size());  // [T, V]
+      for (int64_t i = 0; i < sh.t; ++i) {
+        for (int64_t j = 0; j < sh.v; ++j) {
+          int64_t acc = 0;
+          for (int64_t x = 0; x < sh.c; ++x)
+            acc += int64_t{y[static_cast<size_t>(i * sh.c + x)]} * w[static_cast<size_t>(j * sh.c + x)];
+          const double sc = static_cast<double>(s_f) * static_cast<double>(scale[static_cast<size_t>(j)]);
+          want[static_cast<size_t>(i * sh.v + j)] = static_cast<float>(sc * static_cast<double>(acc));
+        }
+      }
+      const auto packed = mq::rt::VnniPackedI16::pack(w.data(), sh.v, sh.c);
+      for (const int threads : {1, 3}) {
+        mq::rt::vnni_lm_head(y.data(), sh.t, packed, scale.data(), s_f, threads, got.data());
+        INFO("T " << sh.t << " V " << sh.v << " C " << sh.c << " extreme " << extreme << " threads "
+                  << threads);
+        CHECK(got == want);  // the same float from the same exact int64 sum: bitwise
+      }
+    }
+  }
+}
