@@ -64,6 +64,7 @@ read or a file could not be written, 2 for bad arguments; --strict makes any pro
 """
 import argparse
 import csv
+import gzip
 import io
 import json
 import math
@@ -224,9 +225,9 @@ def progress_of(path):
     """Where an unfinished run got to, from metrics.jsonl and log.txt ("" when neither)."""
     parts = []
     last = None
-    mpath = os.path.join(path, "metrics.jsonl")
-    if os.path.isfile(mpath):
-        with open(mpath, encoding="utf-8", errors="replace") as f:
+    mf = open_metrics(path)
+    if mf is not None:
+        with mf as f:
             for line in f:
                 try:
                     last = json.loads(line)
@@ -740,14 +741,25 @@ def cmd_table(args):
 # Reading training metrics and quantizer files
 
 
+def open_metrics(run_dir):
+    """The run's metrics.jsonl, or metrics.jsonl.gz as committed results keep it; None if neither."""
+    plain = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.isfile(plain):
+        return open(plain, encoding="utf-8", errors="replace")
+    if os.path.isfile(plain + ".gz"):
+        return gzip.open(plain + ".gz", "rt", encoding="utf-8", errors="replace")
+    return None
+
+
 def read_metrics(run):
     """metrics.jsonl as {layer: {step: (epoch, loss)}} (a resumed run's repeat steps: the last)."""
     path = os.path.join(run.path, "metrics.jsonl")
-    if not os.path.isfile(path):
+    mf = open_metrics(run.path)
+    if mf is None:
         return None
     out = {}
     bad = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with mf as f:
         for line in f:
             if not line.strip():
                 continue
