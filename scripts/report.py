@@ -741,6 +741,18 @@ def cmd_table(args):
 # Reading training metrics and quantizer files
 
 
+def model_preset_panels(items):
+    """The (model, preset) pairs of (series, run, data) items, one plot panel each, in the
+    tables' order: model, then preset."""
+    panels = []
+    for s, r, _ in items:
+        if (s.model, r.quant) not in panels:
+            panels.append((s.model, r.quant))
+    panels.sort(key=lambda mp: (next(s.model_rank for s, _, _ in items if s.model == mp[0]),
+                                preset_rank(mp[1])))
+    return panels
+
+
 def open_metrics(run_dir):
     """The run's metrics.jsonl, or metrics.jsonl.gz as committed results keep it; None if neither."""
     plain = os.path.join(run_dir, "metrics.jsonl")
@@ -1023,11 +1035,7 @@ def plot_loss_end_to_end(P, series, multi_model):
                     items.append((s, r, m[-1]))
     if not items:
         return skipped("loss_end_to_end", "no end-to-end run with metrics.jsonl")
-    panels = []
-    for s, r, _ in items:
-        if (s.model, r.quant) not in panels:
-            panels.append((s.model, r.quant))
-    panels.sort(key=lambda mp: (next(s.model_rank for s, _, _ in items if s.model == mp[0]), preset_rank(mp[1])))
+    panels = model_preset_panels(items)
     styles = series_styles(series)
     fig, axes = P.grid(len(panels), 2, w=5.6, h=3.6)
     for ax, (model, preset) in zip(axes, panels):
@@ -1100,10 +1108,7 @@ def plot_loss_block_wise(P, series, multi_model):
     P.save(fig, "loss_block_wise")
 
     # First- and last-epoch mean loss per layer, one panel per model and preset.
-    panels = []
-    for s, r, _ in items:
-        if (s.model, r.quant) not in panels:
-            panels.append((s.model, r.quant))
+    panels = model_preset_panels(items)
     styles = series_styles(series)
     fig, axes = P.grid(len(panels), 2, w=5.6, h=3.6)
     for ax, (model, preset) in zip(axes, panels):
