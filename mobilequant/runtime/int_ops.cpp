@@ -532,10 +532,14 @@ void dot4_i16(const int16_t* w, const int16_t* const* y, int64_t n, int64_t bloc
 
 void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float s_f, int64_t t,
                  int64_t v, int64_t c, int threads, float* logits, const VnniPackedI16* packed) {
-  if (packed != nullptr && !packed->empty() && use_vnni()) {
-    MQ_CHECK(packed->n == v && packed->k == c, "int_lm_head: packed weights [", packed->n, ", ",
-             packed->k, "], expected [", v, ", ", c, "]");
-    vnni_lm_head(y, t, *packed, w_scale, s_f, threads, logits);
+  if (use_vnni()) {
+    if (packed != nullptr && !packed->empty()) {
+      MQ_CHECK(packed->n == v && packed->k == c, "int_lm_head: packed weights [", packed->n,
+               ", ", packed->k, "], expected [", v, ", ", c, "]");
+      vnni_lm_head(y, t, *packed, w_scale, s_f, threads, logits);
+    } else {
+      vnni_lm_head(y, t, VnniPackedI16::pack(w, v, c), w_scale, s_f, threads, logits);
+    }
     return;
   }
   constexpr int64_t kTokenBlock = 32;  // y rows kept hot in cache while W streams
@@ -546,8 +550,6 @@ void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float
           std::max<int64_t>(row_abs[static_cast<size_t>(i)], std::abs(int64_t{y[i * c + k]}));
     }
   }
-  const bool vnni = use_vnni();
-  static_assert(kLmRows == 4, "vnni_dot4_i16 takes four rows");
   parallel_for(v, threads, [&](int64_t vb, int64_t ve) {
     std::vector<int16_t> zero(static_cast<size_t>(c), 0);  // [C] padding row
     for (int64_t t0 = 0; t0 < t; t0 += kTokenBlock) {
@@ -564,11 +566,7 @@ void int_lm_head(const int16_t* y, const int16_t* w, const float* w_scale, float
           }
           const int64_t block = std::max<int64_t>(1, ((int64_t{1} << 31) - 1) / (2 * 32767 * y_abs));
           int64_t acc[kLmRows];
-          if (vnni) {
-            vnni_dot4_i16(wr, rows, c, block, acc);
-          } else {
-            dot4_i16(wr, rows, c, block, acc);
-          }
+          dot4_i16(wr, rows, c, block, acc);
           for (int64_t r = 0; r < kLmRows && i + r < t1; ++r) {
             logits[(i + r) * v + j] = static_cast<float>(scale * static_cast<double>(acc[r]));
           }

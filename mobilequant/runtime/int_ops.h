@@ -39,7 +39,8 @@
 // - lm_head: int16 x int16 products summed in pairs in int32 (vpmaddwd; 2 * 32767^2 < 2^31);
 //   such pair sums are added in int32 for as many steps B as B * 2 * 32767 * max|y| < 2^31
 //   allows (B >= 1, from each token row's actual max|y|; lm_head codes are never -32768), then
-//   widened to int64; logits = float(double(s_f) * double(s_lm[v]) * double(acc)).
+//   widened to int64; logits = float(double(s_f) * double(s_lm[v]) * double(acc)). Where
+//   use_vnni(), vnni_lm_head computes the same exact sum (vnni_gemm.h).
 #pragma once
 
 #include <cstdint>

@@ -46,8 +46,9 @@ void gather_head(const std::vector<int32_t>& x, int64_t t, int64_t heads, int64_
 /// Adds the wall time from construction to destruction to a profile's stage (no-op if null).
 class StageTimer {
  public:
-  StageTimer(PrefillProfile* p, const char* stage)
-      : p_(p), stage_(stage), t0_(std::chrono::steady_clock::now()) {}
+  StageTimer(PrefillProfile* p, const char* stage) : p_(p), stage_(stage) {
+    if (p_ != nullptr) t0_ = std::chrono::steady_clock::now();  // no clock reads unprofiled
+  }
   ~StageTimer() {
     if (p_ == nullptr) return;
     const std::chrono::duration<double> d = std::chrono::steady_clock::now() - t0_;

@@ -189,57 +189,6 @@ void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int thread
 #endif
 }
 
-#ifdef MQ_VNNI_X86
-// GCC 12's AVX-512 shift intrinsics fill their pass-through operand with an "undefined"
-// vector, which -Wmaybe-uninitialized reports under a function-level target attribute.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_dot4_i16(
-    const int16_t* w, const int16_t* const* y, int64_t n, int64_t block, int64_t* acc) {
-  __m512i sum0 = _mm512_setzero_si512(), sum1 = sum0, sum2 = sum0, sum3 = sum0;  // int64 lanes
-  int64_t k = 0;
-  const int64_t n32 = n - n % 32;
-  const int16_t *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];
-  while (k < n32) {
-    const int64_t k_end = std::min(n32, k + 32 * block);
-    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;  // int32 lanes
-    for (; k < k_end; k += 32) {
-      const __m512i wv = _mm512_loadu_si512(w + k);
-      s0 = _mm512_dpwssd_epi32(s0, wv, _mm512_loadu_si512(y0 + k));
-      s1 = _mm512_dpwssd_epi32(s1, wv, _mm512_loadu_si512(y1 + k));
-      s2 = _mm512_dpwssd_epi32(s2, wv, _mm512_loadu_si512(y2 + k));
-      s3 = _mm512_dpwssd_epi32(s3, wv, _mm512_loadu_si512(y3 + k));
-    }
-// The 16 int32 lanes as 8 int64 sums of their pairs (shifts only: GCC 12's 256-bit
-// extract intrinsics warn about their undefined upper halves).
-#define MQ_WIDEN(v) \
-  _mm512_add_epi64(_mm512_srai_epi64(_mm512_slli_epi64(v, 32), 32), _mm512_srai_epi64(v, 32))
-    sum0 = _mm512_add_epi64(sum0, MQ_WIDEN(s0));  // int32 pairs -> int64 lanes
-    sum1 = _mm512_add_epi64(sum1, MQ_WIDEN(s1));
-    sum2 = _mm512_add_epi64(sum2, MQ_WIDEN(s2));
-    sum3 = _mm512_add_epi64(sum3, MQ_WIDEN(s3));
-#undef MQ_WIDEN
-  }
-  alignas(64) int64_t lanes[4][8];
-  _mm512_store_si512(lanes[0], sum0);
-  _mm512_store_si512(lanes[1], sum1);
-  _mm512_store_si512(lanes[2], sum2);
-  _mm512_store_si512(lanes[3], sum3);
-  for (int r = 0; r < 4; ++r) {
-    acc[r] = 0;
-    for (int i = 0; i < 8; ++i) acc[r] += lanes[r][i];
-  }
-  for (; k < n; ++k) {
-    for (int r = 0; r < 4; ++r) acc[r] += static_cast<int32_t>(w[k]) * y[r][k];
-  }
-}
-#pragma GCC diagnostic pop
-#else
-void vnni_dot4_i16(const int16_t*, const int16_t* const*, int64_t, int64_t, int64_t*) {
-  throw Error("vnni_dot4_i16: not an x86-64 build");
-}
-#endif
-
 VnniPackedI16 VnniPackedI16::pack(const int16_t* w, int64_t n, int64_t k) {
   MQ_CHECK(n >= 1 && k >= 1, "vnni pack (int16): [", n, ", ", k, "] must not be empty");
   VnniPackedI16 p;

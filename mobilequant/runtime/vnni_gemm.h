@@ -5,9 +5,10 @@
 //
 // vpdpbusd multiplies unsigned by signed bytes, so the right operand is stored as b - 128 and the
 // product corrected exactly: sum_k a b = sum_k a (b - 128) + 128 sum_k a. Both terms and the
-// result fit int32 when K * 255^2 < 2^31 (K <= 33025), the bound gemmlowp's products have too. The right operand (the
-// weights) is packed once, in blocks of 16 columns x 4 depths, one 64-byte vector per block row
-// (VnniPackedB); the micro-kernel keeps a 6 x 64 tile of sums in 24 zmm registers.
+// result fit int32 when K * 255^2 < 2^31 (K <= 33025), the bound gemmlowp's products have too.
+// The right operand (the weights) is packed once, in blocks of 16 columns x 4 depths, one
+// 64-byte vector per block row (VnniPackedB); the micro-kernel keeps a 6 x 64 tile of sums in
+// 24 zmm registers. The int16 lm_head has its own packed GEMM (vnni_lm_head, vpdpwssd).
 //
 // The kernels are compiled for AVX-512 by function attributes, so the rest of the runtime keeps
 // the build's target; vnni_supported() checks the CPU at run time. Results are exact integers,
@@ -59,15 +60,6 @@ struct VnniPackedB {
 void vnni_multiply(const uint8_t* a,  // [T, K]
                    int64_t t, const VnniPackedB& b, int threads,
                    int32_t* c);       // [T, N]
-
-/// acc[r] = sum_c w[c] y[r][c] for four rows y[0..3] of int16 codes in [-32767, 32767], with
-/// vpdpwssd: each int32 lane sums one pair per 32-element step; `block` steps (block * 2 *
-/// 32767 * max|y| < 2^31, as int_lm_head computes it) are summed in int32, then widened to
-/// int64. Exact. Requires vnni_supported().
-void vnni_dot4_i16(const int16_t* w,          // [n]
-                   const int16_t* const* y,   // 4 x [n]
-                   int64_t n, int64_t block,
-                   int64_t* acc);             // [4]
 
 /// The lm_head's weights w [V, C] (int16, |w| <= 32767) packed for vnni_lm_head: blocks of 16
 /// rows x 2 depths, one 64-byte vector per block and depth pair.
