@@ -31,7 +31,7 @@ table
   wikitext:word_perplexity, wikitext-gptq:token_perplexity, docs:token_perplexity; the
   pseudo task `train` reads results.json's "train" section (train:last_epoch_loss,
   train:seconds; a per-block list gives its last block). Default: the first metric of every
-  evaluated task.
+  evaluated task except layer-error (a diagnostic: ask for layer-error:rel_mse_last_layer).
 
 plots (needs matplotlib: pip install -r scripts/requirements-report.txt)
   Writes PNG and SVG (no timestamps: identical files for identical inputs) into OUT_DIR:
@@ -55,6 +55,11 @@ plots (needs matplotlib: pip install -r scripts/requirements-report.txt)
                          sites show their widest channel.
   act_range_change_<run> log2(learned width / calibrated width) per site and layer
                          (needs both files): what activation range learning did.
+  layer_error            the relative MSE of every block's output against the float model
+                         (results.json's layer-error entry: eval task layer-error) vs the
+                         layer, log scale, one line per run (method · preset), one panel per
+                         model. Skipped without a word when no run evaluated layer-error;
+                         runs with zero error everywhere (FP) draw no line.
   Colours: one per method in every figure; a method's grid settings in lighter to darker
   shades. A plot whose inputs no run has is skipped with a one-line message.
 
@@ -84,6 +89,8 @@ METHOD_LABEL = {"fp": "FP", "rtn": "RTN", "smoothquant-static": "SmoothQuant-Sta
                 "mobilequant": "MobileQuant"}
 PRESET_ORDER = ["w8a16", "w8a8", "full-w8a8", "w4a16", "w4a8", "w4a8-sym"]
 TASK_ORDER = ["wikitext", "wikitext-gptq", "docs"]
+# Evaluation tasks that are diagnostics, not table figures: never a default column.
+DIAGNOSTIC_TASKS = {"layer-error"}
 # Config keys that never tell two runs apart (every run has its own output directory).
 VARIANT_IGNORED = {"output", "description", "method", "quant"}
 # Settings that do not change the float model's results.
@@ -349,7 +356,7 @@ def lower_is_better(metric):
     m = metric.lower()
     if "acc" in m or "agreement" in m:
         return False
-    if "perplexity" in m or "loss" in m or "bits_per_byte" in m or m == "seconds":
+    if "perplexity" in m or "loss" in m or "bits_per_byte" in m or "mse" in m or m == "seconds":
         return True
     return None
 
@@ -492,13 +499,13 @@ def pick_fp(runs, preset):
 
 
 def default_metrics(runs):
-    """(task, its first metric) of every task some finished run evaluated."""
+    """(task, its first metric) of every task some finished run evaluated, diagnostics aside."""
     found = {}
     for r in runs:
         if not r.ok:
             continue
         for task, metrics in r.tasks():
-            if task and metrics and task not in found:
+            if task and metrics and task not in found and task not in DIAGNOSTIC_TASKS:
                 found[task] = metrics[0]
     tasks = sorted(found, key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER), t))
     return [(t, found[t]) for t in tasks]
@@ -1308,6 +1315,56 @@ def plot_act_ranges(P, runs):
                 + ", ".join(no_change))
 
 
+def layer_error_of(run):
+    """[(layer, rel_mse)] of the run's layer-error entry, by layer; [] when it has none."""
+    for entry in eval_entries(run.results or {}):
+        if entry.get("task") != "layer-error" or not isinstance(entry.get("layers"), list):
+            continue
+        pts = [(e["layer"], float(e["rel_mse"])) for e in entry["layers"]
+               if isinstance(e, dict) and isinstance(e.get("layer"), int)
+               and isinstance(e.get("rel_mse"), (int, float)) and not isinstance(e.get("rel_mse"), bool)]
+        return sorted(pts)
+    return []
+
+
+def plot_layer_error(P, series, multi_model):
+    """Relative MSE of each block's output vs the layer; silent when no run has it."""
+    items = []
+    for s in series:
+        for r in s.runs:
+            pts = [(x, y) for x, y in layer_error_of(r) if y > 0] if r.ok else []
+            if pts:   # FP's zeros have no place on a log scale
+                items.append((s, r, pts))
+    if not items:
+        return
+    items.sort(key=lambda it: (it[0].model_rank, preset_rank(it[1].quant), it[0].sort_key()))
+    models = []
+    for s, _, _ in items:
+        if s.model not in models:
+            models.append(s.model)
+    presets = sorted({r.quant for _, r, _ in items}, key=preset_rank)
+    preset_ls = {p: MODEL_LINESTYLES[i % len(MODEL_LINESTYLES)] for i, p in enumerate(presets)}
+    styles = series_styles(series)
+    fig, axes = P.grid(len(models), 2, w=5.6, h=3.6)
+    for ax, model in zip(axes, models):
+        n = 0
+        for s, r, pts in items:
+            if s.model != model:
+                continue
+            colour, _ = styles[id(s)]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, lw=1.4, color=colour,
+                    ls=preset_ls[r.quant], label=f"{s.label} · {preset_label(r.quant)}")
+            n += 1
+        log_y(ax)
+        integer_ticks(ax)
+        ax.set_xlabel("layer (block)")
+        ax.set_ylabel("relative MSE of the block output")
+        ax.set_title(panel_title(model, multi_model, "block outputs against the float model"))
+        legend(ax, n)
+    fig.suptitle("Per-layer output error: Σ(h − h_float)² / Σ h_float² (eval task layer-error)")
+    P.save(fig, "layer_error")
+
+
 def cmd_plots(args):
     metrics = parse_metrics(args.metric)
     runs, problems = gather(args)
@@ -1322,6 +1379,7 @@ def cmd_plots(args):
     plot_loss_block_wise(P, series, multi_model)
     plot_ppl_vs_budget(P, runs, metrics)
     plot_act_ranges(P, runs)
+    plot_layer_error(P, series, multi_model)
     if args.strict and (problems or any(r.problem for r in runs)):
         return 1
     return 0
@@ -1336,7 +1394,7 @@ def main(argv=None):
     common.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or sweep output directories")
     common.add_argument("--metric", action="append", metavar="TASK:METRIC",
                         help="a column, e.g. wikitext:word_perplexity (repeatable or comma separated; "
-                             "default: the first metric of every evaluated task)")
+                             "default: the first metric of every evaluated task but layer-error)")
     common.add_argument("--strict", action="store_true",
                         help="exit 1 when any run is unfinished or unreadable or a path is missing")
     pt = sub.add_parser("table", parents=[common], help="Markdown and CSV table, rows = methods (FP first), "
@@ -1344,7 +1402,7 @@ def main(argv=None):
                         "(OUT_PREFIX.csv) table laid out like the paper's. See report.py --help.")
     pt.add_argument("-o", "--output", metavar="OUT_PREFIX", help="write OUT_PREFIX.md and OUT_PREFIX.csv")
     pp = sub.add_parser("plots", parents=[common], help="PNG and SVG plots: loss curves, metric vs "
-                        "samples x epochs, activation ranges before/after learning",
+                        "samples x epochs, activation ranges before/after learning, per-layer error",
                         description="PNG and SVG plots into OUT_DIR. See report.py --help.")
     pp.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="directory for the plots")
     args = parser.parse_args(argv)

@@ -2,13 +2,15 @@
 // `mobilequant eval`: perplexity by the protocols the paper and its peers report
 // (eval/perplexity.h): `wikitext` (lm-eval v0.3 word perplexity, what MobileQuant's tables
 // show), `wikitext-gptq` (GPTQ/OmniQuant token perplexity) and `docs` (any text split into
-// documents, e.g. TinyStories). Prints a Markdown table on stdout, progress on stderr, and
+// documents, e.g. TinyStories); and `layer-error` (eval/layer_error.h: each block's output
+// error against the float model `--reference`, on the first `wikitext` windows). Prints a
+// Markdown table on stdout, progress on stderr, and
 // optionally writes every figure with its protocol, the model, the command line and the
 // machine to a JSON file (atomically: a temporary file renamed over the target).
 //
 // Data files: --data FILE (every task) or --data TASK=FILE, else $MQ_DATA_DIR/<default>,
 // else <repo>/../shared/data/<default>, where <default> is wikitext2/wiki.test.raw.txt for
-// both WikiText tasks and tinystories/valid.head.txt for docs.
+// the WikiText tasks and layer-error, and tinystories/valid.head.txt for docs.
 //
 // Every option is a field of mq::EvalConfig (config/eval_config.h), resolved in this order:
 // the defaults, `--config FILE.json`, the flags given on the command line, then every
@@ -34,6 +36,7 @@
 #include "mobilequant/config/config_json.h"
 #include "mobilequant/config/eval_config.h"
 #include "mobilequant/core/error.h"
+#include "mobilequant/eval/layer_error.h"
 #include "mobilequant/eval/perplexity.h"
 #include "mobilequant/eval/text_documents.h"
 #include "mobilequant/transforms/quantized_checkpoint.h"
@@ -47,6 +50,7 @@ namespace {
 /// The command line of `mobilequant eval`: the flags as given, before they meet the config file.
 struct EvalArgs {
   ModelArgs model;
+  std::string reference;          ///< --reference MODEL (layer-error)
   std::vector<std::string> tasks;
   std::vector<std::string> data;  ///< FILE or TASK=FILE
   int64_t max_length = 0;
@@ -127,6 +131,9 @@ std::string protocol_label(EvalTask task, int64_t max_length, int64_t seqlen) {
   if (task == EvalTask::kWikitextGptq) {
     return "GPTQ/OmniQuant chunks, seqlen=" + std::to_string(seqlen);
   }
+  if (task == EvalTask::kLayerError) {
+    return "block outputs vs float, lm-eval windows of max_length=" + std::to_string(max_length);
+  }
   return "BOS docs, max_length=" + std::to_string(max_length);
 }
 
@@ -138,6 +145,7 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   const auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
   if (given("--model")) c.model = a.model.model;
   if (given("--tokenizer")) c.tokenizer = a.model.tokenizer;
+  if (given("--reference")) c.reference = a.reference;
   if (given("--device")) c.device = a.model.device;
   if (given("--dtype")) c.dtype = a.model.dtype;
   if (given("--task")) {
@@ -158,6 +166,89 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   return c;
 }
 
+/// Windows of layer-error unless the eval `limit` says otherwise.
+constexpr int64_t kLayerErrorWindows = 4;
+
+/// A relative error for tables: 3 significant digits, scientific.
+std::string sci(double v) {
+  std::ostringstream os;
+  os << std::scientific << std::setprecision(3) << v;
+  return os.str();
+}
+
+/// layer-error on `model` against the float model a.reference, loaded here on a.device in
+/// a.dtype and freed on return. Returns the task's results entry; writes its row of the main
+/// table to `table` and the per-layer table to `layers`.
+nlohmann::json layer_error_entry(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
+                                 const std::string& path, const std::string& text,
+                                 int64_t max_length, std::ostream& table, std::ostream& layers) {
+  MQ_CHECK(!a.reference.empty(),
+           "eval: layer-error needs the float model to compare with: pass --reference MODEL");
+  MQ_CHECK(!is_quantized_model_dir(a.reference), "eval: --reference '", a.reference,
+           "' is a quantized model directory; expected the float model it was made from (a "
+           "Hugging Face directory, a .gguf file or a llama2.c .bin)");
+  const int64_t count = a.limit >= 0 ? a.limit : kLayerErrorWindows;
+  const std::vector<ScoringWindow> windows =
+      layer_error_windows(tokenizer, text, max_length, count);
+  ModelArgs args;
+  args.model = a.reference;
+  args.tokenizer = a.tokenizer;
+  args.device = a.device;
+  args.dtype = a.dtype;
+  const LoadOptions load = to_load_options(args);
+  std::cerr << "[eval layer-error] reference " << a.reference << " (" << a.dtype << ", "
+            << load.device.str() << ")\n";
+  LoadedModel reference = load_model(a.reference, load);
+  const LayerErrorResult r =
+      evaluate_layer_error(model, reference.model, windows, progress_printer("layer-error"));
+
+  const int64_t documents = windows.back().document + 1;
+  std::ostringstream p;
+  p << "block outputs (resid_add_2.output after its quantizer, and model.norm.output) against "
+    << "the float model " << a.reference << ", both run on the inputs of the first "
+    << r.windows << " lm-eval v0.3 wikitext windows (max_length=" << max_length
+    << ", every position); rel_mse = sum (h - h_ref)^2 / sum h_ref^2 over every window, "
+    << "cosine = mean over positions of cos(h, h_ref); fp64";
+  const std::string protocol = p.str();
+  const std::string label = protocol_label(EvalTask::kLayerError, max_length, 0);
+  const auto sums_json = [](const LayerErrorSums& s) {
+    return nlohmann::json{{"rel_mse", s.rel_mse()}, {"cosine", s.cosine()},
+                          {"sq_diff", s.sq_diff}, {"sq_ref", s.sq_ref}};
+  };
+  nlohmann::json per_layer = nlohmann::json::array();
+  layers << "\nlayer-error: each block's output against the float model " << a.reference
+         << " (" << r.windows << " windows, " << r.tokens << " tokens)\n\n"
+         << "| layer | rel. MSE | cosine |\n|---:|---:|---:|\n";
+  for (size_t i = 0; i < r.layers.size(); ++i) {
+    nlohmann::json e = sums_json(r.layers[i]);
+    e["layer"] = static_cast<int64_t>(i);
+    per_layer.push_back(e);
+    layers << "| " << i << " | " << sci(r.layers[i].rel_mse()) << " | " << std::fixed
+           << std::setprecision(6) << r.layers[i].cosine() << " |\n";
+  }
+  layers << "| final_norm | " << sci(r.final_norm.rel_mse()) << " | " << std::fixed
+         << std::setprecision(6) << r.final_norm.cosine() << " |\n";
+  const double last = r.layers.back().rel_mse();
+  table << "| layer-error | " << label << " | rel_mse_last_layer | " << sci(last) << " | "
+        << r.tokens << " | " << documents << " |\n";
+  const nlohmann::json metric{
+      {"metric", "rel_mse_last_layer"}, {"value", last}, {"protocol", protocol}};
+  return {{"task", to_string(EvalTask::kLayerError)},
+          {"protocol", protocol},
+          {"protocol_label", label},
+          {"data", path},
+          {"reference", a.reference},
+          {"metrics", nlohmann::json::array({metric})},
+          {"windows", r.windows},
+          {"tokens", r.tokens},
+          {"documents", documents},
+          {"max_length", max_length},
+          {"seconds", r.seconds},
+          {"limited", a.limit >= 0},
+          {"layers", per_layer},
+          {"final_norm", sums_json(r.final_norm)}};
+}
+
 }  // namespace
 
 EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const EvalConfig& a,
@@ -169,7 +260,7 @@ EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const Ev
   const int64_t seqlen = a.seqlen > 0 ? a.seqlen : std::min<int64_t>(2048, context);
 
   nlohmann::json results = nlohmann::json::array();
-  std::ostringstream table;
+  std::ostringstream table, layer_tables;
   table << "| task | protocol | metric | value | tokens | docs |\n"
         << "|---|---|---|---:|---:|---:|\n";
   for (size_t t = 0; t < a.tasks.size(); ++t) {
@@ -181,6 +272,13 @@ EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const Ev
     score.progress = progress_printer(task);
     score.logits = logits;
     std::cerr << "[eval " << task << "] data " << path << "\n";
+    if (task_id == EvalTask::kLayerError) {
+      MQ_CHECK(!logits, "eval: layer-error runs the LibTorch model and reads its block outputs; "
+               "an external model (--runtime int) has none");
+      results.push_back(
+          layer_error_entry(model, tokenizer, a, path, text, max_length, table, layer_tables));
+      continue;
+    }
     PerplexityResult r;
     if (task_id == EvalTask::kWikitext) {
       WikitextOptions o;
@@ -230,7 +328,7 @@ EvalOutcome evaluate_tasks(CausalLm& model, const Tokenizer& tokenizer, const Ev
     }
     results.push_back(entry);
   }
-  return {results, table.str()};
+  return {results, table.str() + layer_tables.str()};
 }
 
 namespace {
@@ -304,7 +402,8 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "eval",
       "Perplexity: wikitext (lm-eval v0.3 word perplexity, as MobileQuant reports), "
-      "wikitext-gptq (GPTQ/OmniQuant token perplexity), docs (documents of any text file)");
+      "wikitext-gptq (GPTQ/OmniQuant token perplexity), docs (documents of any text file); "
+      "layer-error (each block's output error against the float model --reference)");
   cmd->add_option("--config", a->config,
                   "Read the evaluation from this JSON file (configs/eval/*.json); flags given "
                   "on the command line override it")
@@ -317,15 +416,18 @@ void add_eval_command(CLI::App& app) {
   add_model_args(*cmd, a->model);
   // A config file may name the model; resolve_eval_config checks that something does.
   cmd->get_option("--model")->required(false);
-  cmd->add_option("--task", a->tasks, "wikitext | wikitext-gptq | docs (repeatable)")
+  cmd->add_option("--task", a->tasks,
+                  "wikitext | wikitext-gptq | docs | layer-error (repeatable); layer-error: "
+                  "relative MSE and cosine of every block's output against --reference on the "
+                  "first 4 wikitext windows (--limit N: N windows)")
       ->check(CLI::IsMember(enum_names<EvalTask>()));
   cmd->add_option("--data", a->data,
                   "Data file for every task, or TASK=FILE for one (repeatable); default "
                   "$MQ_DATA_DIR or <repo>/../shared/data: wikitext2/wiki.test.raw.txt, "
                   "tinystories/valid.head.txt");
   cmd->add_option("--max-length", a->max_length,
-                  "Window length of wikitext and docs (default 2048, capped at the "
-                  "model's context)");
+                  "Window length of wikitext, docs and layer-error (default 2048, capped at "
+                  "the model's context)");
   cmd->add_option("--seqlen", a->seqlen,
                   "Window length of wikitext-gptq (default 2048, capped at the "
                   "model's context)");
@@ -334,7 +436,11 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--batch-size", a->batch_size, "Windows of equal length per forward pass")
       ->capture_default_str();
   cmd->add_option("--limit", a->limit,
-                  "Score only the first N documents (wikitext, docs) or windows (wikitext-gptq)");
+                  "Score only the first N documents (wikitext, docs) or windows (wikitext-gptq, "
+                  "layer-error; layer-error takes 4 without --limit)");
+  cmd->add_option("--reference", a->reference,
+                  "layer-error: the float model to compare with (the one the evaluated model "
+                  "was quantized from; loaded only for layer-error, on --device in --dtype)");
   cmd->add_option("-o,--output", a->output, "Write the results as JSON to this file");
   cmd->add_option("--runtime", a->runtime,
                   "torch (default) or int: the integer runtime on an export directory (-m "

@@ -189,10 +189,13 @@ bool quantizes_anything(const QuantConfig& q) {
   return false;
 }
 
-/// The eval section as the evaluator's config.
+/// The eval section as the evaluator's config. layer-error's float reference is the run's
+/// model, reloaded from its checkpoint (the run's own copy is transformed and folded by then).
 EvalConfig to_eval_config(const RunConfig& c) {
   EvalConfig e;
   e.model = c.model;
+  e.tokenizer = c.tokenizer;
+  e.reference = c.model;
   e.device = c.device;
   e.tasks = c.eval.tasks;
   e.data = c.eval.data;
@@ -495,7 +498,8 @@ void add_run_command(CLI::App& app) {
                   "configs/runs/ and configs/README.md");
   cmd->add_option("--set", a->sets,
                   "Override any field: key=value, sections with dots (train.epochs=3, "
-                  "calib.samples=32, train.lrl.lr=1e-7); repeatable, applied last");
+                  "calib.samples=32, train.lrl.lr=1e-7), lists as JSON "
+                  "('eval.tasks=[\"wikitext\",\"layer-error\"]'); repeatable, applied last");
   cmd->add_flag("--resume", a->flags.resume,
                 "Continue the run in its directory from its last checkpoint (same config only)");
   cmd->add_flag("--force", a->flags.force, "Delete an existing run directory and start again");

@@ -15,13 +15,15 @@ const char* to_string(EvalTask task) {
       return "wikitext-gptq";
     case EvalTask::kDocs:
       return "docs";
+    case EvalTask::kLayerError:
+      return "layer-error";
   }
   return "?";
 }
 
 const std::vector<EvalTask>& EnumValues<EvalTask>::values() {
   static const std::vector<EvalTask> all = {EvalTask::kWikitext, EvalTask::kWikitextGptq,
-                                            EvalTask::kDocs};
+                                            EvalTask::kDocs, EvalTask::kLayerError};
   return all;
 }
 
@@ -76,6 +78,14 @@ void EvalConfig::validate(const std::string& where) const {
   MQ_CHECK(limit >= -1, where, ": limit: got ", limit, ", expected >= 0 (or -1: all)");
   for (const auto& d : data) {
     MQ_CHECK(!d.empty(), where, ": data: empty file name, expected FILE or TASK=FILE");
+  }
+  for (const EvalTask t : tasks) {
+    if (t != EvalTask::kLayerError) continue;
+    MQ_CHECK(!reference.empty(), where, ": reference: empty, but tasks include layer-error, "
+             "which compares with the float model; pass --reference MODEL (or set "
+             "\"reference\")");
+    MQ_CHECK(runtime == EvalRuntime::kTorch, where, ": tasks: layer-error needs runtime torch "
+             "(the integer runtime reports no block outputs); got runtime ", to_string(runtime));
   }
 }
 

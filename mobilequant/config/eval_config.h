@@ -1,7 +1,8 @@
 // mobilequant/config/eval_config.h
 // What `mobilequant eval` is told, as one plain struct that a JSON file (configs/eval/*.json),
 // the command-line flags and `--set key=value` fill (config/config_json.h). The protocols
-// themselves are in eval/perplexity.h; this struct only names them and their parameters.
+// themselves are in eval/perplexity.h and eval/layer_error.h; this struct only names them and
+// their parameters.
 #pragma once
 
 #include <cstdint>
@@ -12,14 +13,15 @@
 
 namespace mq {
 
-/// The perplexity protocols of eval/perplexity.h.
+/// The perplexity protocols of eval/perplexity.h and the per-layer error of eval/layer_error.h.
 enum class EvalTask {
   kWikitext,      ///< "wikitext": lm-eval v0.3 word perplexity (what MobileQuant reports)
   kWikitextGptq,  ///< "wikitext-gptq": GPTQ/OmniQuant token perplexity
   kDocs,          ///< "docs": documents of any text file (e.g. TinyStories)
+  kLayerError,    ///< "layer-error": each block's output error against a float reference
 };
 
-/// Returns "wikitext", "wikitext-gptq" or "docs".
+/// Returns "wikitext", "wikitext-gptq", "docs" or "layer-error".
 const char* to_string(EvalTask task);
 /// Parses a task name; throws mq::Error naming `where`, the name and the allowed set.
 EvalTask parse_eval_task(const std::string& name, const std::string& where);
@@ -49,6 +51,7 @@ struct EnumValues<EvalRuntime> {
 struct EvalConfig {
   std::string model;                        ///< HF directory, .gguf or llama2.c .bin
   std::string tokenizer;                    ///< tokenizer file overriding the model's ("": none)
+  std::string reference;                    ///< layer-error: the float model ("": none)
   std::string device = "cpu";               ///< cpu, cuda or cuda:N
   std::string dtype = "fp32";               ///< fp32, bf16 or fp16 (float32, ... accepted)
   std::vector<EvalTask> tasks;              ///< protocols to run, in order
@@ -57,7 +60,7 @@ struct EvalConfig {
   int64_t seqlen = 0;                       ///< wikitext-gptq window; 0: 2048 capped at context
   std::string separator = "<|endoftext|>";  ///< docs: a line holding only this ends a document
   int64_t batch_size = 1;                   ///< windows of equal length per forward pass
-  int64_t limit = -1;                       ///< first N documents/windows only (-1: all)
+  int64_t limit = -1;                       ///< first N documents/windows (-1: all; layer-error 4)
   std::string output;                       ///< results JSON file ("": none)
   EvalRuntime runtime = EvalRuntime::kTorch;  ///< what computes the logits
   int64_t threads = 0;                      ///< integer runtime threads (0: every core)
@@ -67,15 +70,19 @@ struct EvalConfig {
   void for_each_field(V& v) {
     v("model", model, "Model: a Hugging Face directory, a .gguf file or a llama2.c .bin");
     v("tokenizer", tokenizer, "Tokenizer file overriding the one found beside the model");
+    v("reference", reference, "layer-error: the float model the evaluated one is compared with "
+                              "(a Hugging Face directory, a .gguf file or a llama2.c .bin)");
     v("device", device, "cpu, cuda or cuda:N");
     v("dtype", dtype, "Parameter dtype: fp32, bf16 or fp16");
-    v("tasks", tasks, "Protocols: wikitext, wikitext-gptq, docs");
+    v("tasks", tasks, "Protocols: wikitext, wikitext-gptq, docs, layer-error");
     v("data", data, "Data file for every task, or TASK=FILE for one");
-    v("max_length", max_length, "Window length of wikitext and docs (0: 2048 capped at context)");
+    v("max_length", max_length,
+      "Window length of wikitext, docs and layer-error (0: 2048 capped at context)");
     v("seqlen", seqlen, "Window length of wikitext-gptq (0: 2048 capped at context)");
     v("separator", separator, "Document separator line of docs");
     v("batch_size", batch_size, "Windows of equal length per forward pass");
-    v("limit", limit, "Score only the first N documents or windows (-1: all)");
+    v("limit", limit, "Score only the first N documents or windows (-1: all; layer-error: 4 "
+                      "windows)");
     v("output", output, "Write the results as JSON to this file");
     v("runtime", runtime, "torch (LibTorch: float or simulated quantization) or int (the "
                           "integer runtime on an export directory, compared with its simulation)");
@@ -84,7 +91,8 @@ struct EvalConfig {
 
   /// Throws mq::Error naming `where`, the key, the value and what is allowed when a field is
   /// out of range: no tasks, lengths < 0, batch_size < 1, limit < -1, an unknown dtype or
-  /// device. The model path is not checked (a config file may leave it to the command line).
+  /// device, layer-error without a reference or with the integer runtime. The model path is
+  /// not checked (a config file may leave it to the command line).
   void validate(const std::string& where) const;
 };
 

@@ -45,26 +45,28 @@ struct CalibConfig {
   }
 };
 
-/// How a finished run is evaluated (the protocols of eval/perplexity.h).
+/// How a finished run is evaluated (the protocols of eval/perplexity.h; layer-error compares
+/// with the run's float model, reloaded from `model`).
 struct RunEvalConfig {
   std::vector<EvalTask> tasks = {EvalTask::kWikitext};  ///< protocols, in order
   std::vector<std::string> data;  ///< FILE (every task) or TASK=FILE; default per task
-  int64_t max_length = 0;         ///< wikitext/docs window; 0: 2048 capped at context
+  int64_t max_length = 0;         ///< wikitext/docs/layer-error window; 0: 2048 capped
   int64_t seqlen = 0;             ///< wikitext-gptq window; 0: 2048 capped at context
   std::string separator = "<|endoftext|>";  ///< docs separator line
   int64_t batch_size = 1;         ///< windows per forward pass
-  int64_t limit = -1;             ///< first N documents/windows only (-1: all)
+  int64_t limit = -1;             ///< first N documents/windows (-1: all; layer-error: 4)
 
   /// The one field list.
   template <class V>
   void for_each_field(V& v) {
-    v("tasks", tasks, "Protocols: wikitext, wikitext-gptq, docs ([] to skip evaluation)");
+    v("tasks", tasks, "Protocols: wikitext, wikitext-gptq, docs, layer-error (per-block output "
+                      "error against the run's float model) ([] to skip evaluation)");
     v("data", data, "Data file for every task, or TASK=FILE for one");
-    v("max_length", max_length, "Window length of wikitext and docs (0: 2048 capped)");
+    v("max_length", max_length, "Window length of wikitext, docs and layer-error (0: 2048 capped)");
     v("seqlen", seqlen, "Window length of wikitext-gptq (0: 2048 capped)");
     v("separator", separator, "Document separator line of docs");
     v("batch_size", batch_size, "Windows per forward pass");
-    v("limit", limit, "Score only the first N documents or windows (-1: all)");
+    v("limit", limit, "Score only the first N documents or windows (-1: all; layer-error: 4)");
   }
 };
 

@@ -41,6 +41,8 @@ expect_error "bad device" "--device" "$mq" generate -m "$stories" --device tpu
 expect_error "bad dtype" "--dtype" "$mq" generate -m "$stories" --dtype int3
 expect_error "unknown flag" "--frobnicate" "$mq" eval -m "$stories" --task docs --frobnicate
 expect_error "unknown task" "--task" "$mq" eval -m "$stories" --task lambada
+expect_error "layer-error without a reference" "--reference MODEL" "$mq" eval -m "$stories" \
+  --task layer-error
 if [ -f "$stories" ]; then
   expect_error "empty data file" "empty.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/empty.txt"
   expect_error "missing data file" "missing.txt" "$mq" eval -m "$stories" --task docs --data "$tmp/missing.txt"

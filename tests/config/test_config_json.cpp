@@ -81,20 +81,20 @@ TEST_CASE("config_from_json rejects an ill-typed value of every type", "[unit]")
   REQUIRE_THROWS_WITH(read_all(R"({"files": {"docs": 3}})"),
                       Contains("cfg.json: files.docs: expected a string, got 3"));
   REQUIRE_THROWS_WITH(read_all(R"({"task": 1})"),
-                      Contains("cfg.json: task: expected one of [wikitext, wikitext-gptq, docs], "
-                               "got 1"));
+                      Contains("cfg.json: task: expected one of [wikitext, wikitext-gptq, docs, "
+                               "layer-error], got 1"));
 }
 
 TEST_CASE("config_from_json rejects a bad enum name naming the allowed set", "[unit]") {
   REQUIRE_THROWS_WITH(read_all(R"({"task": "wiki"})"),
                       Contains("cfg.json: task: got 'wiki', expected one of [wikitext, "
-                               "wikitext-gptq, docs]"));
+                               "wikitext-gptq, docs, layer-error]"));
   REQUIRE_THROWS_WITH(read_all(R"({"tasks": ["docs", "wikitext_gptq"]})"),
                       Contains("cfg.json: tasks[1]: got 'wikitext_gptq', expected one of "
-                               "[wikitext, wikitext-gptq, docs]"));
+                               "[wikitext, wikitext-gptq, docs, layer-error]"));
   REQUIRE_THROWS_WITH(mq::parse_eval_task("doc", "--task"),
                       Contains("--task: got 'doc', expected one of [wikitext, wikitext-gptq, "
-                               "docs]"));
+                               "docs, layer-error]"));
 }
 
 TEST_CASE("config_from_json reads every type and keeps absent keys", "[unit]") {
@@ -189,7 +189,7 @@ TEST_CASE("apply_override errors name the key, the allowed keys and the expected
                       Contains("--set: files: expected an object of strings, got \"x\""));
   REQUIRE_THROWS_WITH(mq::apply_override(c, "task=wiki"),
                       Contains("--set: task: got 'wiki', expected one of [wikitext, "
-                               "wikitext-gptq, docs]"));
+                               "wikitext-gptq, docs, layer-error]"));
   REQUIRE_THROWS_WITH(mq::apply_override(c, "tasks=[\"docs\",\"nope\"]"),
                       Contains("--set: tasks[1]: got 'nope'"));
 }
@@ -207,8 +207,9 @@ TEST_CASE("read_config_file names the file on open, syntax and key errors", "[un
   std::ofstream(typo) << R"({"tasks": ["docs"], "max_lenght": 512})";
   REQUIRE_THROWS_WITH(mq::read_config_file(typo, c),
                       Contains(typo + ": unknown key 'max_lenght'") &&
-                          Contains("allowed keys: [model, tokenizer, device, dtype, tasks, data, "
-                                   "max_length, seqlen, separator, batch_size, limit, output, runtime, threads]"));
+                          Contains("allowed keys: [model, tokenizer, reference, device, dtype, "
+                                   "tasks, data, max_length, seqlen, separator, batch_size, "
+                                   "limit, output, runtime, threads]"));
   const std::string ill = (dir / "ill.json").string();
   std::ofstream(ill) << R"({"max_length": "2048"})";
   REQUIRE_THROWS_WITH(mq::read_config_file(ill, c),
@@ -235,7 +236,7 @@ TEST_CASE("EvalConfig::validate names the key, the value and what is allowed", "
     c.tasks.clear();
     REQUIRE_THROWS_WITH(c.validate("cfg"),
                         Contains("cfg: tasks: empty, expected at least one of [wikitext, "
-                                 "wikitext-gptq, docs]"));
+                                 "wikitext-gptq, docs, layer-error]"));
   }
   SECTION("lengths") {
     c.max_length = -1;
@@ -269,4 +270,28 @@ TEST_CASE("EvalConfig::validate names the key, the value and what is allowed", "
     c.data = {""};
     REQUIRE_THROWS_WITH(c.validate("cfg"), Contains("cfg: data: empty file name"));
   }
+  SECTION("layer-error needs a reference and the torch runtime") {
+    c.tasks = {mq::EvalTask::kWikitext, mq::EvalTask::kLayerError};
+    REQUIRE_THROWS_WITH(c.validate("eval"),
+                        Contains("eval: reference: empty, but tasks include layer-error") &&
+                            Contains("--reference MODEL"));
+    c.reference = "models/float";
+    REQUIRE_NOTHROW(c.validate("eval"));
+    c.runtime = mq::EvalRuntime::kInt;
+    REQUIRE_THROWS_WITH(c.validate("eval"),
+                        Contains("eval: tasks: layer-error needs runtime torch") &&
+                            Contains("got runtime int"));
+  }
+}
+
+TEST_CASE("layer-error parses from JSON, --set and the task parser", "[unit]") {
+  CHECK(mq::parse_eval_task("layer-error", "--task") == mq::EvalTask::kLayerError);
+  CHECK(std::string(mq::to_string(mq::EvalTask::kLayerError)) == "layer-error");
+  mq::EvalConfig c;
+  mq::apply_override(c, "tasks=[\"wikitext\",\"layer-error\"]");
+  CHECK((c.tasks == std::vector<mq::EvalTask>{mq::EvalTask::kWikitext,
+                                              mq::EvalTask::kLayerError}));
+  mq::apply_override(c, "reference=models/float");
+  CHECK(c.reference == "models/float");
+  CHECK(mq::config_to_json(c).at("tasks") == json::array({"wikitext", "layer-error"}));
 }

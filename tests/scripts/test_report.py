@@ -85,7 +85,16 @@ def config(method, quant, trainer, output, samples=4, epochs=2):
     }
 
 
-def make_run(parent, name, method, quant, trainer="none", ppl=None, samples=4, epochs=2, finished=True):
+def layer_error_entry(rel_mse):
+    """The layer-error entry of `mobilequant run`'s results.json, one value per block."""
+    return {"task": "layer-error", "windows": 4, "tokens": 256,
+            "metrics": [{"metric": "rel_mse_last_layer", "value": rel_mse[-1]}],
+            "layers": [{"layer": i, "rel_mse": v, "cosine": 1.0 - v} for i, v in enumerate(rel_mse)],
+            "final_norm": {"rel_mse": rel_mse[-1], "cosine": 1.0 - rel_mse[-1]}}
+
+
+def make_run(parent, name, method, quant, trainer="none", ppl=None, samples=4, epochs=2, finished=True,
+             layer_error=None):
     d = os.path.join(parent, name)
     cfg = config(method, quant, trainer, "runs/" + name, samples, epochs)
     write_json(os.path.join(d, "config.json"), cfg)
@@ -123,7 +132,8 @@ def make_run(parent, name, method, quant, trainer="none", ppl=None, samples=4, e
         write_json(os.path.join(d, "results.json"), {
             "command_line": "mobilequant sweep synthetic.json", "config": cfg, "format": "mobilequant-run-results",
             "method": method, "quant": quant, "model": cfg["model"], "train": train,
-            "eval": [{"task": "docs", "metrics": [{"metric": "token_perplexity", "value": ppl}]}]})
+            "eval": [{"task": "docs", "metrics": [{"metric": "token_perplexity", "value": ppl}]}]
+                    + ([layer_error_entry(layer_error)] if layer_error else [])})
     return d
 
 
@@ -147,14 +157,14 @@ def quantizers(scales):
 def build(tmp):
     """A sweep directory, a calib.samples x train.epochs grid and a broken run."""
     sweep = os.path.join(tmp, "sweep")
-    make_run(sweep, "w8a8-fp", "fp", "fp", ppl=3.0)
+    make_run(sweep, "w8a8-fp", "fp", "fp", ppl=3.0, layer_error=[0.0, 0.0])
     make_run(sweep, "w4a8-fp", "fp", "fp", ppl=3.0002)
     make_run(sweep, "w8a8-my-method", "my-method", "w8a8", ppl=12.3456)
-    make_run(sweep, "w8a8-smoothquant-edge", "smoothquant-edge", "w8a8", ppl=3.5)
+    make_run(sweep, "w8a8-smoothquant-edge", "smoothquant-edge", "w8a8", ppl=3.5, layer_error=[0.01, 0.04])
     make_run(sweep, "w4a8-smoothquant-edge", "smoothquant-edge", "w4a8", ppl=3.9)
     arl = make_run(sweep, "w8a8-omniquant-edge-arl", "omniquant-edge-arl", "w8a8", "block-wise", ppl=3.25)
     make_run(sweep, "w4a8-omniquant-edge-arl", "omniquant-edge-arl", "w4a8", "block-wise", ppl=3.8)
-    make_run(sweep, "w8a8-mobilequant", "mobilequant", "w8a8", "end-to-end", ppl=3.3)
+    make_run(sweep, "w8a8-mobilequant", "mobilequant", "w8a8", "end-to-end", ppl=3.3, layer_error=[0.002, 0.005])
     make_run(sweep, "w4a8-mobilequant", "mobilequant", "w4a8", "end-to-end", finished=False)
     with open(os.path.join(sweep, "results.md"), "w") as f:   # the sweep's own table: ignored
         f.write("| quant | method |\n")
@@ -272,6 +282,18 @@ def test_table_grid_and_metrics(tmp, dirs):
     check("Notes:" not in p.stdout, "no note for a train loss an untrained run cannot have: " + p.stdout)
 
 
+def test_table_layer_error(tmp, dirs):
+    """layer-error is no default column (test_table_layout), but a column on request."""
+    p = report("table", dirs[0], "--metric", "layer-error:rel_mse_last_layer")
+    check(p.returncode == 0, f"exit {p.returncode}: {p.stderr}")
+    got = table_lines(p.stdout)
+    check("| FP | 0.0000 | n/a | `w8a8-fp`, `w4a8-fp` |" in got, "FP row: " + "\n".join(got))
+    check("| MobileQuant | **0.0050** | unfinished | `w8a8-mobilequant`, `w4a8-mobilequant` |" in got,
+          "the lowest quantized error is bold: " + "\n".join(got))
+    check("| SmoothQuant-Edge | 0.0400 | n/a | `w8a8-smoothquant-edge`, `w4a8-smoothquant-edge` |" in got,
+          "a run without layer-error reads n/a: " + "\n".join(got))
+
+
 def test_bad_inputs(tmp, dirs):
     sweep, _, broken = dirs
     missing = os.path.join(tmp, "no-such-run")
@@ -329,6 +351,20 @@ def test_plots(tmp, dirs):
     check("calib.samples × train.epochs" in svg, "SVG text is text (svg.fonttype none)")
     check("skipped act_ranges: no calibrated_quantizers.safetensors or model/quantizers.safetensors in:"
           in p.stdout and "w8a8-smoothquant-edge" in p.stdout, "runs without quantizer files: " + p.stdout)
+    # layer_error: one line per run with a nonzero layer-error entry (FP's zeros draw none).
+    for ext in ("png", "svg"):
+        path = os.path.join(out, f"layer_error.{ext}")
+        check(os.path.isfile(path) and os.path.getsize(path) > 1000, f"{path} written")
+    with open(os.path.join(out, "layer_error.svg")) as f:
+        svg = f.read()
+    for label in ("SmoothQuant-Edge · W8A8", "MobileQuant (calib.samples=4, train.epochs=2) · W8A8",
+                  "relative MSE of the block output"):
+        check(label in svg, f"layer_error.svg shows {label!r}")
+    check("FP ·" not in svg, "FP (zero error) draws no line")
+    p = report("plots", grid, "-o", os.path.join(tmp, "out", "no-layer-error"))
+    check(p.returncode == 0 and "layer_error" not in p.stdout, "no layer-error entry: skipped silently")
+    check(not os.path.exists(os.path.join(tmp, "out", "no-layer-error", "layer_error.png")),
+          "no layer_error plot without layer-error entries")
     # Same input, same bytes.
     again = os.path.join(tmp, "out", "plots-again")
     p = report("plots", os.path.join(sweep, "w8a8-omniquant-edge-arl"), "-o", again)
@@ -373,7 +409,8 @@ def test_range_widths(tmp, dirs):
     check(got["learned"]["0:input_layernorm.output"] == 51.0, f"learned {got['learned']}")
 
 
-TESTS = [test_help, test_table_layout, test_table_grid_and_metrics, test_bad_inputs, test_missing_matplotlib,
+TESTS = [test_help, test_table_layout, test_table_grid_and_metrics, test_table_layer_error, test_bad_inputs,
+         test_missing_matplotlib,
          test_plots, test_plots_without_inputs, test_range_widths]
 
 
