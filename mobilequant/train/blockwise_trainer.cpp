@@ -213,6 +213,7 @@ BlockwiseResult train_blockwise(QuantizedModelImpl& qm, const torch::Tensor& win
     const std::array<std::vector<torch::Tensor>, kNumParamGroups> params = {
         {qm.let_parameters(i), qm.lwc_parameters(i), qm.lrl_parameters(i)}};
     GroupedOptimizer optimizer(params, {{opts.let, opts.lwc, opts.lrl}}, opts.warmup_steps, total);
+    optimizer.set_namer([&qm](const torch::Tensor& p) { return qm.parameter_name(p); });
     const std::string where = "train_blockwise: block " + std::to_string(i) +
                               " (last checkpoint: " +
                               (last_checkpoint.empty() ? "none" : last_checkpoint) + ")";

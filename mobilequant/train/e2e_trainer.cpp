@@ -145,6 +145,7 @@ EndToEndResult train_end_to_end(QuantizedModelImpl& qm, const torch::Tensor& win
   GroupedOptimizer optimizer({opts.let.enabled ? qm.let_parameters() : std::vector<torch::Tensor>{},
                               qm.lwc_parameters(), qm.lrl_parameters()},
                              {opts.let, opts.lwc, opts.lrl}, opts.warmup_steps, total);
+  optimizer.set_namer([&qm](const torch::Tensor& p) { return qm.parameter_name(p); });
   if (!opts.let.enabled)
     for (auto& p : qm.let_parameters()) p.set_requires_grad(false);
   EndToEndResult result;

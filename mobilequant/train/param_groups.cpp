@@ -2,6 +2,7 @@
 #include "mobilequant/train/param_groups.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "mobilequant/core/error.h"
 
@@ -69,6 +70,28 @@ void GroupedOptimizer::zero_grad_in_place() {
   if (!grads.empty()) at::_foreach_zero_(grads);
 }
 
+void GroupedOptimizer::throw_non_finite(const Live& g, const std::string& where,
+                                        int64_t step) const {
+  // The cold path: find the first tensor whose gradient is not finite, and say what it holds.
+  std::ostringstream what;
+  for (size_t i = 0; i < g.params.size(); ++i) {
+    const torch::Tensor& p = g.params[i];
+    if (!p.grad().defined()) continue;
+    const torch::Tensor grad = p.grad().detach().cpu();  // [p's shape]
+    const int64_t nan = grad.isnan().sum().item<int64_t>();
+    const int64_t inf = grad.isinf().sum().item<int64_t>();
+    if (nan == 0 && inf == 0) continue;
+    const std::string name = namer_ ? namer_(p) : std::string();
+    what << ": " << (name.empty() ? "tensor #" + std::to_string(i) : name) << " "
+         << p.sizes() << " has " << nan << " NaN and " << inf << " infinite of " << grad.numel()
+         << " gradient elements (the tensor's own values are "
+         << (torch::isfinite(p.detach()).all().item<bool>() ? "finite" : "NOT finite") << ")";
+    break;
+  }
+  throw Error(where + ": non-finite gradient in parameter group '" + to_string(g.group) +
+              "' at step " + std::to_string(step) + what.str());
+}
+
 double GroupedOptimizer::grad_norm(const std::string& where, int64_t step) {
   std::vector<torch::Tensor> group_sq;
   for (const Live& g : live_) {
@@ -86,8 +109,7 @@ double GroupedOptimizer::grad_norm(const std::string& where, int64_t step) {
   const double* v = sq_cpu.data_ptr<double>();
   double total = 0.0;
   for (size_t i = 0; i < live_.size(); ++i) {
-    MQ_CHECK(std::isfinite(v[i]), where, ": non-finite gradient in parameter group '",
-             to_string(live_[i].group), "' at step ", step);
+    if (!std::isfinite(v[i])) throw_non_finite(live_[i], where, step);
     total += v[i];
   }
   return std::sqrt(total);

@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -62,8 +63,15 @@ class GroupedOptimizer {
   /// Sets every defined gradient to zero in place (a captured CUDA graph accumulates into
   /// them); undefined ones stay undefined.
   void zero_grad_in_place();
+  /// Names a trainable tensor in errors (e.g. "layers.3.scales.qkv_smooth_scale").
+  using ParamNamer = std::function<std::string(const torch::Tensor&)>;
+  /// Sets how grad_norm's error names the tensor whose gradient is not finite (default: its
+  /// index in the group).
+  void set_namer(ParamNamer namer) { namer_ = std::move(namer); }
   /// The L2 norm of every trainable gradient, read with one device synchronisation; throws
-  /// mq::Error naming the group, `where` and the step when a group's gradient is not finite.
+  /// mq::Error naming `where`, the step, the group and its first tensor with a non-finite
+  /// gradient (name, shape, how many elements are NaN and infinite, whether the tensor's own
+  /// values are finite) when a group's gradient is not finite.
   double grad_norm(const std::string& where, int64_t step);
   /// One AdamW step.
   void step();
@@ -84,7 +92,11 @@ class GroupedOptimizer {
     double lr = 0.0;                    // of the current step
     std::vector<torch::Tensor> exp_avg, exp_avg_sq, steps;  // per parameter, [p] and [] fp32
   };
+  /// Throws the non-finite-gradient error for group `g`, naming its first bad tensor.
+  [[noreturn]] void throw_non_finite(const Live& g, const std::string& where, int64_t step) const;
+
   std::vector<Live> live_;
+  ParamNamer namer_;
 };
 
 }  // namespace mq

@@ -329,6 +329,12 @@ void QuantizedModelImpl::disable_lwc(int64_t i) {
   invalidate_weight_cache();
 }
 
+std::string QuantizedModelImpl::parameter_name(const torch::Tensor& p) const {
+  for (const auto& named : named_parameters(/*recurse=*/true))
+    if (named.value().is_same(p)) return named.key();
+  return "";
+}
+
 std::vector<torch::Tensor> QuantizedModelImpl::let_parameters() {
   std::vector<torch::Tensor> out;
   for (const auto& m : *layers_) {

@@ -132,6 +132,9 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   /// Block i's activation scales and offsets (initialised quantizers only; no model-level sites).
   std::vector<torch::Tensor> lrl_parameters(int64_t i);
 
+  /// The module path of one of this wrapper's parameters (e.g.
+  /// "layers.3.scales.qkv_smooth_scale"), found by identity; "" if it is none of them.
+  std::string parameter_name(const torch::Tensor& p) const;
   /// Every quantization parameter under the reference's qualified names.
   TensorMap quant_state() const;
   /// Loads a quant_state(); every name must be known and every shape match (`source` in
