@@ -72,8 +72,11 @@ void GroupedOptimizer::zero_grad_in_place() {
 
 void GroupedOptimizer::throw_non_finite(const Live& g, const std::string& where,
                                         int64_t step) const {
-  // The cold path: find the first tensor whose gradient is not finite, and say what it holds.
-  std::ostringstream what;
+  // The cold path: say which tensors' gradients are not finite. The first names where it shows;
+  // the last in model order bounds where it came from (backward runs from the loss back).
+  std::ostringstream first;
+  std::string last;
+  int64_t bad = 0;
   for (size_t i = 0; i < g.params.size(); ++i) {
     const torch::Tensor& p = g.params[i];
     if (!p.grad().defined()) continue;
@@ -82,14 +85,18 @@ void GroupedOptimizer::throw_non_finite(const Live& g, const std::string& where,
     const int64_t inf = grad.isinf().sum().item<int64_t>();
     if (nan == 0 && inf == 0) continue;
     const std::string name = namer_ ? namer_(p) : std::string();
-    what << ": " << (name.empty() ? "tensor #" + std::to_string(i) : name) << " "
-         << p.sizes() << " has " << nan << " NaN and " << inf << " infinite of " << grad.numel()
-         << " gradient elements (the tensor's own values are "
-         << (torch::isfinite(p.detach()).all().item<bool>() ? "finite" : "NOT finite") << ")";
-    break;
+    last = name.empty() ? "tensor #" + std::to_string(i) : name;
+    if (bad++ > 0) continue;
+    first << ": " << last << " " << p.sizes() << " has " << nan << " NaN and " << inf
+          << " infinite of " << grad.numel() << " gradient elements (the tensor's own values are "
+          << (torch::isfinite(p.detach()).all().item<bool>() ? "finite" : "NOT finite") << ")";
+  }
+  if (bad > 1) {
+    first << "; " << bad << " of the group's " << g.params.size()
+          << " tensors have non-finite gradients, the last of them " << last;
   }
   throw Error(where + ": non-finite gradient in parameter group '" + to_string(g.group) +
-              "' at step " + std::to_string(step) + what.str());
+              "' at step " + std::to_string(step) + first.str());
 }
 
 double GroupedOptimizer::grad_norm(const std::string& where, int64_t step) {

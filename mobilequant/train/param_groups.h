@@ -71,7 +71,9 @@ class GroupedOptimizer {
   /// The L2 norm of every trainable gradient, read with one device synchronisation; throws
   /// mq::Error naming `where`, the step, the group and its first tensor with a non-finite
   /// gradient (name, shape, how many elements are NaN and infinite, whether the tensor's own
-  /// values are finite) when a group's gradient is not finite.
+  /// values are finite), and how many of the group's tensors are affected and the last of them
+  /// in model order (the backward pass runs from the loss back, so the last bounds where the
+  /// non-finite values arose) when a group's gradient is not finite.
   double grad_norm(const std::string& where, int64_t step);
   /// One AdamW step.
   void step();

@@ -1,7 +1,7 @@
 // tests/train/test_param_groups.cpp
 // The grouped optimizer's gradient check (train/param_groups.h): a non-finite gradient names
 // its group, the tensor (through the namer, or by index without one), the tensor's shape and
-// how many elements are NaN and infinite; QuantizedModel::parameter_name gives the namer a
+// how many elements are NaN and infinite, and the last tensor affected; QuantizedModel::parameter_name gives the namer a
 // module path for every trainable tensor.
 #include <catch2/catch.hpp>
 
@@ -48,14 +48,18 @@ TEST_CASE("GroupedOptimizer: the gradient norm, and a non-finite gradient named 
                                       "'lwc' at step 7: tensor #1 [2, 4] has 2 NaN and 1 "
                                       "infinite of 8 gradient elements (the tensor's own "
                                       "values are finite)"));
-  opt.set_namer([&t](const torch::Tensor& p) { return p.is_same(t.b) ? "the_b" : "?"; });
+  CHECK_THROWS_WITH(opt.grad_norm("w", 0), !Catch::Contains("tensors have non-finite"));
+  opt.set_namer([&t](const torch::Tensor& p) { return p.is_same(t.b) ? "the_b" : "the_a"; });
   {
     torch::NoGradGuard no_grad;
     t.b[0][0] = inf;
+    t.a.mutable_grad()[2] = nan;
   }
   REQUIRE_THROWS_WITH(opt.grad_norm("w", 3),
-                      Catch::Contains("the_b [2, 4] has 2 NaN and 1 infinite") &&
-                          Catch::Contains("values are NOT finite"));
+                      Catch::Contains(": the_a [3] has 1 NaN and 0 infinite of 3") &&
+                          Catch::Contains("values are finite)") &&
+                          Catch::EndsWith("; 2 of the group's 2 tensors have non-finite "
+                                          "gradients, the last of them the_b"));
 }
 
 TEST_CASE("QuantizedModel::parameter_name names every trainable tensor by its module path",
