@@ -166,6 +166,17 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   return c;
 }
 
+/// How `model` (the evaluated model or the reference) loads under the config's tokenizer,
+/// device and dtype.
+LoadOptions load_options(const EvalConfig& a, const std::string& model) {
+  ModelArgs args;
+  args.model = model;
+  args.tokenizer = a.tokenizer;
+  args.device = a.device;
+  args.dtype = a.dtype;
+  return to_load_options(args);
+}
+
 /// Windows of layer-error unless the eval `limit` says otherwise.
 constexpr int64_t kLayerErrorWindows = 4;
 
@@ -190,12 +201,7 @@ nlohmann::json layer_error_entry(CausalLm& model, const Tokenizer& tokenizer, co
   const int64_t count = a.limit >= 0 ? a.limit : kLayerErrorWindows;
   const std::vector<ScoringWindow> windows =
       layer_error_windows(tokenizer, text, max_length, count);
-  ModelArgs args;
-  args.model = a.reference;
-  args.tokenizer = a.tokenizer;
-  args.device = a.device;
-  args.dtype = a.dtype;
-  const LoadOptions load = to_load_options(args);
+  const LoadOptions load = load_options(a, a.reference);
   std::cerr << "[eval layer-error] reference " << a.reference << " (" << a.dtype << ", "
             << load.device.str() << ")\n";
   LoadedModel reference = load_model(a.reference, load);
@@ -347,12 +353,7 @@ void run_eval(const EvalConfig& a) {
     run_eval_int(a, inputs);
     return;
   }
-  ModelArgs model_args;
-  model_args.model = a.model;
-  model_args.tokenizer = a.tokenizer;
-  model_args.device = a.device;
-  model_args.dtype = a.dtype;
-  const LoadOptions load = to_load_options(model_args);
+  const LoadOptions load = load_options(a, a.model);
   std::cerr << "[eval] loading " << a.model << " (" << a.dtype << ", " << load.device.str()
             << ")\n";
   LoadedModel lm;

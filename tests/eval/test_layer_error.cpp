@@ -32,19 +32,7 @@ constexpr int64_t kLayers = 4;
 
 /// A 4-layer GQA llama with random weights over 259 ids; equal seeds give equal weights.
 mq::CausalLm tiny_model(uint64_t seed = 77) {
-  torch::manual_seed(seed);
-  mq::ModelConfig cfg;
-  cfg.vocab_size = 259;
-  cfg.hidden_size = 32;
-  cfg.intermediate_size = 64;
-  cfg.num_hidden_layers = kLayers;
-  cfg.num_attention_heads = 4;
-  cfg.num_key_value_heads = 2;
-  cfg.head_dim = 8;
-  cfg.max_position_embeddings = 512;
-  mq::CausalLm model(cfg);
-  model->eval();
-  return model;
+  return mq::test::tiny_byte_llama(kLayers, seed);
 }
 
 /// Windows of `lengths` input tokens with deterministic ids in [3, 259).

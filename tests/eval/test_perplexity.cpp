@@ -32,19 +32,7 @@ using mq::test::ByteTokenizer;
 
 /// A 2-layer GQA llama with random weights over the byte vocabulary.
 mq::CausalLm tiny_model() {
-  torch::manual_seed(1234);
-  mq::ModelConfig cfg;
-  cfg.vocab_size = 259;
-  cfg.hidden_size = 32;
-  cfg.intermediate_size = 64;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 4;
-  cfg.num_key_value_heads = 2;
-  cfg.head_dim = 8;
-  cfg.max_position_embeddings = 512;
-  mq::CausalLm model(cfg);
-  model->eval();
-  return model;
+  return mq::test::tiny_byte_llama(2, 1234);
 }
 
 /// log p(target | context) from one forward pass over `context` alone.

@@ -1,7 +1,9 @@
 // tests/support/fakes.h
-// Small stand-ins the tests share: a byte-level tokenizer (ids = byte + 3; 1 = BOS, 2 = EOS)
-// and a QuantSpec builder.
+// Small stand-ins the tests share: a byte-level tokenizer (ids = byte + 3; 1 = BOS, 2 = EOS),
+// a QuantSpec builder and a tiny random llama over that vocabulary.
 #pragma once
+
+#include <torch/torch.h>
 
 #include <cstdint>
 #include <string>
@@ -9,6 +11,7 @@
 
 #include "mobilequant/config/quant_spec.h"
 #include "mobilequant/io/tokenizer.h"
+#include "mobilequant/models/decoder.h"
 
 namespace mq::test {
 
@@ -37,6 +40,24 @@ class ByteTokenizer : public Tokenizer {
   bool adds_bos_;
   int64_t bos_;
 };
+
+/// A GQA llama with random weights over ByteTokenizer's 259 ids (C 32, F 64, 4 heads of 8, 2
+/// KV heads), in eval mode; equal seeds give equal weights.
+inline CausalLm tiny_byte_llama(int64_t layers, uint64_t seed) {
+  torch::manual_seed(seed);
+  ModelConfig cfg;
+  cfg.vocab_size = 259;
+  cfg.hidden_size = 32;
+  cfg.intermediate_size = 64;
+  cfg.num_hidden_layers = layers;
+  cfg.num_attention_heads = 4;
+  cfg.num_key_value_heads = 2;
+  cfg.head_dim = 8;
+  cfg.max_position_embeddings = 512;
+  CausalLm model(cfg);
+  model->eval();
+  return model;
+}
 
 /// An enabled QuantSpec with the given fields.
 inline QuantSpec make_spec(int64_t bits, bool symmetric, Granularity g, int64_t group_size = 0) {
