@@ -1143,6 +1143,9 @@ def plot_loss_block_wise(P, series, multi_model):
     P.save(fig, "loss_block_wise_layers")
 
 
+BUDGET_MARKERS = ["o", "s", "^", "D", "v", "P"]  # one per calib.samples value in ppl_vs_budget
+
+
 def plot_ppl_vs_budget(P, runs, metrics):
     readable = [r for r in runs if r.config is not None]
     models = by_model(readable)
@@ -1158,7 +1161,8 @@ def plot_ppl_vs_budget(P, runs, metrics):
         return skipped("ppl_vs_budget", "no finished trained run (config.json with calib.samples and "
                        "train.epochs, results.json with the metric)")
     ncols = max(len(p) for *_, p in rows)
-    fig, axes = P.plt.subplots(len(rows), ncols, figsize=(5.6 * ncols, 3.9 * len(rows)), squeeze=False,
+    # A line per window count makes long legends, drawn beside the axes: room for both.
+    fig, axes = P.plt.subplots(len(rows), ncols, figsize=(9.5 * ncols, 4.2 * len(rows)), squeeze=False,
                                layout="constrained")
     most_points = 0
     for i, (model, mruns, (task, metric), presets) in enumerate(rows):
@@ -1175,18 +1179,25 @@ def plot_ppl_vs_budget(P, runs, metrics):
                 continue
             preset = presets[j]
             ticks, n = {}, 0
+            # One line per series and window count, over the epochs: a line never joins two
+            # runs of one budget (16 x 4 and 32 x 2), which would draw a vertical step.
+            sample_counts = sorted({r.budget[0] for s in series for r in s.runs if r.quant == preset})
             for s in series:
                 pts = sorted((r.budget[0] * r.budget[1], r.budget, r.metric(task, metric))
                              for r in s.runs if r.quant == preset and r.metric(task, metric) is not None)
                 if not pts:
                     continue
-                most_points = max(most_points, len(pts))
                 for x, (ns, ne), _ in pts:
                     ticks.setdefault(x, set()).add(f"{ns}×{ne}")
                 colour, ls = styles[id(s)]
-                ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", ls=ls, color=colour, ms=4,
-                        label=f"{s.label} [{s.runs[0].trainer}]")
-                n += 1
+                for ns in sorted({b[0] for _, b, _ in pts}):
+                    line = [p for p in pts if p[1][0] == ns]
+                    most_points = max(most_points, len(line))
+                    marker = BUDGET_MARKERS[sample_counts.index(ns) % len(BUDGET_MARKERS)]
+                    suffix = f", {ns} windows" if len(sample_counts) > 1 else ""
+                    ax.plot([p[0] for p in line], [p[2] for p in line], marker=marker, ls=ls, color=colour,
+                            ms=4.5, label=f"{s.label} [{s.runs[0].trainer}]{suffix}")
+                    n += 1
             fp = pick_fp(fps, preset)
             if fp is not None and fp.metric(task, metric) is not None:
                 ax.axhline(fp.metric(task, metric), color="black", ls="--", lw=1, label="FP")
@@ -1210,7 +1221,7 @@ def plot_ppl_vs_budget(P, runs, metrics):
     fig.suptitle("Metric vs training budget (Table 2): block-wise vs end to end")
     P.save(fig, "ppl_vs_budget")
     if most_points < 2:
-        print("ppl_vs_budget: one budget per line only; a sweep over calib.samples and train.epochs draws lines")
+        print("ppl_vs_budget: one point per line only; a sweep over train.epochs (per calib.samples) draws lines")
 
 
 def run_slugs(runs):
