@@ -126,7 +126,7 @@ LayerErrorResult evaluate_layer_error(CausalLm& model, CausalLm& reference,
       MQ_CHECK(ids[t] >= 0 && ids[t] < vocab, "layer-error: window ", w, ": token id ", ids[t],
                " at position ", t, " is outside the vocabulary [0, ", vocab, ")");
     }
-    const torch::Tensor input = torch::from_blob(ids.data(), {1, len}, torch::kLong);  // [1, L]
+    const torch::Tensor input = torch::tensor(ids, torch::kLong).unsqueeze(0);  // [1, L]
 
     // The reference's outputs first, kept until the model's arrive.
     std::vector<torch::Tensor> ref_out(static_cast<size_t>(layers + 1));  // each [1, L, C]
@@ -137,7 +137,6 @@ LayerErrorResult evaluate_layer_error(CausalLm& model, CausalLm& reference,
       ScopedHooks installed(reference, &tap);
       reference->hidden_states(input.to(ref_dev));
     }
-    std::vector<bool> seen(static_cast<size_t>(layers + 1), false);
     {
       BlockOutputTap tap(model->hooks(), [&](int64_t layer, const torch::Tensor& h) {
         const auto e = static_cast<size_t>(entry(layer));
@@ -148,14 +147,14 @@ LayerErrorResult evaluate_layer_error(CausalLm& model, CausalLm& reference,
                  ": the reference reported no tensor there");
         LayerErrorSums& sums = layer >= 0 ? r.layers[e] : r.final_norm;
         sums.add(h, ref_out[e], what);
-        ref_out[e] = torch::Tensor();
-        seen[e] = true;
+        ref_out[e] = torch::Tensor();  // consumed: what stays defined, the model never reported
       });
       ScopedHooks installed(model, &tap);
       model->hidden_states(input.to(dev));
     }
     for (int64_t e = 0; e <= layers; ++e) {
-      MQ_CHECK(seen[static_cast<size_t>(e)], "layer-error: the evaluated model reported no ",
+      MQ_CHECK(!ref_out[static_cast<size_t>(e)].defined(),
+               "layer-error: the evaluated model reported no ",
                e < layers ? "output of layer " + std::to_string(e) : std::string("final norm"));
     }
     r.windows += 1;
