@@ -3,6 +3,7 @@
 
   scripts/report.py table RUN_DIR... [-o OUT_PREFIX] [--metric TASK:METRIC ...]
   scripts/report.py plots RUN_DIR... -o OUT_DIR [--metric TASK:METRIC ...]
+  scripts/report.py int INT_BESIDE_OUT... [-o OUT_PREFIX]
 
 A RUN_DIR is the directory one `mobilequant run` wrote (config.json, results.json, and
 while or after training metrics.jsonl, log.txt, calibrated_quantizers.safetensors, model/).
@@ -62,6 +63,18 @@ plots (needs matplotlib: pip install -r scripts/requirements-report.txt)
                          runs with zero error everywhere (FP) draw no line.
   Colours: one per method in every figure; a method's grid settings in lighter to darker
   shades. A plot whose inputs no run has is skipped with a one-line message.
+
+int (the output directory of scripts/int_beside.sh)
+  The integer runtime beside the simulation, for the runs a sweep trained: OUT holds one
+  subdirectory per run with eval_int.json (`mobilequant eval --runtime int` on the run's
+  export) and run_results.json (the run's own results.json). Per model, a table laid out like
+  the paper's (one row per method, per preset the columns "simulated" = the run's figure from
+  results.json, its whole test set, and "integer" = the integer runtime), then one line per
+  run and task with the export's simulation on the same windows as the integer runtime, their
+  relative difference, the greedy agreement, the fp64 simulation's agreement (the noise
+  floor) and the positions. The first metric of every task. A subset (`limit` in
+  eval_int.json) is named under the table: its "integer" figure then covers fewer documents
+  than "simulated", so compare it with "simulated (same windows)".
 
 Exit status: 0 when the report was written (problems noted in it), 1 when no run could be
 read or a file could not be written, 2 for bad arguments; --strict makes any problem
@@ -1396,11 +1409,161 @@ def cmd_plots(args):
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# The integer runtime beside the simulation (scripts/int_beside.sh)
+
+
+class IntRow:
+    """One run and task of an int_beside.sh directory."""
+
+    def __init__(self, path, model, method, preset, task, metric, run_value, sim, integer,
+                 sim64, agreement, floor64, positions, documents, limit):
+        self.path, self.model, self.method, self.preset = path, model, method, preset
+        self.task, self.metric, self.run_value = task, metric, run_value
+        self.sim, self.integer, self.sim64 = sim, integer, sim64
+        self.agreement, self.floor64, self.positions = agreement, floor64, positions
+        self.documents, self.limit = documents, limit
+
+
+def int_rows(path):
+    """The IntRows of one run's directory of int_beside.sh; ReportError naming the file."""
+    epath = os.path.join(path, "eval_int.json")
+    rpath = os.path.join(path, "run_results.json")
+    ev, rr = read_json(epath), read_json(rpath)
+    try:
+        cfg = rr["config"]
+        model, method, preset = cfg["model"], cfg["method"], cfg["quant"]
+        limit = ev.get("config", {}).get("limit", -1)
+        sims = {e.get("task"): e for e in eval_entries(rr)}
+        rows = []
+        for r in ev["results"]:
+            m = r["metrics"][0]
+            run_value = None
+            for x in sims.get(r["task"], {}).get("metrics", []):
+                if x.get("metric") == m["metric"]:
+                    run_value = x.get("value")
+            rows.append(IntRow(path, model, method, preset, r["task"], m["metric"], run_value,
+                               m["simulated"], m["integer"], m.get("simulated_fp64"),
+                               r.get("greedy_agreement"),
+                               r.get("greedy_agreement_fp64_vs_fp32_simulation"),
+                               r.get("positions"), r.get("documents"), limit))
+        return rows
+    except (KeyError, IndexError, TypeError) as e:
+        raise ReportError(f"{epath} or {rpath}: missing or malformed entry ({e!r})")
+
+
+def pct(v, signed=False):
+    if v is None:
+        return "-"
+    return f"{100 * v:+.2f}%" if signed else f"{100 * v:.2f}%"
+
+
+def render_int(rows, notes):
+    out = io.StringIO()
+    models = []
+    for r in rows:
+        if r.model not in models:
+            models.append(r.model)
+    for model in models:
+        mrows = [r for r in rows if r.model == model]
+        keys = sorted({(r.task, r.metric) for r in mrows}, key=lambda k: (
+            TASK_ORDER.index(k[0]) if k[0] in TASK_ORDER else len(TASK_ORDER), k))
+        presets = sorted({r.preset for r in mrows}, key=preset_rank)
+        methods = sorted({r.method for r in mrows}, key=method_rank)
+        for task, metric in keys:
+            out.write(f"### {model_short(model)}: {metric_label(task, metric)}, simulated and "
+                      "integer\n\n")
+            head = ["method"]
+            for p in presets:
+                head += [f"{preset_label(p)} simulated", f"{preset_label(p)} integer"]
+            out.write("| " + " | ".join(head) + " |\n")
+            out.write("|---|" + "---:|" * (len(head) - 1) + "\n")
+            for m in methods:
+                cells = [method_label(m)]
+                for p in presets:
+                    hit = [r for r in mrows if (r.method, r.preset, r.task, r.metric) ==
+                           (m, p, task, metric)]
+                    cells += [fmt(hit[0].run_value), fmt(hit[0].integer)] if hit else ["-", "-"]
+                out.write("| " + " | ".join(cells) + " |\n")
+            limited = sorted({(r.limit, r.documents) for r in mrows
+                              if (r.task, r.metric) == (task, metric) and r.limit >= 0})
+            if limited:
+                out.write("\n\"integer\" covers the first " +
+                          ", ".join(f"{d} documents (limit {lim})" for lim, d in limited) +
+                          "; \"simulated\" is the run's whole test set: compare \"integer\" "
+                          "with \"simulated (same windows)\" below.\n")
+            out.write("\n")
+        out.write(f"### {model_short(model)}: every run, on the integer runtime's windows\n\n")
+        out.write("| preset | method | task | metric | simulated (run) | simulated (same windows) "
+                  "| integer | Δ | greedy agreement | fp64 vs fp32 agreement | documents | "
+                  "positions | run |\n")
+        out.write("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+        for r in sorted(mrows, key=lambda r: (preset_rank(r.preset), method_rank(r.method),
+                                              r.task)):
+            rel = (r.integer - r.sim) / r.sim if r.sim else None
+            out.write(f"| {preset_label(r.preset)} | {method_label(r.method)} | {r.task} | "
+                      f"{r.metric} | {fmt(r.run_value)} | {fmt(r.sim)} | {fmt(r.integer)} | "
+                      f"{pct(rel, True)} | {pct(r.agreement)} | {pct(r.floor64)} | "
+                      f"{r.documents} | {r.positions} | {os.path.basename(r.path)} |\n")
+        out.write("\n")
+    for n in notes:
+        out.write(f"- {n}\n")
+    return out.getvalue()
+
+
+def render_int_csv(rows):
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["model", "preset", "method", "task", "metric", "simulated_run",
+                "simulated_same_windows", "integer", "simulated_fp64", "relative_difference",
+                "greedy_agreement", "greedy_agreement_fp64_vs_fp32", "documents", "limit",
+                "positions", "run"])
+    for r in rows:
+        rel = (r.integer - r.sim) / r.sim if r.sim else ""
+        w.writerow([r.model, r.preset, r.method, r.task, r.metric, r.run_value, r.sim,
+                    r.integer, r.sim64, rel, r.agreement, r.floor64, r.documents, r.limit,
+                    r.positions, r.path])
+    return out.getvalue()
+
+
+def cmd_int(args):
+    dirs, notes = [], []
+    for p in args.runs:
+        if not os.path.isdir(p):
+            notes.append(f"{p}: no such directory")
+        elif os.path.isfile(os.path.join(p, "eval_int.json")):
+            dirs.append(p)
+        else:
+            subs = sorted(os.path.join(p, d) for d in os.listdir(p))
+            found = [d for d in subs if os.path.isfile(os.path.join(d, "eval_int.json"))]
+            if not found:
+                notes.append(f"{p}: no subdirectory with eval_int.json")
+            dirs += found
+    rows = []
+    for d in dirs:
+        try:
+            rows += int_rows(d)
+        except ReportError as e:
+            notes.append(str(e))
+    for n in notes:
+        warn(n)
+    if not rows:
+        warn("no eval_int.json could be read from: " + " ".join(args.runs))
+        return 1
+    md = render_int(rows, notes)
+    sys.stdout.write(md)
+    if args.output:
+        write_text(args.output + ".md", md)
+        write_text(args.output + ".csv", render_int_csv(rows))
+        warn(f"wrote {args.output}.md and {args.output}.csv")
+    return 1 if args.strict and notes else 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="report.py", description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("A RUN_DIR"):], formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{table,plots}")
+    sub = parser.add_subparsers(dest="command", metavar="{table,plots,int}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or sweep output directories")
     common.add_argument("--metric", action="append", metavar="TASK:METRIC",
@@ -1416,11 +1579,21 @@ def main(argv=None):
                         "samples x epochs, activation ranges before/after learning, per-layer error",
                         description="PNG and SVG plots into OUT_DIR. See report.py --help.")
     pp.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="directory for the plots")
+    pi = sub.add_parser("int", help="the integer runtime beside the simulation (the output of "
+                        "scripts/int_beside.sh)", description="Tables of scripts/int_beside.sh's "
+                        "output: per method and preset the run's simulated figure and the "
+                        "integer runtime's. See report.py --help.")
+    pi.add_argument("runs", nargs="+", metavar="INT_BESIDE_OUT",
+                    help="int_beside.sh output directories, or single runs' subdirectories")
+    pi.add_argument("-o", "--output", metavar="OUT_PREFIX", help="write OUT_PREFIX.md and OUT_PREFIX.csv")
+    pi.add_argument("--strict", action="store_true", help="exit 1 when any directory is unreadable")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.command == "int":
+            return cmd_int(args)
         return cmd_table(args) if args.command == "table" else cmd_plots(args)
     except UsageError as e:
         warn("error: " + str(e))

@@ -409,9 +409,63 @@ def test_range_widths(tmp, dirs):
     check(got["learned"]["0:input_layernorm.output"] == 51.0, f"learned {got['learned']}")
 
 
+def make_int_dir(parent, name, method, quant, run_ppl, sim, integer, limit=-1, documents=22):
+    """One run's directory of scripts/int_beside.sh: run_results.json and eval_int.json."""
+    d = os.path.join(parent, name)
+    cfg = config(method, quant, "none", "runs/" + name)
+    write_json(os.path.join(d, "run_results.json"), {
+        "config": cfg, "method": method, "quant": quant, "model": cfg["model"],
+        "eval": [{"task": "docs", "metrics": [{"metric": "token_perplexity", "value": run_ppl}]}]})
+    write_json(os.path.join(d, "eval_int.json"), {
+        "runtime": "int", "config": {"limit": limit},
+        "results": [{"task": "docs", "documents": documents, "positions": 700,
+                     "greedy_agreement": 0.975, "greedy_agreement_fp64_vs_fp32_simulation": 0.98,
+                     "metrics": [{"metric": "token_perplexity", "simulated": sim, "integer": integer,
+                                  "simulated_fp64": sim, "relative_difference": (integer - sim) / sim}]}]})
+    return d
+
+
+def test_int_beside(tmp, dirs):
+    """`report.py int`: the run's simulated figure beside the integer runtime's, per preset."""
+    out = os.path.join(tmp, "int")
+    make_int_dir(out, "w8a8-mobilequant", "mobilequant", "w8a8", 3.3770, 3.3776, 3.3828)
+    make_int_dir(out, "w4a8-mobilequant", "mobilequant", "w4a8", 3.7754, 3.7754, 3.7794)
+    make_int_dir(out, "w8a8-rtn", "rtn", "w8a8", 3.4136, 3.4136, 3.4183)
+    p = report("int", out, "-o", os.path.join(out, "t"))
+    check(p.returncode == 0, f"exit {p.returncode}: {p.stderr}")
+    got = table_lines(p.stdout)
+    expected_head = ["| method | W8A8 simulated | W8A8 integer | W4A8 simulated | W4A8 integer |",
+                     "|---|---:|---:|---:|---:|",
+                     "| RTN | 3.4136 | 3.4183 | - | - |",
+                     "| MobileQuant | 3.3770 | 3.3828 | 3.7754 | 3.7794 |"]
+    check(got[:4] == expected_head, "paper layout:\n" + "\n".join(got[:4]))
+    check("| W8A8 | MobileQuant | docs | token_perplexity | 3.3770 | 3.3776 | 3.3828 | +0.15% | 97.50% | "
+          "98.00% | 22 | 700 | w8a8-mobilequant |" in got, "the per-run line: " + "\n".join(got))
+    check("covers the first" not in p.stdout, "no subset note without a limit")
+    with open(os.path.join(out, "t.csv")) as f:
+        rows = list(csv.reader(f))
+    check(rows[0][:8] == ["model", "preset", "method", "task", "metric", "simulated_run",
+                          "simulated_same_windows", "integer"], f"CSV header {rows[0]}")
+    check(len(rows) == 4, f"one CSV row per run and task, got {len(rows) - 1}")
+    # A subset is named; a broken directory is a note, not a failure (unless --strict).
+    sub = os.path.join(tmp, "int-subset")
+    make_int_dir(sub, "w8a8-rtn", "rtn", "w8a8", 49.5, 60.1, 60.3, limit=4, documents=4)
+    os.makedirs(os.path.join(sub, "w4a8-rtn"))
+    with open(os.path.join(sub, "w4a8-rtn", "eval_int.json"), "w") as f:
+        f.write("{")
+    p = report("int", sub)
+    check(p.returncode == 0, f"exit {p.returncode}: {p.stderr}")
+    check("covers the first 4 documents (limit 4)" in p.stdout, "the subset is named: " + p.stdout)
+    check("w4a8-rtn/eval_int.json: not valid JSON" in p.stderr, "the broken file is named: " + p.stderr)
+    p = report("int", sub, "--strict")
+    check(p.returncode == 1, f"--strict exits 1 on a broken directory, got {p.returncode}")
+    p = report("int", os.path.join(tmp, "no-such"))
+    check(p.returncode == 1 and "no such directory" in p.stderr, f"a missing directory: {p.stderr}")
+
+
 TESTS = [test_help, test_table_layout, test_table_grid_and_metrics, test_table_layer_error, test_bad_inputs,
          test_missing_matplotlib,
-         test_plots, test_plots_without_inputs, test_range_widths]
+         test_plots, test_plots_without_inputs, test_range_widths, test_int_beside]
 
 
 def main():

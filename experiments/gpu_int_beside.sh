@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (through scripts/gpu/remote.sh run), after experiments/gpu_sweep.sh
+# has trained a sweep there: scripts/int_beside.sh on that sweep's runs (their weights stay on
+# the machine while it is warm), for at most SECONDS, then packs the tables under $OUT.
+# The integer runtime runs on the machine's CPU cores (16), on the first MQ_EVAL_LIMIT
+# documents (default 4) of each run's own evaluation; the simulation is rebuilt from each
+# export on the same windows.
+#
+#   scripts/gpu/remote.sh run experiments/gpu_int_beside.sh SWEEP.json SECONDS [-o runs/NAME]
+#
+# - Runs: /tmp/mq/<the sweep's output> (or /tmp/mq/runs/NAME with -o), as gpu_sweep.sh wrote
+#   them; the sweep must have run in this machine's lifetime (the weights do not travel).
+# - Output: /tmp/mq/int/<name>/ (int_beside.sh's OUT: per run eval_int.json/.md,
+#   eval_config.json, run_results.json, the export's export.json and int manifest, logs;
+#   int_table.md/.csv), packed as $OUT/gpu_int_<name>.tgz. Runs already evaluated are skipped,
+#   so a call cut short by SECONDS continues in the next call.
+set -uo pipefail
+sweep=${1:?usage: experiments/gpu_int_beside.sh SWEEP.json SECONDS [-o runs/NAME]}
+secs=${2:?usage: experiments/gpu_int_beside.sh SWEEP.json SECONDS [-o runs/NAME]}
+shift 2
+root=$(pwd)
+[ -f "$sweep" ] || { echo "error: no sweep file '$sweep' (give a path from the repository root)" >&2; exit 2; }
+[ -x "$root/build/mobilequant" ] || { echo "error: build/mobilequant not found; run scripts/gpu/remote.sh setup first" >&2; exit 1; }
+: "${MQ_SHARED_DIR:?run through scripts/gpu/remote.sh run (it sets MQ_SHARED_DIR)}"
+export MQ_DATA_DIR=${MQ_DATA_DIR:-$MQ_SHARED_DIR/data}
+[ -e "$root/../shared" ] || ln -s "$MQ_SHARED_DIR" "$root/../shared"
+output=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["output"])' "$sweep") ||
+  { echo "error: $sweep: cannot read its \"output\"" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|--output) output=${2:?"$1 needs a directory"}; shift 2 ;;
+    --output=*) output=${1#*=}; shift ;;
+    *) echo "error: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+output=${output#/tmp/mq/}
+name=$(echo "$output" | sed 's|^runs/||; s|/|_|g')
+runs=/tmp/mq/$output
+[ -d "$runs" ] || { echo "error: $runs does not exist: run experiments/gpu_sweep.sh $sweep first, on this machine" >&2; exit 1; }
+dest=/tmp/mq/int/$name
+mkdir -p "$dest"
+export MQ_EVAL_LIMIT=${MQ_EVAL_LIMIT:-4}
+echo "+ timeout --signal=KILL $secs scripts/int_beside.sh $runs -o $dest (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT)"
+timeout --signal=KILL "$secs" scripts/int_beside.sh "$runs" -o "$dest" > "$dest/int_beside.log" 2>&1
+rc=$?
+echo "[gpu_int_beside] exit $rc$([ $rc = 137 ] && echo ' (time limit: call again to continue)')"
+grep -E "^\[int_beside\]|^error|^\| docs|^\| wikitext" "$dest/int_beside.log" | tail -n 30
+[ -f "$dest/int_table.md" ] && [ $rc = 0 ] && cat "$dest/int_table.md"
+[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_int_$name.tgz" -C "$dest" --exclude=export .
+exit 0
