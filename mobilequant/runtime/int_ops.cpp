@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <tuple>
 
 #ifdef __AVX2__
@@ -75,16 +76,22 @@ Uint8Gemm::Uint8Gemm(int threads) : impl_(std::make_unique<Impl>()) {
 Uint8Gemm::~Uint8Gemm() = default;
 
 void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t n, int64_t k,
-                         int32_t* c, const VnniPackedB* packed) {
+                         int32_t* c, const VnniPackedB* packed, int64_t ldb) {
   MQ_CHECK(k * 255 * 255 < (int64_t{1} << 31), "uint8 gemm: K = ", k,
            " could overflow the int32 accumulator (at most 33025)");
+  if (ldb == 0) ldb = k;
+  MQ_CHECK(ldb >= k, "uint8 gemm: row stride ", ldb, " < K = ", k);
   if (use_vnni()) {
     if (packed != nullptr && !packed->empty()) {
-      MQ_CHECK(packed->n == n && packed->k == k, "uint8 gemm: packed operand [", packed->n, ", ",
-               packed->k, "], expected [", n, ", ", k, "]");
-      vnni_multiply(a, t, *packed, impl_->threads, c);
-    } else {
+      MQ_CHECK(packed->n >= n && packed->k >= k, "uint8 gemm: packed operand [", packed->n, ", ",
+               packed->k, "], expected at least [", n, ", ", k, "]");
+      vnni_multiply(a, t, *packed, impl_->threads, c, n, k);
+    } else if (ldb == k) {
       vnni_multiply(a, t, VnniPackedB::pack(b, n, k), impl_->threads, c);
+    } else {
+      std::vector<uint8_t> dense(static_cast<size_t>(n * k));  // [N, K]
+      for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, b + r * ldb, k);
+      vnni_multiply(a, t, VnniPackedB::pack(dense.data(), n, k), impl_->threads, c);
     }
     return;
   }
@@ -92,7 +99,8 @@ void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t 
   const int cols = static_cast<int>(n);
   const int depth = static_cast<int>(k);
   gemmlowp::MatrixMap<const uint8_t, gemmlowp::MapOrder::RowMajor> lhs(a, rows, depth);
-  gemmlowp::MatrixMap<const uint8_t, gemmlowp::MapOrder::ColMajor> rhs(b, depth, cols);
+  gemmlowp::MatrixMap<const uint8_t, gemmlowp::MapOrder::ColMajor> rhs(b, depth, cols,
+                                                                        static_cast<int>(ldb));
   gemmlowp::MatrixMap<int32_t, gemmlowp::MapOrder::RowMajor> res(c, rows, cols);
   // Offsets 0 and an empty output pipeline: the raw int32 sums, zero points applied by the caller.
   gemmlowp::GemmWithOutputPipeline<uint8_t, int32_t, gemmlowp::DefaultL8R8BitDepthParams>(
@@ -103,7 +111,8 @@ void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t 
 
 void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
                 const uint8_t* w, int64_t n, const int32_t* z_w, const int64_t* w_row_sum,
-                int threads, Uint8Gemm& gemm, int64_t* acc, const VnniPackedB* w_packed) {
+                int threads, Uint8Gemm& gemm, int64_t* acc, const VnniPackedB* w_packed,
+                int64_t ldw) {
   const bool wide = x_bits > 8;
   std::vector<uint8_t> lo(static_cast<size_t>(t * k));             // [T, K] low bytes
   std::vector<uint8_t> hi(wide ? static_cast<size_t>(t * k) : 0);  // [T, K] high bytes
@@ -126,8 +135,8 @@ void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
   });
   std::vector<int32_t> p_lo(static_cast<size_t>(t * n));             // [T, N]
   std::vector<int32_t> p_hi(wide ? static_cast<size_t>(t * n) : 0);  // [T, N]
-  gemm.multiply(lo.data(), w, t, n, k, p_lo.data(), w_packed);
-  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data(), w_packed);
+  gemm.multiply(lo.data(), w, t, n, k, p_lo.data(), w_packed, ldw);
+  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data(), w_packed, ldw);
   const int64_t zx = z_x;
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {

@@ -120,12 +120,14 @@ class Uint8Gemm {
   Uint8Gemm& operator=(const Uint8Gemm&) = delete;
 
   /// c[t, n] = sum_k a[t, k] * b[n, k], exact when k * 255^2 < 2^31. `packed`, if given and
-  /// not empty, is b packed (VnniPackedB::pack); else the VNNI path packs b per call.
+  /// not empty, is b packed (VnniPackedB::pack) or a larger operand whose first n rows and
+  /// first k depths are b; else the VNNI path packs b per call. b's rows are ldb >= k apart
+  /// (0: k).
   void multiply(const uint8_t* a,  // [T, K]
-                const uint8_t* b,  // [N, K]
+                const uint8_t* b,  // [N, ldb]
                 int64_t t, int64_t n, int64_t k,
                 int32_t* c,        // [T, N]
-                const VnniPackedB* packed = nullptr);
+                const VnniPackedB* packed = nullptr, int64_t ldb = 0);
 
  private:
   struct Impl;
@@ -143,7 +145,8 @@ void int_matmul(const int32_t* x,          // [T, K] codes in [0, 2^x_bits)
                 const int64_t* w_row_sum,  // [N]
                 int threads, Uint8Gemm& gemm,
                 int64_t* acc,              // [T, N]
-                const VnniPackedB* w_packed = nullptr);
+                const VnniPackedB* w_packed = nullptr,  // see Uint8Gemm::multiply
+                int64_t ldw = 0);                       // w's row stride (0: K)
 
 /// Integer linear: y[t, n] = clamp(requant(acc[t, n], M[n], n[n]) + z_out, 0, 2^b_out - 1) with
 /// acc the exact zero-point-corrected dot product (see the file comment). Inputs of up to 16

@@ -2,11 +2,13 @@
 #include "mobilequant/runtime/int_prefill.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
 
 #include "mobilequant/core/error.h"
+#include "mobilequant/runtime/int_attention.h"
 #include "mobilequant/runtime/int_ops.h"
 #include "mobilequant/runtime/parallel.h"
 
@@ -41,6 +43,112 @@ void gather_head(const std::vector<int32_t>& x, int64_t t, int64_t heads, int64_
   for (int64_t i = 0; i < t; ++i) {
     std::copy_n(x.data() + (i * heads + h) * d, d, out.data() + i * d);
   }
+}
+
+/// Attention of one layer (docs 2.5-2.7): scores [H, T, T] (0 above the diagonal), probabilities
+/// [H, T, T] (clamp(z_p) above it) and the context [T, H, D]. On the uint8 GEMM path (every q
+/// code < 2^16, k and v codes < 2^8) the (head, block of query rows) pairs are spread over the
+/// threads, heaviest (last) blocks first, each block reading only the keys it can see
+/// (int_attention.h); otherwise one head per task through int_qk and int_pv. Both are exact,
+/// so the results do not depend on the path or the thread count.
+void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
+               const std::vector<int32_t>& kr,                     // [T, KV, D]
+               const std::vector<int32_t>& vr,                     // [T, KV, D]
+               int64_t t, int64_t nh, int64_t kv, int64_t d, int threads,
+               std::vector<int32_t>& scores,                        // [H, T, T]
+               std::vector<int32_t>& probs,                         // [H, T, T]
+               std::vector<int32_t>& ctx) {                         // [T, H, D]
+  const int64_t group = nh / kv;
+  std::vector<int32_t> qh(static_cast<size_t>(nh * t * d));  // [H, T, D]
+  std::vector<int32_t> kh(static_cast<size_t>(kv * t * d));  // [KV, T, D]
+  std::vector<int32_t> vh(static_cast<size_t>(kv * t * d));  // [KV, T, D]
+  std::vector<int32_t> ch(static_cast<size_t>(nh * t * d));  // [H, T, D] context per head
+  parallel_for(nh + 2 * kv, threads, [&](int64_t b, int64_t e) {
+    for (int64_t idx = b; idx < e; ++idx) {
+      std::vector<int32_t> out(static_cast<size_t>(t * d));  // [T, D]
+      if (idx < nh) {
+        gather_head(qr, t, nh, d, idx, out);
+        std::copy(out.begin(), out.end(), qh.begin() + idx * t * d);
+      } else if (idx < nh + kv) {
+        gather_head(kr, t, kv, d, idx - nh, out);
+        std::copy(out.begin(), out.end(), kh.begin() + (idx - nh) * t * d);
+      } else {
+        gather_head(vr, t, kv, d, idx - nh - kv, out);
+        std::copy(out.begin(), out.end(), vh.begin() + (idx - nh - kv) * t * d);
+      }
+    }
+  });
+  AttentionQuant aq;
+  aq.z_q = L.qk_in.zero_point;
+  aq.z_k = L.qk_in2.zero_point;
+  aq.qk = L.qk_bmm;
+  aq.scores = L.qk_out;
+  aq.exp_lut = L.exp_lut.data();
+  aq.exp_lut_size = static_cast<int64_t>(L.exp_lut.size());
+  aq.softmax = L.softmax;
+  aq.probs = L.pv_in;
+  aq.z_v = L.pv_in2.zero_point;
+  aq.pv = L.pv_bmm;
+  aq.context = L.pv_out;
+  bool blocked = true;
+  for (int64_t h = 0; h < nh && blocked; ++h) {
+    const int64_t g = h / group;
+    blocked = causal_head_applies(qh.data() + h * t * d, kh.data() + g * t * d,
+                                  vh.data() + g * t * d, t, d, aq);
+  }
+  const int workers = resolve_threads(threads);
+  if (blocked) {
+    std::vector<CausalHead> kv_heads(static_cast<size_t>(kv));
+    parallel_for(kv, threads, [&](int64_t b, int64_t e) {
+      for (int64_t g = b; g < e; ++g) {
+        kv_heads[static_cast<size_t>(g)] =
+            prepare_causal_head(kh.data() + g * t * d, vh.data() + g * t * d, t, d, aq);
+      }
+    });
+    // About 4 tasks per thread, blocks of 16 to 128 query rows.
+    const int64_t want = std::max<int64_t>(1, (4 * workers + nh - 1) / nh);
+    const int64_t rb = std::clamp<int64_t>((t + want - 1) / want, 16, 128);
+    const int64_t blocks = (t + rb - 1) / rb;
+    const int64_t tasks = blocks * nh;
+    std::atomic<int64_t> next{0};
+    parallel_for(std::min<int64_t>(workers, tasks), threads, [&](int64_t b, int64_t e) {
+      static thread_local Uint8Gemm head_gemm(1);  // one per worker thread
+      for (int64_t w = b; w < e; ++w) {
+        for (int64_t idx = next++; idx < tasks; idx = next++) {
+          const int64_t blk = blocks - 1 - idx / nh, h = idx % nh;  // heaviest blocks first
+          const int64_t i0 = blk * rb, i1 = std::min(t, i0 + rb);
+          causal_head_rows(kv_heads[static_cast<size_t>(h / group)], aq, qh.data() + h * t * d,
+                           i0, i1, head_gemm, scores.data() + h * t * t,
+                           probs.data() + h * t * t, ch.data() + h * t * d);
+        }
+      }
+    });
+  } else {
+    const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
+    parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
+      static thread_local Uint8Gemm head_gemm(1);  // one per worker thread
+      for (int64_t h = hb; h < he; ++h) {
+        const int64_t g = h / group;
+        int32_t* s = scores.data() + h * t * t;  // [T, T]
+        int32_t* p = probs.data() + h * t * t;   // [T, T]
+        int_qk(qh.data() + h * t * d, kh.data() + g * t * d, t, d, L.qk_in.zero_point,
+               L.qk_in2.zero_point, L.qk_bmm, L.qk_out, s, &head_gemm);
+        for (int64_t i = 0; i < t; ++i) {
+          int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
+                          static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
+          std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
+          std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
+        }
+        int_pv(p, vh.data() + g * t * d, t, d, L.pv_in.zero_point, L.pv_in2.zero_point,
+               L.pv_in.qmax(), L.pv_bmm, L.pv_out, ch.data() + h * t * d, &head_gemm);
+      }
+    });
+  }
+  parallel_for(t, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int64_t h = 0; h < nh; ++h)
+        std::copy_n(ch.data() + (h * t + i) * d, d, ctx.data() + (i * nh + h) * d);
+  });
 }
 
 /// Adds the wall time from construction to destruction to a profile's stage (no-op if null).
@@ -128,7 +236,6 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     int_embed(m.embed_q.data(), tokens.data(), t, c, r.data());
   }
 
-  const int64_t group = nh / kv;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const IntLayer& L = m.layers()[static_cast<size_t>(l)];
     // 2.1-2.2 input_layernorm.
@@ -170,38 +277,10 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     emit(l, "self_attn.qk_bmm.input", qr, {t, nh, d});
     emit(l, "self_attn.qk_bmm.input2", kr, {t, kv, d});
     emit(l, "self_attn.pv_bmm.input2", vr, {t, kv, d});
-    // 2.5-2.7 attention, one head per task.
+    // 2.5-2.7 attention.
     {
       StageTimer st(prof, "attention");
-      const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
-      parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
-        std::vector<int32_t> qh(static_cast<size_t>(t * d));  // [T, D]
-        std::vector<int32_t> kh(static_cast<size_t>(t * d));  // [T, D]
-        std::vector<int32_t> vh(static_cast<size_t>(t * d));  // [T, D]
-        std::vector<int32_t> ch(static_cast<size_t>(t * d));  // [T, D]
-        static thread_local Uint8Gemm head_gemm(1);           // one per worker thread
-        for (int64_t h = hb; h < he; ++h) {
-          const int64_t g = h / group;
-          gather_head(qr, t, nh, d, h, qh);
-          gather_head(kr, t, kv, d, g, kh);
-          gather_head(vr, t, kv, d, g, vh);
-          int32_t* s = scores.data() + h * t * t;  // [T, T]
-          int32_t* p = probs.data() + h * t * t;   // [T, T]
-          int_qk(qh.data(), kh.data(), t, d, L.qk_in.zero_point, L.qk_in2.zero_point, L.qk_bmm,
-                 L.qk_out, s, &head_gemm);
-          for (int64_t i = 0; i < t; ++i) {
-            int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
-                            static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
-            std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
-            std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
-          }
-          int_pv(p, vh.data(), t, d, L.pv_in.zero_point, L.pv_in2.zero_point, L.pv_in.qmax(),
-                 L.pv_bmm, L.pv_out, ch.data(), &head_gemm);
-          for (int64_t i = 0; i < t; ++i) {
-            std::copy_n(ch.data() + i * d, d, ctx.data() + (i * nh + h) * d);
-          }
-        }
-      });
+      attention(L, qr, kr, vr, t, nh, kv, d, threads, scores, probs, ctx);
     }
     emit(l, "self_attn.qk_bmm.output", scores, {nh, t, t});
     emit(l, "self_attn.pv_bmm.input", probs, {nh, t, t});

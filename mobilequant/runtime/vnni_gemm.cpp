@@ -150,12 +150,18 @@ VnniPackedB VnniPackedB::pack(const uint8_t* b, int64_t n, int64_t k) {
   return p;
 }
 
-void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int threads, int32_t* c) {
+void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int threads, int32_t* c,
+                   int64_t n_cols, int64_t depth) {
 #ifdef MQ_VNNI_X86
   MQ_CHECK(vnni_supported(), "vnni_multiply: this CPU has no AVX-512 VNNI");
   MQ_CHECK(!b.empty() && t >= 1, "vnni_multiply: empty operand (T = ", t, ", N = ", b.n, ")");
-  const int64_t k = b.k, k4 = b.k4, n = b.n;
-  // a with rows padded to k4 (the kernel reads depths four at a time) when K is not.
+  const int64_t n = n_cols < 0 ? b.n : n_cols, k = depth < 0 ? b.k : depth;
+  MQ_CHECK(n >= 1 && n <= b.n && k >= 1 && k <= b.k, "vnni_multiply: a [", n, ", ", k,
+           "] view of a packed [", b.n, ", ", b.k, "] operand");
+  const int64_t k4 = (k + 3) / 4 * 4, blocks = (n + 15) / 16;
+  // a with rows padded to k4 (the kernel reads depths four at a time) when K is not. The
+  // padding is 0, so the packed depths k … k4 - 1 (padding, or a longer operand's next
+  // depths when this is a depth prefix) add nothing.
   std::vector<uint8_t> padded;  // [T, k4]
   const uint8_t* ap = a;
   if (k4 != k) {
@@ -169,22 +175,22 @@ void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int thread
     for (int64_t kk = 0; kk < k; ++kk) s += a[i * k + kk];
     corr[static_cast<size_t>(i)] = static_cast<int32_t>(s * 128u);
   }
-  const int64_t n_tiles = (b.blocks + kNb - 1) / kNb;
+  const int64_t n_tiles = (blocks + kNb - 1) / kNb;
   const int64_t m_tiles = (t + kMr - 1) / kMr;
-  const int64_t block_stride = k4 * 16;
+  const int64_t block_stride = b.k4 * 16;  // the packing's, not the view's
   // Column tiles outermost: a thread's contiguous chunk reuses one packed panel across rows.
   parallel_for(n_tiles * m_tiles, threads, [&](int64_t lo, int64_t hi) {
     for (int64_t idx = lo; idx < hi; ++idx) {
       const int64_t nt = idx / m_tiles, mt = idx % m_tiles;
       const int64_t r0 = mt * kMr, b0 = nt * kNb;
       const int mr = static_cast<int>(std::min<int64_t>(kMr, t - r0));
-      const int nb = static_cast<int>(std::min<int64_t>(kNb, b.blocks - b0));
+      const int nb = static_cast<int>(std::min<int64_t>(kNb, blocks - b0));
       tile_fn(mr, nb)(ap + r0 * k4, k4, b.data.data() + b0 * block_stride, block_stride, k4,
                       corr.data() + r0, c + r0 * n + 16 * b0, n, n - 16 * b0);
     }
   });
 #else
-  (void)a; (void)t; (void)b; (void)threads; (void)c;
+  (void)a; (void)t; (void)b; (void)threads; (void)c; (void)n_cols; (void)depth;
   throw Error("vnni_multiply: not an x86-64 build");
 #endif
 }

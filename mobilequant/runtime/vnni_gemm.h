@@ -56,10 +56,12 @@ struct VnniPackedB {
 };
 
 /// c[t, n] = sum_k a[t, k] * b[n, k], exact, on at most `threads` threads. Requires
-/// vnni_supported().
+/// vnni_supported(). n_cols / depth (>= 0) take a view of b: its first n_cols rows and first
+/// depth depths (a is then [T, depth], c [T, n_cols]); -1 takes all of b.
 void vnni_multiply(const uint8_t* a,  // [T, K]
                    int64_t t, const VnniPackedB& b, int threads,
-                   int32_t* c);       // [T, N]
+                   int32_t* c,        // [T, N]
+                   int64_t n_cols = -1, int64_t depth = -1);
 
 /// The lm_head's weights w [V, C] (int16, |w| <= 32767) packed for vnni_lm_head: blocks of 16
 /// rows x 2 depths, one 64-byte vector per block and depth pair.

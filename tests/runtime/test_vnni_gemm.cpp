@@ -104,6 +104,41 @@ TEST_CASE("vnni_multiply equals the int64 triple loop and gemmlowp exactly", "[u
   for (const int32_t v : c) CHECK(v == want);
 }
 
+TEST_CASE("vnni_multiply on a view (first rows, first depths) equals the smaller product exactly",
+          "[unit]") {
+  if (!mq::rt::vnni_supported()) {
+    WARN("this CPU has no AVX-512 VNNI: the VNNI views are not run here");
+    return;
+  }
+  std::mt19937 rng(17);
+  const int64_t n = 70, k = 23;  // the packed operand
+  const auto b = random_codes(n * k, rng);  // [N, K]
+  const auto packed = mq::rt::VnniPackedB::pack(b.data(), n, k);
+  for (const int64_t nv : {int64_t{1}, int64_t{16}, int64_t{33}, n}) {
+    for (const int64_t kv : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{22}, k}) {
+      const int64_t t = 7;
+      const auto a = random_codes(t * kv, rng);  // [T, kv]
+      std::vector<int32_t> c(static_cast<size_t>(t * nv), -1);  // [T, nv]
+      mq::rt::vnni_multiply(a.data(), t, packed, 2, c.data(), nv, kv);
+      int64_t worst = 0;
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = 0; j < nv; ++j) {
+          int64_t ref = 0;
+          for (int64_t x = 0; x < kv; ++x)
+            ref += int64_t{a[static_cast<size_t>(i * kv + x)]} * b[static_cast<size_t>(j * k + x)];
+          worst = std::max(worst, std::abs(c[static_cast<size_t>(i * nv + j)] - ref));
+        }
+      }
+      INFO("view [" << nv << ", " << kv << "] of [" << n << ", " << k << "]");
+      CHECK(worst == kExact);
+    }
+  }
+  std::vector<int32_t> c(7);
+  const auto a = random_codes(7 * k, rng);
+  CHECK_THROWS_WITH(mq::rt::vnni_multiply(a.data(), 1, packed, 1, c.data(), n + 1, k),
+                    Catch::Contains("view of a packed [70, 23] operand"));
+}
+
 TEST_CASE("vnni_lm_head equals the exact int64 dot product, also at |y| = |w| = 32767", "[unit]") {
   std::mt19937 rng(13);
   // Packing runs everywhere: 16 rows x 2 depths per vector, zero padding.

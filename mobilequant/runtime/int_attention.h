@@ -1,0 +1,72 @@
+// mobilequant/runtime/int_attention.h
+// Causal attention of one head in blocks of query rows (docs 2.5-2.7), on uint8 GEMMs. A
+// prefill spreads (head, row block) pairs over its threads, and a block of rows [i0, i1) reads
+// only the keys and values j < i1: about half the work of the full [T, T] products that
+// int_qk and int_pv compute. The head's operands (k and v^T as uint8, packed once for the VNNI
+// kernels, v's prefix sums) are prepared once and shared by its blocks, read-only.
+//
+// The results equal int_qk + int_softmax_row + int_pv exactly: every sum is an exact integer,
+// and the probabilities of the masked keys j > i (code clamp(z_p), zero after centering when
+// z_p is in range) enter as (clamp(z_p) - z_p) * sum_{j > i} (v_j - z_v), split into the
+// block's own masked keys i < j < i1, which the GEMM sees, and the keys j >= i1, added from
+// v's prefix sums.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mobilequant/runtime/int_ops.h"
+
+namespace mq::rt {
+
+/// The encodings and multipliers of one layer's attention (the IntLayer fields it reads).
+struct AttentionQuant {
+  int32_t z_q = 0;              ///< qk_bmm.input zero point
+  int32_t z_k = 0;              ///< qk_bmm.input2 zero point
+  Multiplier qk;                ///< scores requantization
+  ActQuant scores;              ///< qk_bmm.output
+  const int32_t* exp_lut = nullptr;  ///< [exp_lut_size] softmax exponentials
+  int64_t exp_lut_size = 0;
+  Multiplier softmax;           ///< softmax normalization
+  ActQuant probs;               ///< pv_bmm.input (z_p, qmax)
+  int32_t z_v = 0;              ///< pv_bmm.input2 zero point
+  Multiplier pv;                ///< context requantization
+  ActQuant context;             ///< pv_bmm.output
+};
+
+/// The keys and values of one head (or of a group of heads sharing them) prepared for
+/// causal_head_rows. Built from the codes; holds copies.
+struct CausalHead {
+  int64_t t = 0;                ///< T
+  int64_t d = 0;                ///< D
+  std::vector<uint8_t> k;       // [T, D] k codes
+  std::vector<int64_t> k_sum;   // [T] sum_x k[j, x]
+  std::vector<uint8_t> vt;      // [D, T] v codes, transposed
+  std::vector<int64_t> v_prefix;  // [T + 1, D] sum_{j < i} v[j, x]
+  VnniPackedB k_packed;         // k packed where the CPU has VNNI (else empty)
+  VnniPackedB vt_packed;        // vt packed likewise
+  std::vector<int32_t> z_k;     // [T] z_k per key (int_matmul's per-row zero points)
+  std::vector<int32_t> z_v;     // [D] z_v per channel
+};
+
+/// True when the GEMM path applies to these codes: q < 2^16, k and v < 2^8, and probability
+/// codes of at most 16 bits.
+bool causal_head_applies(const int32_t* q, const int32_t* k, const int32_t* v, int64_t t,
+                         int64_t d, const AttentionQuant& aq);
+
+/// Prepares one head's keys and values: k, v are [T, D] codes (the head's own rows,
+/// contiguous), each < 2^8.
+CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, int64_t d,
+                               const AttentionQuant& aq);
+
+/// Rows [i0, i1) of the head: s[i, j] for j <= i and 0 for j > i; p[i, j] for j <= i and
+/// clamp(z_p) for j > i; c[i, :]. Equal to int_qk / int_softmax_row / int_pv exactly. Runs on
+/// the calling thread (`gemm` with one thread).
+void causal_head_rows(const CausalHead& h, const AttentionQuant& aq,
+                      const int32_t* q,  // [T, D] the head's q codes, each < 2^16
+                      int64_t i0, int64_t i1, Uint8Gemm& gemm,
+                      int32_t* s,        // [T, T] scores (rows i0 … i1 - 1 written)
+                      int32_t* p,        // [T, T] probabilities (rows i0 … i1 - 1 written)
+                      int32_t* c);       // [T, D] context (rows i0 … i1 - 1 written)
+
+}  // namespace mq::rt

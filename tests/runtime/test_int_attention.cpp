@@ -1,0 +1,120 @@
+// tests/runtime/test_int_attention.cpp: causal attention in row blocks (runtime/int_attention.h)
+// against the whole-head kernels int_qk, int_softmax_row and int_pv (the reference path of the
+// prefill, themselves checked against int64 loops in test_int_ops.cpp), exactly: any split of
+// the rows into blocks, 8- and 16-bit q codes, a probability zero point inside and outside the
+// code range (masked keys then add a nonzero term), depths that are not multiples of 4, on
+// gemmlowp and, where the CPU has AVX-512 VNNI, on the VNNI kernels with their packed views.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "mobilequant/runtime/int_attention.h"
+#include "mobilequant/runtime/int_ops.h"
+#include "mobilequant/runtime/vnni_gemm.h"
+
+namespace {
+
+/// Restores the backend the environment chose when a test changes it.
+struct BackendGuard {
+  ~BackendGuard() { mq::rt::set_gemm_backend(mq::rt::GemmBackend::kAuto); }
+};
+
+std::vector<int32_t> codes(int64_t n, int32_t hi, std::mt19937_64& g) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& e : v) e = static_cast<int32_t>(g() % (static_cast<uint64_t>(hi) + 1));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, in any row blocks",
+          "[unit]") {
+  using mq::rt::ActQuant;
+  using mq::rt::Multiplier;
+  BackendGuard guard;
+  std::vector<mq::rt::GemmBackend> backends{mq::rt::GemmBackend::kGemmlowp};
+  if (mq::rt::vnni_supported()) backends.push_back(mq::rt::GemmBackend::kVnni);
+  else WARN("this CPU has no AVX-512 VNNI: only the gemmlowp path is checked here");
+  std::mt19937_64 g(21);
+  const int score_bits = 12;
+  std::vector<int32_t> lut(1u << score_bits);  // [2^12] exp(-a i) in Q30
+  for (size_t i = 0; i < lut.size(); ++i)
+    lut[i] = static_cast<int32_t>(std::lround(std::ldexp(std::exp(-0.004 * i), 30)));
+  int checked = 0;
+  for (const auto backend : backends) {
+    mq::rt::set_gemm_backend(backend);
+    for (const int64_t t : {1, 7, 37}) {
+      for (const int64_t d : {6, 8}) {
+        for (const int q_bits : {8, 16}) {
+          for (const int32_t zp : {3, -5}) {
+            mq::rt::AttentionQuant aq;
+            aq.z_q = q_bits == 8 ? 121 : 30000;
+            aq.z_k = 133;
+            aq.qk = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)),
+                               q_bits == 8 ? 14 : 22};
+            aq.scores = ActQuant{score_bits, 2048, 0.0};
+            aq.exp_lut = lut.data();
+            aq.exp_lut_size = static_cast<int64_t>(lut.size());
+            aq.softmax = Multiplier{1 << 30, 14};
+            aq.probs = ActQuant{16, zp, 0.0};
+            aq.z_v = 126;
+            aq.pv = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)), 38};
+            aq.context = ActQuant{8, 128, 0.0};
+            const auto q = codes(t * d, (1 << q_bits) - 1, g);  // [T, D]
+            const auto k = codes(t * d, 255, g);                // [T, D]
+            const auto v = codes(t * d, 255, g);                // [T, D]
+            REQUIRE(mq::rt::causal_head_applies(q.data(), k.data(), v.data(), t, d, aq));
+            // The reference: the whole head at once, on int32/int64 loops (no GEMM).
+            std::vector<int32_t> s_ref(static_cast<size_t>(t * t), 0);  // [T, T]
+            std::vector<int32_t> p_ref(static_cast<size_t>(t * t));     // [T, T]
+            std::vector<int32_t> c_ref(static_cast<size_t>(t * d));     // [T, D]
+            mq::rt::int_qk(q.data(), k.data(), t, d, aq.z_q, aq.z_k, aq.qk, aq.scores,
+                           s_ref.data());
+            const int32_t masked = std::max(zp, 0);
+            for (int64_t i = 0; i < t; ++i) {
+              mq::rt::int_softmax_row(s_ref.data() + i * t, i + 1, lut.data(),
+                                      static_cast<int64_t>(lut.size()), aq.softmax, aq.probs,
+                                      p_ref.data() + i * t);
+              std::fill(s_ref.begin() + i * t + i + 1, s_ref.begin() + (i + 1) * t, 0);
+              std::fill(p_ref.begin() + i * t + i + 1, p_ref.begin() + (i + 1) * t, masked);
+            }
+            mq::rt::int_pv(p_ref.data(), v.data(), t, d, zp, aq.z_v, aq.probs.qmax(), aq.pv,
+                           aq.context, c_ref.data());
+            const mq::rt::CausalHead head =
+                mq::rt::prepare_causal_head(k.data(), v.data(), t, d, aq);
+            for (const int64_t rb : {int64_t{1}, int64_t{5}, int64_t{16}, t}) {
+              std::vector<int32_t> s(static_cast<size_t>(t * t), -7), p(s.size(), -7);
+              std::vector<int32_t> c(static_cast<size_t>(t * d), -7);
+              mq::rt::Uint8Gemm gemm(1);
+              // Blocks in reverse order, as the prefill schedules them.
+              for (int64_t i0 = (t - 1) / rb * rb; i0 >= 0; i0 -= rb) {
+                mq::rt::causal_head_rows(head, aq, q.data(), i0, std::min(t, i0 + rb), gemm,
+                                         s.data(), p.data(), c.data());
+              }
+              INFO("backend " << mq::rt::gemm_backend_name() << " T " << t << " D " << d
+                              << " q bits " << q_bits << " z_p " << zp << " rows/block " << rb);
+              CHECK(s == s_ref);
+              CHECK(p == p_ref);
+              CHECK(c == c_ref);
+              ++checked;
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(checked == static_cast<int>(backends.size()) * 3 * 2 * 2 * 2 * 4);
+  // Blocks outside the head are refused.
+  mq::rt::AttentionQuant aq;
+  aq.probs = ActQuant{16, 0, 0.0};
+  const std::vector<int32_t> z(8, 0);
+  const auto head = mq::rt::prepare_causal_head(z.data(), z.data(), 2, 4, aq);
+  mq::rt::Uint8Gemm gemm(1);
+  std::vector<int32_t> s(4), p(4), c(8);
+  CHECK_THROWS_WITH(mq::rt::causal_head_rows(head, aq, z.data(), 1, 3, gemm, s.data(), p.data(),
+                                             c.data()),
+                    Catch::Contains("rows [1, 3) outside [0, 2)"));
+}
