@@ -7,6 +7,7 @@
 #   3. `bench int` (prefill at 128/256/512 against the fp32 LibTorch forward, one run each) at
 #      all cores and at 1 thread, with the gemmlowp and the VNNI GEMM, and a per-stage profile.
 # Output: /tmp/mq/out/int-bench (commands.txt, cpu.txt, tests.txt, bench_*.md/json).
+# MQ_BENCH_THREADS: the thread counts to bench (default: all cores, then 1).
 set -uo pipefail
 mq=build/mobilequant
 smol=$MQ_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -20,7 +21,7 @@ echo "# $(date -u +%FT%TZ) GPU machine ($cores CPU cores), git ${MQ_GIT_REVISION
 { grep -m1 "model name" /proc/cpuinfo
   grep -m1 -o -w 'avx512f\|avx512bw\|avx512_vnni\|avx512vnni\|amx_int8\|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' '
   echo; } > "$out/cpu.txt"
-run build/tests/mq_tests -# "[#test_vnni_gemm],[#test_int_ops],[#test_int_model]" > "$out/tests.txt" 2>&1
+run build/tests/mq_tests -# "[#test_vnni_gemm],[#test_int_ops],[#test_int_attention],[#test_int_model]" > "$out/tests.txt" 2>&1
 tail -n 3 "$out/tests.txt"
 if [ ! -f "$work/export/int/manifest.json" ]; then
   run "$mq" run configs/runs/smollm2.json --set "model=$smol" --set quant=w8a8 \
@@ -30,7 +31,7 @@ if [ ! -f "$work/export/int/manifest.json" ]; then
   run "$mq" export "$work/run" -o "$work/export" --format hf,int --force > "$out/export.log" 2>&1 \
     || { tail -n 20 "$out/export.log"; exit 1; }
 fi
-for threads in "$cores" 1; do
+for threads in ${MQ_BENCH_THREADS:-$cores 1}; do
   for gemm in gemmlowp vnni; do
     extra=()
     [ "$gemm" = vnni ] && extra=(--profile)
