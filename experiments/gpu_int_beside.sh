@@ -3,8 +3,8 @@
 # has trained a sweep there: scripts/int_beside.sh on that sweep's runs (their weights stay on
 # the machine while it is warm), for at most SECONDS, then packs the tables under $OUT.
 # The integer runtime runs on the machine's CPU cores (16), on the first MQ_EVAL_LIMIT
-# documents (default 4) of each run's own evaluation; the simulation is rebuilt from each
-# export on the same windows.
+# documents (default 2: about 140 s a run for SmolLM2) of each run's own evaluation; the
+# simulation is rebuilt from each export on the same windows.
 #
 #   scripts/gpu/remote.sh run experiments/gpu_int_beside.sh SWEEP.json SECONDS [-o runs/NAME]
 #
@@ -24,22 +24,13 @@ root=$(pwd)
 : "${MQ_SHARED_DIR:?run through scripts/gpu/remote.sh run (it sets MQ_SHARED_DIR)}"
 export MQ_DATA_DIR=${MQ_DATA_DIR:-$MQ_SHARED_DIR/data}
 [ -e "$root/../shared" ] || ln -s "$MQ_SHARED_DIR" "$root/../shared"
-output=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["output"])' "$sweep") ||
-  { echo "error: $sweep: cannot read its \"output\"" >&2; exit 2; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|--output) output=${2:?"$1 needs a directory"}; shift 2 ;;
-    --output=*) output=${1#*=}; shift ;;
-    *) echo "error: unknown argument '$1'" >&2; exit 2 ;;
-  esac
-done
-output=${output#/tmp/mq/}
-name=$(echo "$output" | sed 's|^runs/||; s|/|_|g')
-runs=/tmp/mq/$output
+. "$root/experiments/gpu_output.sh"
+sweep_output "$sweep" "$@"
+[ ${#args[@]} = 0 ] || { echo "error: unknown argument '${args[0]}'" >&2; exit 2; }
 [ -d "$runs" ] || { echo "error: $runs does not exist: run experiments/gpu_sweep.sh $sweep first, on this machine" >&2; exit 1; }
 dest=/tmp/mq/int/$name
 mkdir -p "$dest"
-export MQ_EVAL_LIMIT=${MQ_EVAL_LIMIT:-4}
+export MQ_EVAL_LIMIT=${MQ_EVAL_LIMIT:-2}
 echo "+ timeout --signal=KILL $secs scripts/int_beside.sh $runs -o $dest (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT)"
 timeout --signal=KILL "$secs" scripts/int_beside.sh "$runs" -o "$dest" > "$dest/int_beside.log" 2>&1
 rc=$?

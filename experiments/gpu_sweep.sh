@@ -43,21 +43,9 @@ if [ ! -e "$root/../shared" ]; then
 fi
 [ -d "$root/../shared/data" ] || echo "warning: $root/../shared/data missing: '../shared/...' paths will fail" >&2
 
-output=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["output"])' "$sweep") ||
-  { echo "error: $sweep: cannot read its \"output\"" >&2; exit 2; }
 # -o/--output DIR among the extra arguments replaces the sweep's output (runs/NAME).
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|--output) output=${2:?"$1 needs a directory"}; shift 2 ;;
-    --output=*) output=${1#*=}; shift ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
-output=${output#/tmp/mq/}
-case "$output" in /*) echo "error: give the output as runs/NAME (it goes under /tmp/mq/)" >&2; exit 2 ;; esac
-name=$(echo "$output" | sed 's|^runs/||; s|/|_|g')
-runs=/tmp/mq/$output
+. "$root/experiments/gpu_output.sh"
+sweep_output "$sweep" "$@"
 out=/tmp/mq/out/$name
 rm -rf "$out"; mkdir -p "$out" "$runs"
 # A previous session's results, carried back in: finished runs are skipped.

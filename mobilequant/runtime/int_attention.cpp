@@ -6,26 +6,15 @@
 #include "mobilequant/core/error.h"
 
 namespace mq::rt {
-namespace {
-
-bool in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
-  for (int64_t i = 0; i < n; ++i)
-    if (v[i] < lo || v[i] > hi) return false;
-  return true;
-}
-
-}  // namespace
-
-bool causal_head_applies(const int32_t* q, const int32_t* k, const int32_t* v, int64_t t,
-                         int64_t d, const AttentionQuant& aq) {
-  return aq.probs.qmax() <= 65535 && in_range(q, t * d, 0, 65535) && in_range(k, t * d, 0, 255) &&
-         in_range(v, t * d, 0, 255);
+bool causal_head_applies(const AttentionQuant& aq) {
+  return aq.q.bits <= 16 && aq.probs.bits <= 16 && aq.k.bits <= 8 && aq.v.bits <= 8;
 }
 
 CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, int64_t d,
                                const AttentionQuant& aq) {
-  MQ_CHECK(in_range(k, t * d, 0, 255) && in_range(v, t * d, 0, 255), "prepare_causal_head: "
-           "k or v codes outside [0, 255] (check causal_head_applies first)");
+  MQ_CHECK(causal_head_applies(aq) && all_in_range(k, t * d, 0, 255) &&
+               all_in_range(v, t * d, 0, 255),
+           "prepare_causal_head: k or v codes outside [0, 255] (check causal_head_applies first)");
   CausalHead h;
   h.t = t;
   h.d = d;
@@ -46,8 +35,8 @@ CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, in
     h.k_packed = VnniPackedB::pack(h.k.data(), t, d);
     h.vt_packed = VnniPackedB::pack(h.vt.data(), d, t);
   }
-  h.z_k.assign(static_cast<size_t>(t), aq.z_k);
-  h.z_v.assign(static_cast<size_t>(d), aq.z_v);
+  h.z_k.assign(static_cast<size_t>(t), aq.k.zero_point);
+  h.z_v.assign(static_cast<size_t>(d), aq.v.zero_point);
   return h;
 }
 
@@ -58,12 +47,9 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
   MQ_CHECK(i0 >= 0 && i0 < i1 && i1 <= t, "causal_head_rows: rows [", i0, ", ", i1,
            ") outside [0, ", t, ")");
   // Scores: acc [rows, i1] = (q_i - z_q) . (k_j - z_k) for the block's rows and keys j < i1.
-  const int q_bits = in_range(q + i0 * d, rows * d, 0, 255) ? 8 : 16;  // exact either way
-  MQ_CHECK(q_bits == 8 || in_range(q + i0 * d, rows * d, 0, 65535), "causal_head_rows: q codes "
-           "outside [0, 65535]");
   std::vector<int64_t> acc(static_cast<size_t>(rows * i1));  // [rows, i1]
-  int_matmul(q + i0 * d, rows, d, q_bits, aq.z_q, h.k.data(), i1, h.z_k.data(),
-             h.k_sum.data(), 1, gemm, acc.data(), h.k_packed.empty() ? nullptr : &h.k_packed);
+  int_matmul(q + i0 * d, rows, d, aq.q.bits <= 8 ? 8 : 16, aq.q.zero_point, h.k.data(), i1,
+             h.z_k.data(), h.k_sum.data(), 1, gemm, acc.data(), h.k_packed.empty() ? nullptr : &h.k_packed);
   const int32_t s_qmax = aq.scores.qmax();
   const int32_t p_qmax = aq.probs.qmax();
   const int32_t masked_code = clamp_code(aq.probs.zero_point, 0, p_qmax);
@@ -95,7 +81,7 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
       if (masked != 0) {
         const int64_t later = h.v_prefix[static_cast<size_t>(t * d + x)] -
                               h.v_prefix[static_cast<size_t>(i1 * d + x)] -
-                              static_cast<int64_t>(aq.z_v) * (t - i1);  // sum_{j >= i1} v - z_v
+                              int64_t{aq.v.zero_point} * (t - i1);  // sum_{j >= i1} v - z_v
         a += masked * later;
       }
       c[(i0 + r) * d + x] =

@@ -21,15 +21,15 @@ namespace mq::rt {
 
 /// The encodings and multipliers of one layer's attention (the IntLayer fields it reads).
 struct AttentionQuant {
-  int32_t z_q = 0;              ///< qk_bmm.input zero point
-  int32_t z_k = 0;              ///< qk_bmm.input2 zero point
+  ActQuant q;                   ///< qk_bmm.input
+  ActQuant k;                   ///< qk_bmm.input2
   Multiplier qk;                ///< scores requantization
   ActQuant scores;              ///< qk_bmm.output
   const int32_t* exp_lut = nullptr;  ///< [exp_lut_size] softmax exponentials
   int64_t exp_lut_size = 0;
   Multiplier softmax;           ///< softmax normalization
   ActQuant probs;               ///< pv_bmm.input (z_p, qmax)
-  int32_t z_v = 0;              ///< pv_bmm.input2 zero point
+  ActQuant v;                   ///< pv_bmm.input2
   Multiplier pv;                ///< context requantization
   ActQuant context;             ///< pv_bmm.output
 };
@@ -49,13 +49,12 @@ struct CausalHead {
   std::vector<int32_t> z_v;     // [D] z_v per channel
 };
 
-/// True when the GEMM path applies to these codes: q < 2^16, k and v < 2^8, and probability
-/// codes of at most 16 bits.
-bool causal_head_applies(const int32_t* q, const int32_t* k, const int32_t* v, int64_t t,
-                         int64_t d, const AttentionQuant& aq);
+/// True when the GEMM path applies to the layer's encodings: q and probabilities of at most 16
+/// bits, k and v of at most 8 (every code of a b-bit site lies in [0, 2^b - 1]).
+bool causal_head_applies(const AttentionQuant& aq);
 
 /// Prepares one head's keys and values: k, v are [T, D] codes (the head's own rows,
-/// contiguous), each < 2^8.
+/// contiguous) of sites that causal_head_applies accepts.
 CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, int64_t d,
                                const AttentionQuant& aq);
 
@@ -63,7 +62,7 @@ CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, in
 /// clamp(z_p) for j > i; c[i, :]. Equal to int_qk / int_softmax_row / int_pv exactly. Runs on
 /// the calling thread (`gemm` with one thread).
 void causal_head_rows(const CausalHead& h, const AttentionQuant& aq,
-                      const int32_t* q,  // [T, D] the head's q codes, each < 2^16
+                      const int32_t* q,  // [T, D] the head's q codes
                       int64_t i0, int64_t i1, Uint8Gemm& gemm,
                       int32_t* s,        // [T, T] scores (rows i0 … i1 - 1 written)
                       int32_t* p,        // [T, T] probabilities (rows i0 … i1 - 1 written)

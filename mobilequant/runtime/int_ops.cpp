@@ -26,14 +26,6 @@ inline Int128 round_shift(Int128 v, int s) {
   return (v + (static_cast<Int128>(1) << (s - 1))) >> s;
 }
 
-/// Whether every v[i] lies in [lo, hi].
-bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (v[i] < lo || v[i] > hi) return false;
-  }
-  return true;
-}
-
 /// Number of significant bits of v (0 for v == 0).
 inline int bit_length(UInt128 v) {
   int n = 0;
@@ -45,6 +37,13 @@ inline int bit_length(UInt128 v) {
 }
 
 }  // namespace
+
+bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (v[i] < lo || v[i] > hi) return false;
+  }
+  return true;
+}
 
 void IntLinearWeights::pack_for_cpu() {
   packed = vnni_supported() ? VnniPackedB::pack(codes.data(), out_features, in_features)

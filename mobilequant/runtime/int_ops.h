@@ -86,6 +86,9 @@ inline int64_t requant32(int32_t a, int32_t m, int32_t n) {
   return (static_cast<int64_t>(a) * m + (int64_t{1} << (n - 1))) >> n;
 }
 
+/// Whether every v[i] lies in [lo, hi].
+bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi);
+
 /// Clamps v to [lo, hi].
 inline int32_t clamp_code(int64_t v, int64_t lo, int64_t hi) {
   return static_cast<int32_t>(v < lo ? lo : (v > hi ? hi : v));

@@ -39,17 +39,16 @@ void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
 
 /// Copies head h of x [T, heads, D] into out [T, D].
 void gather_head(const std::vector<int32_t>& x, int64_t t, int64_t heads, int64_t d, int64_t h,
-                 std::vector<int32_t>& out) {
-  for (int64_t i = 0; i < t; ++i) {
-    std::copy_n(x.data() + (i * heads + h) * d, d, out.data() + i * d);
-  }
+                 int32_t* out) {
+  for (int64_t i = 0; i < t; ++i) std::copy_n(x.data() + (i * heads + h) * d, d, out + i * d);
 }
 
 /// Attention of one layer (docs 2.5-2.7): scores [H, T, T] (0 above the diagonal), probabilities
-/// [H, T, T] (clamp(z_p) above it) and the context [T, H, D]. On the uint8 GEMM path (every q
-/// code < 2^16, k and v codes < 2^8) the (head, block of query rows) pairs are spread over the
-/// threads, heaviest (last) blocks first, each block reading only the keys it can see
-/// (int_attention.h); otherwise one head per task through int_qk and int_pv. Both are exact,
+/// [H, T, T] (clamp(z_p) above it) and the context [T, H, D]. On the uint8 GEMM path (q and
+/// probabilities of at most 16 bits, k and v of at most 8) the (head, block of query rows)
+/// pairs are spread over the threads, heaviest (last) blocks first, each block reading only the
+/// keys it can see (int_attention.h); otherwise one head per task through int_qk and int_pv
+/// (on loops: those sites are wider than the uint8 GEMMs take). Both are exact,
 /// so the results do not depend on the path or the thread count.
 void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
                const std::vector<int32_t>& kr,                     // [T, KV, D]
@@ -65,39 +64,29 @@ void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
   std::vector<int32_t> ch(static_cast<size_t>(nh * t * d));  // [H, T, D] context per head
   parallel_for(nh + 2 * kv, threads, [&](int64_t b, int64_t e) {
     for (int64_t idx = b; idx < e; ++idx) {
-      std::vector<int32_t> out(static_cast<size_t>(t * d));  // [T, D]
       if (idx < nh) {
-        gather_head(qr, t, nh, d, idx, out);
-        std::copy(out.begin(), out.end(), qh.begin() + idx * t * d);
+        gather_head(qr, t, nh, d, idx, qh.data() + idx * t * d);
       } else if (idx < nh + kv) {
-        gather_head(kr, t, kv, d, idx - nh, out);
-        std::copy(out.begin(), out.end(), kh.begin() + (idx - nh) * t * d);
+        gather_head(kr, t, kv, d, idx - nh, kh.data() + (idx - nh) * t * d);
       } else {
-        gather_head(vr, t, kv, d, idx - nh - kv, out);
-        std::copy(out.begin(), out.end(), vh.begin() + (idx - nh - kv) * t * d);
+        gather_head(vr, t, kv, d, idx - nh - kv, vh.data() + (idx - nh - kv) * t * d);
       }
     }
   });
   AttentionQuant aq;
-  aq.z_q = L.qk_in.zero_point;
-  aq.z_k = L.qk_in2.zero_point;
+  aq.q = L.qk_in;
+  aq.k = L.qk_in2;
   aq.qk = L.qk_bmm;
   aq.scores = L.qk_out;
   aq.exp_lut = L.exp_lut.data();
   aq.exp_lut_size = static_cast<int64_t>(L.exp_lut.size());
   aq.softmax = L.softmax;
   aq.probs = L.pv_in;
-  aq.z_v = L.pv_in2.zero_point;
+  aq.v = L.pv_in2;
   aq.pv = L.pv_bmm;
   aq.context = L.pv_out;
-  bool blocked = true;
-  for (int64_t h = 0; h < nh && blocked; ++h) {
-    const int64_t g = h / group;
-    blocked = causal_head_applies(qh.data() + h * t * d, kh.data() + g * t * d,
-                                  vh.data() + g * t * d, t, d, aq);
-  }
   const int workers = resolve_threads(threads);
-  if (blocked) {
+  if (causal_head_applies(aq)) {
     std::vector<CausalHead> kv_heads(static_cast<size_t>(kv));
     parallel_for(kv, threads, [&](int64_t b, int64_t e) {
       for (int64_t g = b; g < e; ++g) {

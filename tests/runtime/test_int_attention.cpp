@@ -51,8 +51,8 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
         for (const int q_bits : {8, 16}) {
           for (const int32_t zp : {3, -5}) {
             mq::rt::AttentionQuant aq;
-            aq.z_q = q_bits == 8 ? 121 : 30000;
-            aq.z_k = 133;
+            aq.q = ActQuant{q_bits, q_bits == 8 ? 121 : 30000, 0.0};
+            aq.k = ActQuant{8, 133, 0.0};
             aq.qk = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)),
                                q_bits == 8 ? 14 : 22};
             aq.scores = ActQuant{score_bits, 2048, 0.0};
@@ -60,19 +60,19 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
             aq.exp_lut_size = static_cast<int64_t>(lut.size());
             aq.softmax = Multiplier{1 << 30, 14};
             aq.probs = ActQuant{16, zp, 0.0};
-            aq.z_v = 126;
+            aq.v = ActQuant{8, 126, 0.0};
             aq.pv = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)), 38};
             aq.context = ActQuant{8, 128, 0.0};
             const auto q = codes(t * d, (1 << q_bits) - 1, g);  // [T, D]
             const auto k = codes(t * d, 255, g);                // [T, D]
             const auto v = codes(t * d, 255, g);                // [T, D]
-            REQUIRE(mq::rt::causal_head_applies(q.data(), k.data(), v.data(), t, d, aq));
+            REQUIRE(mq::rt::causal_head_applies(aq));
             // The reference: the whole head at once, on int32/int64 loops (no GEMM).
             std::vector<int32_t> s_ref(static_cast<size_t>(t * t), 0);  // [T, T]
             std::vector<int32_t> p_ref(static_cast<size_t>(t * t));     // [T, T]
             std::vector<int32_t> c_ref(static_cast<size_t>(t * d));     // [T, D]
-            mq::rt::int_qk(q.data(), k.data(), t, d, aq.z_q, aq.z_k, aq.qk, aq.scores,
-                           s_ref.data());
+            mq::rt::int_qk(q.data(), k.data(), t, d, aq.q.zero_point, aq.k.zero_point, aq.qk,
+                           aq.scores, s_ref.data());
             const int32_t masked = std::max(zp, 0);
             for (int64_t i = 0; i < t; ++i) {
               mq::rt::int_softmax_row(s_ref.data() + i * t, i + 1, lut.data(),
@@ -81,8 +81,8 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
               std::fill(s_ref.begin() + i * t + i + 1, s_ref.begin() + (i + 1) * t, 0);
               std::fill(p_ref.begin() + i * t + i + 1, p_ref.begin() + (i + 1) * t, masked);
             }
-            mq::rt::int_pv(p_ref.data(), v.data(), t, d, zp, aq.z_v, aq.probs.qmax(), aq.pv,
-                           aq.context, c_ref.data());
+            mq::rt::int_pv(p_ref.data(), v.data(), t, d, zp, aq.v.zero_point, aq.probs.qmax(),
+                           aq.pv, aq.context, c_ref.data());
             const mq::rt::CausalHead head =
                 mq::rt::prepare_causal_head(k.data(), v.data(), t, d, aq);
             for (const int64_t rb : {int64_t{1}, int64_t{5}, int64_t{16}, t}) {
@@ -107,9 +107,17 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
     }
   }
   CHECK(checked == static_cast<int>(backends.size()) * 3 * 2 * 2 * 2 * 4);
-  // Blocks outside the head are refused.
+  // The path takes 8-bit keys and values and at most 16-bit queries and probabilities.
   mq::rt::AttentionQuant aq;
   aq.probs = ActQuant{16, 0, 0.0};
+  CHECK(mq::rt::causal_head_applies(aq));
+  aq.v.bits = 16;
+  CHECK_FALSE(mq::rt::causal_head_applies(aq));
+  aq.v.bits = 8;
+  aq.k.bits = 9;
+  CHECK_FALSE(mq::rt::causal_head_applies(aq));
+  aq.k.bits = 8;
+  // Blocks outside the head are refused.
   const std::vector<int32_t> z(8, 0);
   const auto head = mq::rt::prepare_causal_head(z.data(), z.data(), 2, 4, aq);
   mq::rt::Uint8Gemm gemm(1);
