@@ -11,6 +11,7 @@
 #include <iostream>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,24 @@ struct BenchIntArgs {
   std::string gemm = "auto";
   std::string output;
 };
+
+/// FNV-1a (64-bit) of the logits' bytes: equal digests mean bitwise equal logits, so two
+/// builds, backends or machines can be compared for exactness from their bench output.
+uint64_t logits_digest(const std::vector<float>& logits) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(logits.data());
+  for (size_t i = 0; i < logits.size() * sizeof(float); ++i) {
+    h ^= bytes[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << v;
+  return os.str();
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -73,8 +92,9 @@ void run_bench_int(const BenchIntArgs& a) {
   std::mt19937 rng(static_cast<uint32_t>(a.seed));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab - 1));
 
-  std::cout << "\n| seqlen | fp32 LibTorch ms | integer runtime ms | speed-up (fp32 / int) |\n"
-            << "|---:|---:|---:|---:|\n";
+  std::cout << "\n| seqlen | fp32 LibTorch ms | integer runtime ms | speed-up (fp32 / int) | "
+               "int logits (FNV-1a) |\n"
+            << "|---:|---:|---:|---:|---|\n";
   nlohmann::json rows = nlohmann::json::array();
   std::vector<std::pair<int64_t, rt::PrefillProfile>> profiles;  // (seqlen, stage times)
   for (const int64_t t : a.seqlens) {
@@ -89,13 +109,17 @@ void run_bench_int(const BenchIntArgs& a) {
       torch::NoGradGuard no_grad;
       (void)lm.model->forward(ids);
     });
-    const double i = median_seconds(a.warmup, a.reps, [&] { (void)rt::prefill(im, tokens, popts); });
+    std::vector<float> logits;  // [T, V] the last timed prefill's
+    const double i =
+        median_seconds(a.warmup, a.reps, [&] { logits = rt::prefill(im, tokens, popts); });
+    const std::string digest = hex64(logits_digest(logits));
     std::cout << "| " << t << " | " << std::fixed << std::setprecision(1) << 1e3 * f << " | "
-              << 1e3 * i << " | " << std::setprecision(2) << f / i << " |\n";
+              << 1e3 * i << " | " << std::setprecision(2) << f / i << " | " << digest << " |\n";
     nlohmann::json row{{"seqlen", t},
                        {"fp32_median_seconds", f},
                        {"int_median_seconds", i},
-                       {"speedup", f / i}};
+                       {"speedup", f / i},
+                       {"int_logits_fnv1a", digest}};
     if (a.profile) {
       // One more run per timed one, profiled apart so that the timers never touch the medians.
       rt::PrefillProfile prof;

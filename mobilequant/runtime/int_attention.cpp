@@ -2,8 +2,10 @@
 #include "mobilequant/runtime/int_attention.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "mobilequant/core/error.h"
+#include "mobilequant/runtime/scratch.h"
 
 namespace mq::rt {
 bool causal_head_applies(const AttentionQuant& aq) {
@@ -11,26 +13,35 @@ bool causal_head_applies(const AttentionQuant& aq) {
 }
 
 CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, int64_t d,
-                               const AttentionQuant& aq) {
-  MQ_CHECK(causal_head_applies(aq) && all_in_range(k, t * d, 0, 255) &&
-               all_in_range(v, t * d, 0, 255),
-           "prepare_causal_head: k or v codes outside [0, 255] (check causal_head_applies first)");
+                               const AttentionQuant& aq, int64_t ld) {
+  if (ld == 0) ld = d;
+  MQ_CHECK(causal_head_applies(aq), "prepare_causal_head: the layer's encodings do not take "
+           "the GEMM path (check causal_head_applies first)");
   CausalHead h;
   h.t = t;
   h.d = d;
-  h.k.assign(k, k + t * d);
+  h.k.resize(static_cast<size_t>(t * d));
   h.k_sum.assign(static_cast<size_t>(t), 0);
-  for (int64_t j = 0; j < t; ++j)
-    for (int64_t x = 0; x < d; ++x) h.k_sum[static_cast<size_t>(j)] += k[j * d + x];
+  h.k_sum32.resize(static_cast<size_t>(t));
   h.vt.resize(static_cast<size_t>(d * t));
   h.v_prefix.assign(static_cast<size_t>((t + 1) * d), 0);
+  bool in_range = true;
   for (int64_t j = 0; j < t; ++j) {
+    const int32_t* kr = k + j * ld;
+    const int32_t* vr = v + j * ld;
+    int64_t ks = 0;
     for (int64_t x = 0; x < d; ++x) {
-      h.vt[static_cast<size_t>(x * t + j)] = static_cast<uint8_t>(v[j * d + x]);
+      in_range &= kr[x] >= 0 && kr[x] <= 255 && vr[x] >= 0 && vr[x] <= 255;
+      h.k[static_cast<size_t>(j * d + x)] = static_cast<uint8_t>(kr[x]);
+      ks += kr[x];
+      h.vt[static_cast<size_t>(x * t + j)] = static_cast<uint8_t>(vr[x]);
       h.v_prefix[static_cast<size_t>((j + 1) * d + x)] =
-          h.v_prefix[static_cast<size_t>(j * d + x)] + v[j * d + x];
+          h.v_prefix[static_cast<size_t>(j * d + x)] + vr[x];
     }
+    h.k_sum[static_cast<size_t>(j)] = ks;
+    h.k_sum32[static_cast<size_t>(j)] = static_cast<uint32_t>(ks);
   }
+  MQ_CHECK(in_range, "prepare_causal_head: k or v codes outside [0, 255]");
   if (use_vnni()) {
     h.k_packed = VnniPackedB::pack(h.k.data(), t, d);
     h.vt_packed = VnniPackedB::pack(h.vt.data(), d, t);
@@ -40,52 +51,207 @@ CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, in
   return h;
 }
 
+namespace {
+
+// Scratch buffer tags (scratch.h).
+struct QLoTag;
+struct QHiTag;
+struct QSumTag;
+struct ScoreLoTag;
+struct ScoreHiTag;
+struct ScoreRowTag;
+struct ExpRowTag;
+struct ProbLoTag;
+struct ProbHiTag;
+struct ProbSumTag;
+struct CtxLoTag;
+struct CtxHiTag;
+struct WideAccTag;
+struct WideProbTag;
+
+/// The largest |code - z| of a b-bit site: codes lie in [0, qmax], z anywhere.
+int64_t max_centered(const ActQuant& a) {
+  return std::max<int64_t>(std::abs(int64_t{a.zero_point}),
+                           std::abs(int64_t{a.qmax()} - a.zero_point));
+}
+
+/// p = clamp(z_p + round_half_up(e M / (S 2^n))) as int_softmax_row computes it, for e in
+/// [0, 2^31) and M in [0, 2^31): e M < 2^62 fits uint64, and with x = (e M >> (n-1)) + S,
+/// p - z_p = floor(x / 2S), taken from the per-row reciprocal and corrected exactly.
+struct SoftmaxDivider {
+  uint64_t sum = 0, div = 0, recip = 0;
+  uint32_t m = 0;
+  int sh = 0;
+  SoftmaxDivider(uint64_t s, Multiplier mult)
+      : sum(s), div(2 * s), m(static_cast<uint32_t>(mult.m)), sh(mult.shift - 1) {
+    recip = static_cast<uint64_t>(((static_cast<UInt128>(1) << 64) - 1) / div);
+  }
+  uint64_t quotient(uint32_t e) const {
+    const uint64_t x = ((static_cast<uint64_t>(e) * m) >> sh) + sum;
+    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip) >> 64);
+    uint64_t r = x - q * div;  // q <= x / div, so no wrap; at most two steps below
+    while (r >= div) {
+      ++q;
+      r -= div;
+    }
+    return q;
+  }
+};
+
+}  // namespace
+
+bool causal_head_narrow(const AttentionQuant& aq, int64_t d) {
+  // The centered score sum_x (q - z_q)(k - z_k) then fits int32, and the byte products are
+  // exact modulo 2^32; the LUT covers every index c_max - s in [0, qmax_s].
+  return d * max_centered(aq.q) * max_centered(aq.k) < (int64_t{1} << 31) &&
+         aq.exp_lut_size > aq.scores.qmax();
+}
+
 void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32_t* q,
                       int64_t i0, int64_t i1, Uint8Gemm& gemm, int32_t* s, int32_t* p,
-                      int32_t* c) {
+                      int32_t* c, int64_t ldq, int64_t ldc) {
   const int64_t t = h.t, d = h.d, rows = i1 - i0;
   MQ_CHECK(i0 >= 0 && i0 < i1 && i1 <= t, "causal_head_rows: rows [", i0, ", ", i1,
            ") outside [0, ", t, ")");
-  // Scores: acc [rows, i1] = (q_i - z_q) . (k_j - z_k) for the block's rows and keys j < i1.
-  std::vector<int64_t> acc(static_cast<size_t>(rows * i1));  // [rows, i1]
-  int_matmul(q + i0 * d, rows, d, aq.q.bits <= 8 ? 8 : 16, aq.q.zero_point, h.k.data(), i1,
-             h.z_k.data(), h.k_sum.data(), 1, gemm, acc.data(), h.k_packed.empty() ? nullptr : &h.k_packed);
+  if (ldq == 0) ldq = d;
+  if (ldc == 0) ldc = d;
   const int32_t s_qmax = aq.scores.qmax();
   const int32_t p_qmax = aq.probs.qmax();
   const int32_t masked_code = clamp_code(aq.probs.zero_point, 0, p_qmax);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = i0 + r;
-    int32_t* sr = s + i * t;  // [T]
-    int32_t* pr = p + i * t;  // [T]
-    for (int64_t j = 0; j <= i; ++j) {
-      sr[j] = clamp_code(requant(acc[static_cast<size_t>(r * i1 + j)], aq.qk.m, aq.qk.shift) +
-                             aq.scores.zero_point, 0, s_qmax);
-    }
-    std::fill(sr + i + 1, sr + t, 0);
-    int_softmax_row(sr, i + 1, aq.exp_lut, aq.exp_lut_size, aq.softmax, aq.probs, pr);
-    std::fill(pr + i + 1, pr + t, masked_code);
-  }
-  // Context: the block's probabilities over keys j < i1 (masked ones at masked_code) times v,
-  // plus the masked keys j >= i1: (masked_code - z_p) * sum_{j >= i1} (v_j - z_v).
-  std::vector<int32_t> pf(static_cast<size_t>(rows * i1));  // [rows, i1]
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(p + (i0 + r) * t, i1, pf.data() + r * i1);
-  std::vector<int64_t> ctx(static_cast<size_t>(rows * d));  // [rows, D]
-  int_matmul(pf.data(), rows, i1, 16, aq.probs.zero_point, h.vt.data(), d, h.z_v.data(),
-             h.v_prefix.data() + i1 * d, 1, gemm, ctx.data(),
-             h.vt_packed.empty() ? nullptr : &h.vt_packed, t);
-  const int64_t masked = static_cast<int64_t>(masked_code) - aq.probs.zero_point;
-  const int32_t c_qmax = aq.context.qmax();
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t x = 0; x < d; ++x) {
-      int64_t a = ctx[static_cast<size_t>(r * d + x)];
-      if (masked != 0) {
-        const int64_t later = h.v_prefix[static_cast<size_t>(t * d + x)] -
-                              h.v_prefix[static_cast<size_t>(i1 * d + x)] -
-                              int64_t{aq.v.zero_point} * (t - i1);  // sum_{j >= i1} v - z_v
-        a += masked * later;
+  const bool q_wide = aq.q.bits > 8, p_wide = aq.probs.bits > 8;
+  const VnniPackedB* k_packed = h.k_packed.empty() ? nullptr : &h.k_packed;
+  const VnniPackedB* vt_packed = h.vt_packed.empty() ? nullptr : &h.vt_packed;
+  // The block's probabilities over keys j < i1 as bytes (masked keys at masked_code) and
+  // their row sums: the left operand of the context product.
+  uint8_t* p_lo = scratch<uint8_t, ProbLoTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
+  uint8_t* p_hi = p_wide ? scratch<uint8_t, ProbHiTag>(static_cast<size_t>(rows * i1)) : nullptr;
+  uint64_t* p_sum = scratch<uint64_t, ProbSumTag>(static_cast<size_t>(rows));  // [rows]
+  if (causal_head_narrow(aq, d)) {
+    // Scores: the byte products q . k over keys j < i1, then per row the exact centered sum
+    // (mod 2^32, exact since it fits int32), requantization, softmax, probability bytes.
+    uint8_t* q_lo = scratch<uint8_t, QLoTag>(static_cast<size_t>(rows * d));  // [rows, D]
+    uint8_t* q_hi = q_wide ? scratch<uint8_t, QHiTag>(static_cast<size_t>(rows * d)) : nullptr;
+    uint32_t* q_sum = scratch<uint32_t, QSumTag>(static_cast<size_t>(rows));  // [rows]
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t* qr = q + (i0 + r) * ldq;
+      uint32_t sum = 0;
+      for (int64_t x = 0; x < d; ++x) {
+        q_lo[r * d + x] = static_cast<uint8_t>(qr[x] & 0xff);
+        sum += static_cast<uint32_t>(qr[x]);
       }
-      c[(i0 + r) * d + x] =
-          clamp_code(requant(a, aq.pv.m, aq.pv.shift) + aq.context.zero_point, 0, c_qmax);
+      if (q_wide)
+        for (int64_t x = 0; x < d; ++x) q_hi[r * d + x] = static_cast<uint8_t>((qr[x] >> 8) & 0xff);
+      q_sum[r] = sum;
+    }
+    int32_t* sc_lo = scratch<int32_t, ScoreLoTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
+    int32_t* sc_hi = q_wide ? scratch<int32_t, ScoreHiTag>(static_cast<size_t>(rows * i1)) : nullptr;
+    gemm.multiply(q_lo, h.k.data(), rows, i1, d, sc_lo, k_packed);
+    if (q_wide) gemm.multiply(q_hi, h.k.data(), rows, i1, d, sc_hi, k_packed);
+    const auto zq = static_cast<uint32_t>(aq.q.zero_point);
+    const auto zk = static_cast<uint32_t>(aq.k.zero_point);
+    const auto dzz = static_cast<uint32_t>(d * int64_t{aq.q.zero_point} * aq.k.zero_point);
+    const int32_t m_qk = aq.qk.shift >= 63 ? 0 : aq.qk.m;
+    const int32_t sh_qk = aq.qk.shift >= 63 ? 62 : aq.qk.shift;
+    const int64_t round_qk = int64_t{1} << (sh_qk - 1);
+    const int64_t z_s = aq.scores.zero_point;
+    int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
+    uint32_t* erow = scratch<uint32_t, ExpRowTag>(static_cast<size_t>(i1));  // [i1]
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = i0 + r, n = i + 1;
+      const int32_t* lo = sc_lo + r * i1;
+      const int32_t* hi = q_wide ? sc_hi + r * i1 : nullptr;
+      const uint32_t row_term = dzz - zk * q_sum[r];
+      int32_t* sr = s != nullptr ? s + i * t : srow;
+      int32_t c_max = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        uint32_t a = static_cast<uint32_t>(lo[j]) + row_term - zq * h.k_sum32[static_cast<size_t>(j)];
+        if (q_wide) a += 256u * static_cast<uint32_t>(hi[j]);
+        const int64_t v = (static_cast<int64_t>(static_cast<int32_t>(a)) * m_qk + round_qk) >> sh_qk;
+        const int32_t code = clamp_code(v + z_s, 0, s_qmax);
+        sr[j] = code;
+        c_max = std::max(c_max, code);
+      }
+      if (s != nullptr) std::fill(sr + n, sr + t, 0);
+      uint64_t sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const auto e = static_cast<uint32_t>(aq.exp_lut[c_max - sr[j]]);
+        erow[j] = e;
+        sum += e;
+      }
+      uint8_t* pl = p_lo + r * i1;
+      uint8_t* ph = p_wide ? p_hi + r * i1 : nullptr;
+      int32_t* pr = p != nullptr ? p + i * t : nullptr;
+      uint64_t psum = 0;
+      auto put = [&](int64_t j, int32_t code) {
+        pl[j] = static_cast<uint8_t>(code & 0xff);
+        if (p_wide) ph[j] = static_cast<uint8_t>((code >> 8) & 0xff);
+        psum += static_cast<uint64_t>(code);
+        if (pr != nullptr) pr[j] = code;
+      };
+      if (sum == 0) {
+        for (int64_t j = 0; j < n; ++j) put(j, masked_code);
+      } else {
+        const SoftmaxDivider div(sum, aq.softmax);
+        const int64_t z_p = aq.probs.zero_point;
+        for (int64_t j = 0; j < n; ++j) {
+          const uint64_t qv = std::min<uint64_t>(div.quotient(erow[j]), INT32_MAX);
+          put(j, clamp_code(static_cast<int64_t>(qv) + z_p, 0, p_qmax));
+        }
+      }
+      for (int64_t j = n; j < i1; ++j) put(j, masked_code);
+      if (pr != nullptr) std::fill(pr + i1, pr + t, masked_code);
+      p_sum[r] = psum;
+    }
+  } else {
+    // Scores wider than int32: the exact int64 path (int_matmul, int_softmax_row).
+    int64_t* acc = scratch<int64_t, WideAccTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
+    std::vector<int32_t> qb(static_cast<size_t>(rows * d));                      // [rows, D]
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(q + (i0 + r) * ldq, d, qb.data() + r * d);
+    int_matmul(qb.data(), rows, d, q_wide ? 16 : 8, aq.q.zero_point, h.k.data(), i1,
+               h.z_k.data(), h.k_sum.data(), 1, gemm, acc, k_packed);
+    int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
+    int32_t* prow = scratch<int32_t, WideProbTag>(static_cast<size_t>(i1));  // [i1]
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = i0 + r;
+      int32_t* sr = s != nullptr ? s + i * t : srow;
+      int32_t* pr = p != nullptr ? p + i * t : prow;
+      for (int64_t j = 0; j <= i; ++j) {
+        sr[j] = clamp_code(requant(acc[r * i1 + j], aq.qk.m, aq.qk.shift) +
+                               aq.scores.zero_point, 0, s_qmax);
+      }
+      if (s != nullptr) std::fill(sr + i + 1, sr + t, 0);
+      int_softmax_row(sr, i + 1, aq.exp_lut, aq.exp_lut_size, aq.softmax, aq.probs, pr);
+      std::fill(pr + i + 1, pr + (p != nullptr ? t : i1), masked_code);
+      uint64_t psum = 0;
+      for (int64_t j = 0; j < i1; ++j) {
+        p_lo[r * i1 + j] = static_cast<uint8_t>(pr[j] & 0xff);
+        if (p_wide) p_hi[r * i1 + j] = static_cast<uint8_t>((pr[j] >> 8) & 0xff);
+        psum += static_cast<uint64_t>(pr[j]);
+      }
+      p_sum[r] = psum;
+    }
+  }
+  // Context: the block's probabilities over keys j < i1 times v (the byte products, exact
+  // int32: i1 * 255^2 < 2^31), zero points through sums in int64, plus the masked keys
+  // j >= i1: (masked_code - z_p) * sum_{j >= i1} (v_j - z_v).
+  int32_t* cx_lo = scratch<int32_t, CtxLoTag>(static_cast<size_t>(rows * d));  // [rows, D]
+  int32_t* cx_hi = p_wide ? scratch<int32_t, CtxHiTag>(static_cast<size_t>(rows * d)) : nullptr;
+  gemm.multiply(p_lo, h.vt.data(), rows, d, i1, cx_lo, vt_packed, t);
+  if (p_wide) gemm.multiply(p_hi, h.vt.data(), rows, d, i1, cx_hi, vt_packed, t);
+  const int64_t masked = static_cast<int64_t>(masked_code) - aq.probs.zero_point;
+  const int64_t z_p = aq.probs.zero_point, z_v = aq.v.zero_point;
+  const int32_t c_qmax = aq.context.qmax();
+  const int64_t* v_before = h.v_prefix.data() + i1 * d;  // [D] sum_{j < i1} v[j, x]
+  const int64_t* v_all = h.v_prefix.data() + t * d;      // [D] sum_j v[j, x]
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto ps = static_cast<int64_t>(p_sum[r]);  // sum_{j < i1} p
+    int32_t* cr = c + (i0 + r) * ldc;
+    for (int64_t x = 0; x < d; ++x) {
+      int64_t a = cx_lo[r * d + x];
+      if (p_wide) a += int64_t{256} * cx_hi[r * d + x];
+      a += -z_v * ps - z_p * v_before[x] + i1 * z_p * z_v;
+      if (masked != 0) a += masked * (v_all[x] - v_before[x] - z_v * (t - i1));
+      cr[x] = clamp_code(requant(a, aq.pv.m, aq.pv.shift) + aq.context.zero_point, 0, c_qmax);
     }
   }
 }

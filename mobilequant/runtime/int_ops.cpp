@@ -13,9 +13,22 @@
 #include "gemmlowp/public/gemmlowp.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/runtime/parallel.h"
+#include "mobilequant/runtime/scratch.h"
 
 namespace mq::rt {
 namespace {
+
+// Scratch buffer tags (scratch.h): one per temporary of each kernel.
+struct MatmulLoTag;
+struct MatmulHiTag;
+struct MatmulSumTag;
+struct MatmulProdLoTag;
+struct MatmulProdHiTag;
+struct LinearAccTag;
+struct LinearInputTag;
+struct LinearSumTag;
+struct LinearColumnTag;
+struct LinearRawTag;
 
 /// Saturates an int64 to int32.
 inline int32_t saturate32(int64_t v) { return clamp_code(v, INT32_MIN, INT32_MAX); }
@@ -113,37 +126,37 @@ void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
                 int threads, Uint8Gemm& gemm, int64_t* acc, const VnniPackedB* w_packed,
                 int64_t ldw) {
   const bool wide = x_bits > 8;
-  std::vector<uint8_t> lo(static_cast<size_t>(t * k));             // [T, K] low bytes
-  std::vector<uint8_t> hi(wide ? static_cast<size_t>(t * k) : 0);  // [T, K] high bytes
-  std::vector<int64_t> x_sum(static_cast<size_t>(t));              // [T] sum_k x
+  uint8_t* lo = scratch<uint8_t, MatmulLoTag>(static_cast<size_t>(t * k));             // [T, K]
+  uint8_t* hi = wide ? scratch<uint8_t, MatmulHiTag>(static_cast<size_t>(t * k)) : nullptr;
+  int64_t* x_sum = scratch<int64_t, MatmulSumTag>(static_cast<size_t>(t));             // [T]
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       int64_t s = 0;
       const int32_t* xr = x + i * k;
-      uint8_t* lr = lo.data() + i * k;
+      uint8_t* lr = lo + i * k;
       for (int64_t c = 0; c < k; ++c) {
         lr[c] = static_cast<uint8_t>(xr[c] & 0xff);
         s += xr[c];
       }
       if (wide) {
-        uint8_t* hr = hi.data() + i * k;
+        uint8_t* hr = hi + i * k;
         for (int64_t c = 0; c < k; ++c) hr[c] = static_cast<uint8_t>((xr[c] >> 8) & 0xff);
       }
-      x_sum[static_cast<size_t>(i)] = s;
+      x_sum[i] = s;
     }
   });
-  std::vector<int32_t> p_lo(static_cast<size_t>(t * n));             // [T, N]
-  std::vector<int32_t> p_hi(wide ? static_cast<size_t>(t * n) : 0);  // [T, N]
-  gemm.multiply(lo.data(), w, t, n, k, p_lo.data(), w_packed, ldw);
-  if (wide) gemm.multiply(hi.data(), w, t, n, k, p_hi.data(), w_packed, ldw);
+  int32_t* p_lo = scratch<int32_t, MatmulProdLoTag>(static_cast<size_t>(t * n));  // [T, N]
+  int32_t* p_hi = wide ? scratch<int32_t, MatmulProdHiTag>(static_cast<size_t>(t * n)) : nullptr;
+  gemm.multiply(lo, w, t, n, k, p_lo, w_packed, ldw);
+  if (wide) gemm.multiply(hi, w, t, n, k, p_hi, w_packed, ldw);
   const int64_t zx = z_x;
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const int64_t xs = x_sum[static_cast<size_t>(i)];
+      const int64_t xs = x_sum[i];
       for (int64_t j = 0; j < n; ++j) {
         const int64_t zw = z_w[j];
-        int64_t a = p_lo[static_cast<size_t>(i * n + j)];
-        if (wide) a += int64_t{256} * p_hi[static_cast<size_t>(i * n + j)];
+        int64_t a = p_lo[i * n + j];
+        if (wide) a += int64_t{256} * p_hi[i * n + j];
         acc[i * n + j] = a - zw * xs - zx * w_row_sum[j] + k * zx * zw;
       }
     }
@@ -156,13 +169,13 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
   const int64_t k_in = w.in_features;
   const int32_t qmax = out.qmax();
   if (in.bits > 8) {
-    std::vector<int64_t> acc(static_cast<size_t>(t * n_out));  // [T, N]
+    int64_t* acc = scratch<int64_t, LinearAccTag>(static_cast<size_t>(t * n_out));  // [T, N]
     int_matmul(x, t, k_in, in.bits, in.zero_point, w.codes.data(), n_out, w.zero_point.data(),
-               w.row_sum.data(), threads, gemm, acc.data(), &w.packed);
+               w.row_sum.data(), threads, gemm, acc, &w.packed);
     parallel_for(t, threads, [&](int64_t b, int64_t e) {
       for (int64_t i = b * n_out; i < e * n_out; ++i) {
         const size_t ni = static_cast<size_t>(i % n_out);
-        const int64_t q = requant(acc[static_cast<size_t>(i)], w.multiplier[ni], w.shift[ni]);
+        const int64_t q = requant(acc[i], w.multiplier[ni], w.shift[ni]);
         y[i] = clamp_code(q + out.zero_point, 0, qmax);
       }
     });
@@ -170,39 +183,54 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
   }
   // 8-bit input: one GEMM and a fused epilogue. |acc| <= K * 255^2 < 2^31, so the
   // zero-point correction is exact in uint32 wrap-around arithmetic, then read as int32.
-  std::vector<uint8_t> xu(static_cast<size_t>(t * k_in));  // [T, K]
-  std::vector<uint32_t> x_sum(static_cast<size_t>(t));     // [T] sum_k x (mod 2^32)
+  uint8_t* xu = scratch<uint8_t, LinearInputTag>(static_cast<size_t>(t * k_in));  // [T, K]
+  uint32_t* x_sum = scratch<uint32_t, LinearSumTag>(static_cast<size_t>(t));      // [T] mod 2^32
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       uint32_t s = 0;
+      const int32_t* xr = x + i * k_in;
+      uint8_t* ur = xu + i * k_in;
       for (int64_t c = 0; c < k_in; ++c) {
-        xu[static_cast<size_t>(i * k_in + c)] = static_cast<uint8_t>(x[i * k_in + c]);
-        s += static_cast<uint32_t>(x[i * k_in + c]);
+        ur[c] = static_cast<uint8_t>(xr[c]);
+        s += static_cast<uint32_t>(xr[c]);
       }
-      x_sum[static_cast<size_t>(i)] = s;
+      x_sum[i] = s;
     }
   });
-  std::vector<uint32_t> col(static_cast<size_t>(n_out));   // [N] K z_x z_w - z_x sum_k w (mod 2^32)
-  std::vector<uint32_t> zw(static_cast<size_t>(n_out));    // [N] z_w (mod 2^32)
+  // Per output column: K z_x z_w - z_x sum_k w and z_w (mod 2^32), and requant32's M, n and
+  // rounding term with n >= 63 (result 0) expressed as M = 0, n = 62 so that the epilogue has
+  // no branch: (a M + 2^(n-1)) >> n for every column.
+  struct Column {
+    uint32_t col, zw;
+    int32_t m;
+    int32_t shift;
+    int64_t round;
+  };
+  Column* cols = scratch<Column, LinearColumnTag>(static_cast<size_t>(n_out));  // [N]
   for (int64_t n = 0; n < n_out; ++n) {
     const int64_t z = w.zero_point[static_cast<size_t>(n)];
-    col[static_cast<size_t>(n)] = static_cast<uint32_t>(
-        k_in * in.zero_point * z - int64_t{in.zero_point} * w.row_sum[static_cast<size_t>(n)]);
-    zw[static_cast<size_t>(n)] = static_cast<uint32_t>(z);
+    const int32_t sh = w.shift[static_cast<size_t>(n)];
+    Column& cn = cols[n];
+    cn.col = static_cast<uint32_t>(k_in * in.zero_point * z -
+                                   int64_t{in.zero_point} * w.row_sum[static_cast<size_t>(n)]);
+    cn.zw = static_cast<uint32_t>(z);
+    cn.m = sh >= 63 ? 0 : w.multiplier[static_cast<size_t>(n)];
+    cn.shift = sh >= 63 ? 62 : sh;
+    cn.round = int64_t{1} << (cn.shift - 1);
   }
-  std::vector<int32_t> raw(static_cast<size_t>(t * n_out));  // [T, N] sum_k x w
-  gemm.multiply(xu.data(), w.codes.data(), t, n_out, k_in, raw.data(), &w.packed);
-  const int32_t* mult = w.multiplier.data();
-  const int32_t* shift = w.shift.data();
+  int32_t* raw = scratch<int32_t, LinearRawTag>(static_cast<size_t>(t * n_out));  // [T, N]
+  gemm.multiply(xu, w.codes.data(), t, n_out, k_in, raw, &w.packed);
+  const int64_t z_out = out.zero_point;
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const uint32_t xs = x_sum[static_cast<size_t>(i)];
-      const int32_t* rr = raw.data() + i * n_out;
+      const uint32_t xs = x_sum[i];
+      const int32_t* rr = raw + i * n_out;
       int32_t* yr = y + i * n_out;
       for (int64_t n = 0; n < n_out; ++n) {
-        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[n]) - zw[static_cast<size_t>(n)] * xs +
-                                              col[static_cast<size_t>(n)]);
-        yr[n] = clamp_code(requant32(acc, mult[n], shift[n]) + out.zero_point, 0, qmax);
+        const Column& cn = cols[n];
+        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[n]) - cn.zw * xs + cn.col);
+        const int64_t q = (static_cast<int64_t>(acc) * cn.m + cn.round) >> cn.shift;
+        yr[n] = clamp_code(q + z_out, 0, qmax);
       }
     }
   });
@@ -458,22 +486,57 @@ void int_pv(const int32_t* p, const int32_t* v, int64_t t, int64_t d, int32_t z_
 
 // ---------------------------------------------------------------- MLP, residual, embedding
 
+namespace {
+
+/// y[i] = clamp(requant(prod_i, m) + z, 0, qmax) for the products prod_i = a_i * b_i that
+/// `prod(i, a, b)` yields as int64 pairs. The products of codes are usually below 2^32 in
+/// magnitude, so that prod * M (|M| <= 2^31) fits int64 and requant is
+/// ((prod M >> (n - 1)) + 1) >> 1, the same floor((prod M + 2^(n-1)) / 2^n) without a 128-bit
+/// intermediate (n - 1 is capped at 63: the result is 0 beyond). That loop vectorizes; if any
+/// product is 2^32 or more in magnitude, the 128-bit requant redoes the whole range.
+template <class Factors>
+void requant_products(int64_t n, Multiplier m, const ActQuant& out, int32_t* y,
+                      Factors&& factors) {
+  const int32_t qmax = out.qmax();
+  const int64_t z = out.zero_point;
+  const int s1 = std::min(m.shift - 1, 63);
+  const auto mu = static_cast<uint64_t>(static_cast<int64_t>(m.m));
+  constexpr int64_t kLimit = int64_t{1} << 32;
+  bool wide = false;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t a, b;
+    factors(i, a, b);
+    const int64_t prod = a * b;  // codes minus int32 zero points: |a|, |b| < 2^31 + 2^16
+    wide |= prod >= kLimit || prod <= -kLimit;
+    // Unsigned: a wide product wraps here instead of overflowing; it is redone below.
+    const auto x = static_cast<int64_t>(static_cast<uint64_t>(prod) * mu);
+    const int64_t q = ((x >> s1) + 1) >> 1;
+    y[i] = clamp_code(q + z, 0, qmax);
+  }
+  if (!wide) return;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t a, b;
+    factors(i, a, b);
+    y[i] = clamp_code(requant(a * b, m.m, m.shift) + z, 0, qmax);
+  }
+}
+
+}  // namespace
+
 void int_silu(const int32_t* g, int64_t n, int32_t z_g, const int32_t* sigmoid_lut,
               int32_t z_sigma, Multiplier m, const ActQuant& out, int32_t* y) {
-  const int32_t qmax = out.qmax();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t prod = static_cast<int64_t>(g[i] - z_g) * (sigmoid_lut[g[i]] - z_sigma);
-    y[i] = clamp_code(requant(prod, m.m, m.shift) + out.zero_point, 0, qmax);
-  }
+  requant_products(n, m, out, y, [&](int64_t i, int64_t& a, int64_t& b) {
+    a = int64_t{g[i]} - z_g;
+    b = int64_t{sigmoid_lut[g[i]]} - z_sigma;
+  });
 }
 
 void int_mul(const int32_t* a, int32_t z_a, const int32_t* b, int32_t z_b, int64_t n,
              Multiplier m, const ActQuant& out, int32_t* y) {
-  const int32_t qmax = out.qmax();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t prod = static_cast<int64_t>(a[i] - z_a) * (b[i] - z_b);
-    y[i] = clamp_code(requant(prod, m.m, m.shift) + out.zero_point, 0, qmax);
-  }
+  requant_products(n, m, out, y, [&](int64_t i, int64_t& fa, int64_t& fb) {
+    fa = int64_t{a[i]} - z_a;
+    fb = int64_t{b[i]} - z_b;
+  });
 }
 
 void int_residual_add(int32_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {

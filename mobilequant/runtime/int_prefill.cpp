@@ -11,6 +11,7 @@
 #include "mobilequant/runtime/int_attention.h"
 #include "mobilequant/runtime/int_ops.h"
 #include "mobilequant/runtime/parallel.h"
+#include "mobilequant/runtime/scratch.h"
 
 namespace mq::rt {
 namespace {
@@ -20,59 +21,52 @@ void rows_parallel(int64_t t, int threads, const std::function<void(int64_t, int
   parallel_for(t, threads, fn);
 }
 
-/// RMSNorm of a block (docs 2.1-2.2): residual -> input codes -> centered -> normalized codes.
+struct NormCenteredTag;
+
+/// RMSNorm of a block (docs 2.1-2.2): residual -> input codes -> centered -> normalized codes,
+/// one pass over each chunk of rows.
 void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
                 int64_t t, int64_t c, int threads,
                 std::vector<int32_t>& x,                          // [T, C] input codes
                 std::vector<int32_t>& y) {                        // [T, C] output codes
-  std::vector<int32_t> d(static_cast<size_t>(t * c));             // [T, C] x - z_in
   rows_parallel(t, threads, [&](int64_t b, int64_t e) {
     int_requant(r.data() + b * c, (e - b) * c, nm.input, nm.in.zero_point, 0, nm.in.qmax(),
                 x.data() + b * c);
-    for (int64_t i = b * c; i < e * c; ++i) {
-      d[static_cast<size_t>(i)] = x[static_cast<size_t>(i)] - nm.in.zero_point;
-    }
+    int32_t* d = scratch<int32_t, NormCenteredTag>(static_cast<size_t>((e - b) * c));  // x - z_in
+    for (int64_t i = 0; i < (e - b) * c; ++i) d[i] = x[static_cast<size_t>(b * c + i)] - nm.in.zero_point;
+    int_rmsnorm(d, e - b, c, nm.eps_term, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point, 0,
+                nm.out.qmax(), 1, y.data() + b * c);
   });
-  int_rmsnorm(d.data(), t, c, nm.eps_term, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point,
-              0, nm.out.qmax(), threads, y.data());
 }
 
 /// Copies head h of x [T, heads, D] into out [T, D].
-void gather_head(const std::vector<int32_t>& x, int64_t t, int64_t heads, int64_t d, int64_t h,
-                 int32_t* out) {
-  for (int64_t i = 0; i < t; ++i) std::copy_n(x.data() + (i * heads + h) * d, d, out + i * d);
+void gather_head(const int32_t* x, int64_t t, int64_t heads, int64_t d, int64_t h, int32_t* out) {
+  for (int64_t i = 0; i < t; ++i) std::copy_n(x + (i * heads + h) * d, d, out + i * d);
 }
 
-/// Attention of one layer (docs 2.5-2.7): scores [H, T, T] (0 above the diagonal), probabilities
-/// [H, T, T] (clamp(z_p) above it) and the context [T, H, D]. On the uint8 GEMM path (q and
-/// probabilities of at most 16 bits, k and v of at most 8) the (head, block of query rows)
-/// pairs are spread over the threads, heaviest (last) blocks first, each block reading only the
-/// keys it can see (int_attention.h); otherwise one head per task through int_qk and int_pv
-/// (on loops: those sites are wider than the uint8 GEMMs take). Both are exact,
-/// so the results do not depend on the path or the thread count.
-void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
-               const std::vector<int32_t>& kr,                     // [T, KV, D]
-               const std::vector<int32_t>& vr,                     // [T, KV, D]
+struct AttnQTag;
+struct AttnKTag;
+struct AttnVTag;
+struct AttnCtxTag;
+struct AttnScoresTag;
+struct AttnProbsTag;
+
+/// Attention of one layer (docs 2.5-2.7): the context [T, H, D] and, when asked for (non-null),
+/// the scores [H, T, T] (0 above the diagonal) and probabilities [H, T, T] (clamp(z_p) above
+/// it). On the uint8 GEMM path (q and probabilities of at most 16 bits, k and v of at most 8)
+/// the (head, block of query rows) pairs are spread over the threads, heaviest (last) blocks
+/// first, each block reading only the keys it can see and reading q and writing the context in
+/// place (int_attention.h); otherwise one head per task through int_qk and int_pv (on loops:
+/// those sites are wider than the uint8 GEMMs take). Both are exact, so the results do not
+/// depend on the path or the thread count.
+void attention(const IntLayer& L, const int32_t* qr,  // [T, H, D]
+               const int32_t* kr,                     // [T, KV, D]
+               const int32_t* vr,                     // [T, KV, D]
                int64_t t, int64_t nh, int64_t kv, int64_t d, int threads,
-               std::vector<int32_t>& scores,                        // [H, T, T]
-               std::vector<int32_t>& probs,                         // [H, T, T]
-               std::vector<int32_t>& ctx) {                         // [T, H, D]
+               int32_t* scores,                       // [H, T, T] or null
+               int32_t* probs,                        // [H, T, T] or null
+               int32_t* ctx) {                        // [T, H, D]
   const int64_t group = nh / kv;
-  std::vector<int32_t> qh(static_cast<size_t>(nh * t * d));  // [H, T, D]
-  std::vector<int32_t> kh(static_cast<size_t>(kv * t * d));  // [KV, T, D]
-  std::vector<int32_t> vh(static_cast<size_t>(kv * t * d));  // [KV, T, D]
-  std::vector<int32_t> ch(static_cast<size_t>(nh * t * d));  // [H, T, D] context per head
-  parallel_for(nh + 2 * kv, threads, [&](int64_t b, int64_t e) {
-    for (int64_t idx = b; idx < e; ++idx) {
-      if (idx < nh) {
-        gather_head(qr, t, nh, d, idx, qh.data() + idx * t * d);
-      } else if (idx < nh + kv) {
-        gather_head(kr, t, kv, d, idx - nh, kh.data() + (idx - nh) * t * d);
-      } else {
-        gather_head(vr, t, kv, d, idx - nh - kv, vh.data() + (idx - nh - kv) * t * d);
-      }
-    }
-  });
   AttentionQuant aq;
   aq.q = L.qk_in;
   aq.k = L.qk_in2;
@@ -91,7 +85,7 @@ void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
     parallel_for(kv, threads, [&](int64_t b, int64_t e) {
       for (int64_t g = b; g < e; ++g) {
         kv_heads[static_cast<size_t>(g)] =
-            prepare_causal_head(kh.data() + g * t * d, vh.data() + g * t * d, t, d, aq);
+            prepare_causal_head(kr + g * d, vr + g * d, t, d, aq, kv * d);
       }
     });
     // About 4 tasks per thread, blocks of 16 to 128 query rows.
@@ -106,37 +100,61 @@ void attention(const IntLayer& L, const std::vector<int32_t>& qr,  // [T, H, D]
         for (int64_t idx = next++; idx < tasks; idx = next++) {
           const int64_t blk = blocks - 1 - idx / nh, h = idx % nh;  // heaviest blocks first
           const int64_t i0 = blk * rb, i1 = std::min(t, i0 + rb);
-          causal_head_rows(kv_heads[static_cast<size_t>(h / group)], aq, qh.data() + h * t * d,
-                           i0, i1, head_gemm, scores.data() + h * t * t,
-                           probs.data() + h * t * t, ch.data() + h * t * d);
+          causal_head_rows(kv_heads[static_cast<size_t>(h / group)], aq, qr + h * d, i0, i1,
+                           head_gemm, scores != nullptr ? scores + h * t * t : nullptr,
+                           probs != nullptr ? probs + h * t * t : nullptr, ctx + h * d,
+                           nh * d, nh * d);
         }
       }
     });
-  } else {
-    const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
-    parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
-      static thread_local Uint8Gemm head_gemm(1);  // one per worker thread
-      for (int64_t h = hb; h < he; ++h) {
-        const int64_t g = h / group;
-        int32_t* s = scores.data() + h * t * t;  // [T, T]
-        int32_t* p = probs.data() + h * t * t;   // [T, T]
-        int_qk(qh.data() + h * t * d, kh.data() + g * t * d, t, d, L.qk_in.zero_point,
-               L.qk_in2.zero_point, L.qk_bmm, L.qk_out, s, &head_gemm);
-        for (int64_t i = 0; i < t; ++i) {
-          int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
-                          static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
-          std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
-          std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
-        }
-        int_pv(p, vh.data() + g * t * d, t, d, L.pv_in.zero_point, L.pv_in2.zero_point,
-               L.pv_in.qmax(), L.pv_bmm, L.pv_out, ch.data() + h * t * d, &head_gemm);
-      }
-    });
+    return;
   }
+  // Loops, one head per task: heads gathered to [heads, T, D].
+  int32_t* qh = scratch<int32_t, AttnQTag>(static_cast<size_t>(nh * t * d));   // [H, T, D]
+  int32_t* kh = scratch<int32_t, AttnKTag>(static_cast<size_t>(kv * t * d));   // [KV, T, D]
+  int32_t* vh = scratch<int32_t, AttnVTag>(static_cast<size_t>(kv * t * d));   // [KV, T, D]
+  int32_t* ch = scratch<int32_t, AttnCtxTag>(static_cast<size_t>(nh * t * d)); // [H, T, D]
+  // Every head's full [T, T] scores and probabilities, kept only if asked for.
+  int32_t* s_all = scores != nullptr
+                       ? scores
+                       : scratch<int32_t, AttnScoresTag>(static_cast<size_t>(nh * t * t));
+  int32_t* p_all = probs != nullptr
+                       ? probs
+                       : scratch<int32_t, AttnProbsTag>(static_cast<size_t>(nh * t * t));
+  parallel_for(nh + 2 * kv, threads, [&](int64_t b, int64_t e) {
+    for (int64_t idx = b; idx < e; ++idx) {
+      if (idx < nh) {
+        gather_head(qr, t, nh, d, idx, qh + idx * t * d);
+      } else if (idx < nh + kv) {
+        gather_head(kr, t, kv, d, idx - nh, kh + (idx - nh) * t * d);
+      } else {
+        gather_head(vr, t, kv, d, idx - nh - kv, vh + (idx - nh - kv) * t * d);
+      }
+    }
+  });
+  const int32_t masked_p = clamp_code(L.pv_in.zero_point, 0, L.pv_in.qmax());
+  parallel_for(nh, threads, [&](int64_t hb, int64_t he) {
+    static thread_local Uint8Gemm head_gemm(1);  // one per worker thread
+    for (int64_t h = hb; h < he; ++h) {
+      const int64_t g = h / group;
+      int32_t* s = s_all + h * t * t;  // [T, T]
+      int32_t* p = p_all + h * t * t;  // [T, T]
+      int_qk(qh + h * t * d, kh + g * t * d, t, d, L.qk_in.zero_point, L.qk_in2.zero_point,
+             L.qk_bmm, L.qk_out, s, &head_gemm);
+      for (int64_t i = 0; i < t; ++i) {
+        int_softmax_row(s + i * t, i + 1, L.exp_lut.data(),
+                        static_cast<int64_t>(L.exp_lut.size()), L.softmax, L.pv_in, p + i * t);
+        std::fill(s + i * t + i + 1, s + (i + 1) * t, 0);
+        std::fill(p + i * t + i + 1, p + (i + 1) * t, masked_p);
+      }
+      int_pv(p, vh + g * t * d, t, d, L.pv_in.zero_point, L.pv_in2.zero_point, L.pv_in.qmax(),
+             L.pv_bmm, L.pv_out, ch + h * t * d, &head_gemm);
+    }
+  });
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
       for (int64_t h = 0; h < nh; ++h)
-        std::copy_n(ch.data() + (h * t + i) * d, d, ctx.data() + (i * nh + h) * d);
+        std::copy_n(ch + (h * t + i) * d, d, ctx + (i * nh + h) * d);
   });
 }
 
@@ -209,8 +227,9 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   std::vector<int32_t> qr(static_cast<size_t>(t * nh * d));     // [T, H, D] qk_bmm.input
   std::vector<int32_t> kr(static_cast<size_t>(t * kv * d));     // [T, KV, D] qk_bmm.input2
   std::vector<int32_t> vr(static_cast<size_t>(t * kv * d));     // [T, KV, D] pv_bmm.input2
-  std::vector<int32_t> scores(static_cast<size_t>(nh * t * t)); // [H, T, T] qk_bmm.output
-  std::vector<int32_t> probs(static_cast<size_t>(nh * t * t));  // [H, T, T] pv_bmm.input
+  // [H, T, T] qk_bmm.output and pv_bmm.input: kept only for an activation tap.
+  std::vector<int32_t> scores(tap ? static_cast<size_t>(nh * t * t) : 0);
+  std::vector<int32_t> probs(tap ? static_cast<size_t>(nh * t * t) : 0);
   std::vector<int32_t> ctx(static_cast<size_t>(t * nh * d));    // [T, H, D] pv_bmm.output
   std::vector<int32_t> o(static_cast<size_t>(t * c));           // [T, C] o_proj.output
   std::vector<int32_t> gate(static_cast<size_t>(t * ff));       // [T, F] w1.output
@@ -269,7 +288,8 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     // 2.5-2.7 attention.
     {
       StageTimer st(prof, "attention");
-      attention(L, qr, kr, vr, t, nh, kv, d, threads, scores, probs, ctx);
+      attention(L, qr.data(), kr.data(), vr.data(), t, nh, kv, d, threads,
+                tap ? scores.data() : nullptr, tap ? probs.data() : nullptr, ctx.data());
     }
     emit(l, "self_attn.qk_bmm.output", scores, {nh, t, t});
     emit(l, "self_attn.pv_bmm.input", probs, {nh, t, t});

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -16,18 +17,45 @@ namespace {
 
 thread_local bool tl_in_pool = false;  // set while a thread runs a pool job
 
-/// A persistent pool: workers sleep on a condition variable and, per job, take chunk indices
-/// from an atomic counter; the calling thread takes chunks too. One job at a time: a second
-/// caller (another thread, or a nested call) runs its loop inline instead of waiting.
+/// A CPU hint for busy-wait loops.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/// How long a worker (or the caller, waiting for the workers) spins before it sleeps. A
+/// prefill issues its loops back to back, a few microseconds apart: a worker still spinning
+/// starts the next loop at once, where a sleeping one needs a futex wake (tens of microseconds
+/// on a virtual machine, for each of ~1000 loops per prefill).
+constexpr auto kSpin = std::chrono::microseconds(300);
+
+/// Spins until done() or the spin budget is spent; true if done() held.
+template <class Done>
+bool spin_until(Done&& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
+/// A persistent pool: per job, workers take chunk indices from an atomic counter; the calling
+/// thread takes chunks too. Between jobs a worker spins for kSpin, then sleeps on a condition
+/// variable. One job at a time: a second caller (another thread, or a nested call) runs its
+/// loop inline instead of waiting.
 class Pool {
  public:
   explicit Pool(int workers) {
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { work(i); });
   }
   ~Pool() {
+    stop_.store(true);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
     }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
@@ -39,21 +67,25 @@ class Pool {
   bool run(int64_t chunks, int helpers, const std::function<void(int64_t)>& job) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock() || tl_in_pool) return false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &job;
-      chunks_ = chunks;
-      next_.store(0);
-      active_ = std::min(helpers, workers());
-      pending_ = active_;
-      ++generation_;
+    job_ = &job;
+    chunks_ = chunks;
+    next_.store(0, std::memory_order_relaxed);
+    const int active = std::min(helpers, workers());
+    pending_.store(active, std::memory_order_relaxed);
+    // Publishes the job (release): a worker that reads the new word sees it all. The word
+    // carries the number of workers wanted, so that a worker never reads a later job's count.
+    word_ = (word_ & ~kActiveMask) + (uint64_t{1} << kActiveBits) + static_cast<uint64_t>(active);
+    generation_.store(word_, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      // A worker that found the old generation under the mutex is waiting by now.
+      { std::lock_guard<std::mutex> lock(mutex_); }
+      wake_.notify_all();
     }
-    wake_.notify_all();
     tl_in_pool = true;
     drain();
     tl_in_pool = false;
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    while (!spin_until(finished)) std::this_thread::yield();
     job_ = nullptr;
     return true;
   }
@@ -62,37 +94,43 @@ class Pool {
   void drain() {
     for (int64_t c = next_.fetch_add(1); c < chunks_; c = next_.fetch_add(1)) (*job_)(c);
   }
-  void work() {
+  void work(int index) {
     tl_in_pool = true;
     uint64_t seen = 0;
-    int index = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      index = joined_++;
-    }
     for (;;) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (index >= active_) continue;  // not needed for this job
-      lock.unlock();
+      auto changed = [&] {
+        return stop_.load(std::memory_order_acquire) ||
+               generation_.load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(changed)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, changed);
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      }
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
+      if (static_cast<uint64_t>(index) >= (seen & kActiveMask)) continue;  // not needed
       drain();
-      lock.lock();
-      if (--pending_ == 0) done_.notify_all();
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 
   std::vector<std::thread> threads_;
   std::mutex busy_;   // one job at a time
-  std::mutex mutex_;  // the job's state
-  std::condition_variable wake_, done_;
+  std::mutex mutex_;  // pairs with wake_ for sleeping workers
+  std::condition_variable wake_;
+  // The job: written by the caller before it bumps generation_, read by workers after.
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t chunks_ = 0;
+  uint64_t word_ = 0;  // the caller's copy of generation_
+  static constexpr int kActiveBits = 24;
+  static constexpr uint64_t kActiveMask = (uint64_t{1} << kActiveBits) - 1;
   std::atomic<int64_t> next_{0};
-  int active_ = 0, pending_ = 0, joined_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_{0};      // active workers not yet done with the job
+  std::atomic<int> sleepers_{0};     // workers waiting on wake_
+  std::atomic<uint64_t> generation_{0};  // (job counter << kActiveBits) | workers wanted
+  std::atomic<bool> stop_{false};
 };
 
 Pool& pool() {

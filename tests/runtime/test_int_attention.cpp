@@ -2,7 +2,9 @@
 // against the whole-head kernels int_qk, int_softmax_row and int_pv (the reference path of the
 // prefill, themselves checked against int64 loops in test_int_ops.cpp), exactly: any split of
 // the rows into blocks, 8- and 16-bit q codes, a probability zero point inside and outside the
-// code range (masked keys then add a nonzero term), depths that are not multiples of 4, on
+// code range (masked keys then add a nonzero term), depths that are not multiples of 4, both
+// the one-pass path and the int64 one (16-bit q at D = 130), q and the context read and
+// written in place in [T, heads, D] with the scores and probabilities not kept, on
 // gemmlowp and, where the CPU has AVX-512 VNNI, on the VNNI kernels with their packed views.
 #include <catch2/catch.hpp>
 
@@ -44,15 +46,19 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
   for (size_t i = 0; i < lut.size(); ++i)
     lut[i] = static_cast<int32_t>(std::lround(std::ldexp(std::exp(-0.004 * i), 30)));
   int checked = 0;
+  bool narrow_seen = false, wide_seen = false;
   for (const auto backend : backends) {
     mq::rt::set_gemm_backend(backend);
     for (const int64_t t : {1, 7, 37}) {
-      for (const int64_t d : {6, 8}) {
+      for (const int64_t d : {6, 8, 130}) {
         for (const int q_bits : {8, 16}) {
           for (const int32_t zp : {3, -5}) {
             mq::rt::AttentionQuant aq;
-            aq.q = ActQuant{q_bits, q_bits == 8 ? 121 : 30000, 0.0};
-            aq.k = ActQuant{8, 133, 0.0};
+            // 16-bit q at D = 130 with zero points at the ends of the code ranges makes the
+            // centered scores wider than int32: 130 * 65535 * 255 > 2^31.
+            const bool wide = q_bits == 16 && d == 130;
+            aq.q = ActQuant{q_bits, q_bits == 8 ? 121 : (wide ? 0 : 30000), 0.0};
+            aq.k = ActQuant{8, wide ? 255 : 133, 0.0};
             aq.qk = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)),
                                q_bits == 8 ? 14 : 22};
             aq.scores = ActQuant{score_bits, 2048, 0.0};
@@ -67,6 +73,9 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
             const auto k = codes(t * d, 255, g);                // [T, D]
             const auto v = codes(t * d, 255, g);                // [T, D]
             REQUIRE(mq::rt::causal_head_applies(aq));
+            const bool narrow = mq::rt::causal_head_narrow(aq, d);
+            CHECK(narrow == !wide);
+            (narrow ? narrow_seen : wide_seen) = true;
             // The reference: the whole head at once, on int32/int64 loops (no GEMM).
             std::vector<int32_t> s_ref(static_cast<size_t>(t * t), 0);  // [T, T]
             std::vector<int32_t> p_ref(static_cast<size_t>(t * t));     // [T, T]
@@ -99,6 +108,25 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
               CHECK(s == s_ref);
               CHECK(p == p_ref);
               CHECK(c == c_ref);
+              // In place in [T, 3, D] (head 1), scores and probabilities not kept.
+              std::vector<int32_t> q3(static_cast<size_t>(t * 3 * d), -1);  // [T, 3, D]
+              for (int64_t i = 0; i < t; ++i)
+                std::copy_n(q.data() + i * d, d, q3.data() + (i * 3 + 1) * d);
+              std::vector<int32_t> c3(q3.size(), -7);                      // [T, 3, D]
+              for (int64_t i0 = (t - 1) / rb * rb; i0 >= 0; i0 -= rb) {
+                mq::rt::causal_head_rows(head, aq, q3.data() + d, i0, std::min(t, i0 + rb), gemm,
+                                         nullptr, nullptr, c3.data() + d, 3 * d, 3 * d);
+              }
+              bool same = true, untouched = true;
+              for (int64_t i = 0; i < t; ++i) {
+                for (int64_t x = 0; x < d; ++x) {
+                  same &= c3[static_cast<size_t>((i * 3 + 1) * d + x)] == c_ref[static_cast<size_t>(i * d + x)];
+                  untouched &= c3[static_cast<size_t>(i * 3 * d + x)] == -7 &&
+                               c3[static_cast<size_t>((i * 3 + 2) * d + x)] == -7;
+                }
+              }
+              CHECK(same);
+              CHECK(untouched);
               ++checked;
             }
           }
@@ -106,7 +134,9 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
       }
     }
   }
-  CHECK(checked == static_cast<int>(backends.size()) * 3 * 2 * 2 * 2 * 4);
+  CHECK(checked == static_cast<int>(backends.size()) * 3 * 3 * 2 * 2 * 4);
+  CHECK(narrow_seen);
+  CHECK(wide_seen);
   // The path takes 8-bit keys and values and at most 16-bit queries and probabilities.
   mq::rt::AttentionQuant aq;
   aq.probs = ActQuant{16, 0, 0.0};

@@ -273,6 +273,34 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
   for (int64_t i = 0; i < n; ++i) {
     REQUIRE(y[i] == clampi(ref_requant(int64_t{a[i] - 100} * (b[i] - 150), m.m, m.shift) + 7, 0, 255));
   }
+  // 16-bit codes: products up to 2^32 and beyond (zero points outside the code range take the
+  // 128-bit path), negative multipliers, shifts from 1 to 126 (past the int64 width).
+  {
+    std::vector<int32_t> a16(n), b16(n), y16(n), lut16(65536);
+    for (auto& e : a16) e = static_cast<int32_t>(g() % 65536);
+    for (auto& e : b16) e = static_cast<int32_t>(g() % 65536);
+    for (auto& e : lut16) e = static_cast<int32_t>(g() % 65536);
+    a16[0] = 65535;
+    b16[0] = 0;
+    const ActQuant o16{16, 30000, 0.0};
+    for (const int32_t za : {0, 32768, -70000}) {
+      for (const int shift : {1, 20, 45, 62, 63, 64, 126}) {
+        for (const int32_t mm : {random_m(g), -random_m(g), 0}) {
+          const Multiplier mw{mm, shift};
+          mq::rt::int_mul(a16.data(), za, b16.data(), 65535, n, mw, o16, y16.data());
+          for (int64_t i = 0; i < n; ++i) {
+            REQUIRE(y16[i] == clampi(ref_requant((int64_t{a16[i]} - za) * (b16[i] - 65535), mm,
+                                                 shift) + 30000, 0, 65535));
+          }
+          mq::rt::int_silu(a16.data(), n, za, lut16.data(), 1, mw, o16, y16.data());
+          for (int64_t i = 0; i < n; ++i) {
+            REQUIRE(y16[i] == clampi(ref_requant((int64_t{a16[i]} - za) * (lut16[a16[i]] - 1),
+                                                 mm, shift) + 30000, 0, 65535));
+          }
+        }
+      }
+    }
+  }
   std::vector<int32_t> r(n), r0;
   for (auto& e : r) e = static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 32)) - (1ll << 31));
   r[0] = INT32_MAX;  // saturates
