@@ -5,11 +5,15 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "mobilequant/core/error.h"
 
 namespace mq::rt {
 
@@ -24,16 +28,33 @@ inline void cpu_relax() {
 #endif
 }
 
-/// How long a worker (or the caller, waiting for the workers) spins before it sleeps. A
-/// prefill issues its loops back to back, a few microseconds apart: a worker still spinning
-/// starts the next loop at once, where a sleeping one needs a futex wake (tens of microseconds
-/// on a virtual machine, for each of ~1000 loops per prefill).
-constexpr auto kSpin = std::chrono::microseconds(300);
+/// How long a worker (or the caller, waiting for the last chunks) spins before it sleeps
+/// (yields): MQ_RUNTIME_SPIN_US, default 50 µs. A prefill issues its loops back to back, a few
+/// microseconds apart: a worker still spinning starts the next loop at once, where a sleeping
+/// one needs a futex wake-up (tens of microseconds on a virtual machine, for each of ~1000
+/// loops per prefill). 0 makes workers sleep at once.
+std::chrono::microseconds spin_budget() {
+  static const std::chrono::microseconds us = [] {
+    const char* env = std::getenv("MQ_RUNTIME_SPIN_US");
+    if (env == nullptr || *env == '\0') return std::chrono::microseconds(50);
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end == env || *end != '\0' || v < 0 || v > 1000000) {
+      throw Error(std::string("MQ_RUNTIME_SPIN_US='") + env +
+                  "': expected microseconds, an integer in [0, 1000000]");
+    }
+    return std::chrono::microseconds(v);
+  }();
+  return us;
+}
 
 /// Spins until done() or the spin budget is spent; true if done() held.
 template <class Done>
 bool spin_until(Done&& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  if (done()) return true;
+  const auto budget = spin_budget();
+  if (budget.count() == 0) return false;
+  const auto deadline = std::chrono::steady_clock::now() + budget;
   for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (done()) return true;
@@ -43,20 +64,30 @@ bool spin_until(Done&& done) {
   }
 }
 
-/// A persistent pool: per job, workers take chunk indices from an atomic counter; the calling
-/// thread takes chunks too. Between jobs a worker spins for kSpin, then sleeps on a condition
-/// variable. One job at a time: a second caller (another thread, or a nested call) runs its
-/// loop inline instead of waiting.
+/// A persistent pool. Per job, the caller and up to `helpers` workers claim chunk indices
+/// from one atomic word (job number, chunk count, next chunk), so that a worker that wakes
+/// late finds the job taken or finished and claims nothing; the caller waits only for chunks
+/// that were claimed, never for a worker to show up. Between jobs a worker spins for
+/// spin_budget(), then sleeps on a condition variable. One job at a time: a second caller
+/// (another thread, or a nested call) runs its loop inline instead of waiting.
 class Pool {
+  static constexpr int kNextBits = 20, kChunkBits = 20;  // claim_: job | chunks | next
+  static constexpr uint64_t kNextMask = (uint64_t{1} << kNextBits) - 1;
+  static constexpr uint64_t kChunkMask = (uint64_t{1} << kChunkBits) - 1;
+  static constexpr int kActiveBits = 24;                 // generation_: job | workers wanted
+  static constexpr uint64_t kActiveMask = (uint64_t{1} << kActiveBits) - 1;
+
  public:
+  /// The most chunks one job can have.
+  static constexpr int64_t kMaxChunks = int64_t{1} << kChunkBits;
+
   explicit Pool(int workers) {
+    (void)spin_budget();  // reads (and checks) MQ_RUNTIME_SPIN_US here, not on a worker
     for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { work(i); });
   }
   ~Pool() {
     stop_.store(true);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-    }
+    { std::lock_guard<std::mutex> lock(mutex_); }
     wake_.notify_all();
     for (auto& t : threads_) t.join();
   }
@@ -66,33 +97,42 @@ class Pool {
   /// pool is busy (the caller then runs the loop itself).
   bool run(int64_t chunks, int helpers, const std::function<void(int64_t)>& job) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock() || tl_in_pool) return false;
+    if (!busy.owns_lock() || tl_in_pool || chunks > kMaxChunks) return false;
+    ++job_number_;
+    const uint64_t tag = job_number_ & ((uint64_t{1} << (64 - kNextBits - kChunkBits)) - 1);
     job_ = &job;
-    chunks_ = chunks;
-    next_.store(0, std::memory_order_relaxed);
-    const int active = std::min(helpers, workers());
-    pending_.store(active, std::memory_order_relaxed);
-    // Publishes the job (release): a worker that reads the new word sees it all. The word
-    // carries the number of workers wanted, so that a worker never reads a later job's count.
-    word_ = (word_ & ~kActiveMask) + (uint64_t{1} << kActiveBits) + static_cast<uint64_t>(active);
-    generation_.store(word_, std::memory_order_seq_cst);
+    done_.store(0, std::memory_order_relaxed);
+    // Publishes the job (release): a claim of this word sees job_.
+    claim_.store((tag << (kNextBits + kChunkBits)) | (static_cast<uint64_t>(chunks) << kNextBits),
+                 std::memory_order_release);
+    const uint64_t active = static_cast<uint64_t>(std::min(helpers, workers()));
+    generation_.store((job_number_ << kActiveBits) | active, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-      // A worker that found the old generation under the mutex is waiting by now.
+      // A worker that found the old word under the mutex is waiting by now.
       { std::lock_guard<std::mutex> lock(mutex_); }
       wake_.notify_all();
     }
     tl_in_pool = true;
-    drain();
+    drain(tag);
     tl_in_pool = false;
-    auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    auto finished = [&] { return done_.load(std::memory_order_acquire) == chunks; };
     while (!spin_until(finished)) std::this_thread::yield();
-    job_ = nullptr;
     return true;
   }
 
  private:
-  void drain() {
-    for (int64_t c = next_.fetch_add(1); c < chunks_; c = next_.fetch_add(1)) (*job_)(c);
+  /// Claims and runs chunks of job `tag` until none is left.
+  void drain(uint64_t tag) {
+    for (;;) {
+      uint64_t cur = claim_.load(std::memory_order_acquire);
+      if ((cur >> (kNextBits + kChunkBits)) != tag) return;  // another job's word
+      const uint64_t next = cur & kNextMask, chunks = (cur >> kNextBits) & kChunkMask;
+      if (next >= chunks) return;
+      if (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
+      // Claimed: the job cannot finish before this chunk does, so job_ is this job's.
+      (*job_)(static_cast<int64_t>(next));
+      done_.fetch_add(1, std::memory_order_release);
+    }
   }
   void work(int index) {
     tl_in_pool = true;
@@ -110,9 +150,9 @@ class Pool {
       }
       if (stop_.load(std::memory_order_acquire)) return;
       seen = generation_.load(std::memory_order_acquire);
-      if (static_cast<uint64_t>(index) >= (seen & kActiveMask)) continue;  // not needed
-      drain();
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      if (static_cast<uint64_t>(index) >= (seen & kActiveMask)) continue;  // not wanted
+      const uint64_t job = seen >> kActiveBits;
+      drain(job & ((uint64_t{1} << (64 - kNextBits - kChunkBits)) - 1));
     }
   }
 
@@ -120,16 +160,12 @@ class Pool {
   std::mutex busy_;   // one job at a time
   std::mutex mutex_;  // pairs with wake_ for sleeping workers
   std::condition_variable wake_;
-  // The job: written by the caller before it bumps generation_, read by workers after.
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t chunks_ = 0;
-  uint64_t word_ = 0;  // the caller's copy of generation_
-  static constexpr int kActiveBits = 24;
-  static constexpr uint64_t kActiveMask = (uint64_t{1} << kActiveBits) - 1;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};      // active workers not yet done with the job
-  std::atomic<int> sleepers_{0};     // workers waiting on wake_
-  std::atomic<uint64_t> generation_{0};  // (job counter << kActiveBits) | workers wanted
+  const std::function<void(int64_t)>* job_ = nullptr;  // written before claim_ is published
+  uint64_t job_number_ = 0;                            // the caller's count of jobs
+  std::atomic<uint64_t> claim_{0};       // (job tag << 40) | (chunks << 20) | next chunk
+  std::atomic<int64_t> done_{0};         // chunks of the current job finished
+  std::atomic<int> sleepers_{0};         // workers waiting on wake_
+  std::atomic<uint64_t> generation_{0};  // (job number << kActiveBits) | workers wanted
   std::atomic<bool> stop_{false};
 };
 

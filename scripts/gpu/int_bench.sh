@@ -8,6 +8,7 @@
 #      all cores and at 1 thread, with the gemmlowp and the VNNI GEMM, and a per-stage profile.
 # Output: /tmp/mq/out/int-bench (commands.txt, cpu.txt, tests.txt, bench_*.md/json).
 # MQ_BENCH_THREADS: the thread counts to bench (default: all cores, then 1).
+# MQ_BENCH_GEMMS: the integer GEMMs to bench (default: gemmlowp vnni).
 set -uo pipefail
 mq=build/mobilequant
 smol=$MQ_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -32,7 +33,7 @@ if [ ! -f "$work/export/int/manifest.json" ]; then
     || { tail -n 20 "$out/export.log"; exit 1; }
 fi
 for threads in ${MQ_BENCH_THREADS:-$cores 1}; do
-  for gemm in gemmlowp vnni; do
+  for gemm in ${MQ_BENCH_GEMMS:-gemmlowp vnni}; do
     extra=()
     [ "$gemm" = vnni ] && extra=(--profile)
     run "$mq" bench int -m "$work/export" --seqlens 128,256,512 --threads "$threads" \
