@@ -89,7 +89,6 @@ void run_bench_int(const BenchIntArgs& a) {
   const int64_t vocab = im.config().vocab_size;
   rt::PrefillOptions popts;
   popts.threads = threads;
-  std::mt19937 rng(static_cast<uint32_t>(a.seed));
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab - 1));
 
   std::cout << "\n| seqlen | fp32 LibTorch ms | integer runtime ms | speed-up (fp32 / int) | "
@@ -100,6 +99,10 @@ void run_bench_int(const BenchIntArgs& a) {
   for (const int64_t t : a.seqlens) {
     MQ_CHECK(t >= 1 && t <= im.config().max_positions, "bench int: seqlen ", t,
              " outside [1, ", im.config().max_positions, "]");
+    // The tokens depend on the seed and the length only, so that runs with other --seqlens
+    // lists prefill (and digest) the same inputs at a length.
+    std::seed_seq seq{static_cast<uint32_t>(a.seed), static_cast<uint32_t>(t)};
+    std::mt19937 rng(seq);
     std::vector<int32_t> tokens(static_cast<size_t>(t));
     for (auto& x : tokens) x = tok(rng);
     const torch::Tensor ids =
@@ -173,7 +176,8 @@ void add_bench_int_subcommand(CLI::App& bench) {
   cmd->add_option("--reps", a->reps, "Timed runs per length (median)")->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads of both (0: LibTorch default)")
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed of the random token ids")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the random token ids (with the length)")
+      ->capture_default_str();
   cmd->add_option("-o,--output", a->output, "Also write the figures as JSON");
   cmd->add_option("--gemm", a->gemm,
                   "Integer GEMM: auto (AVX-512 VNNI where the CPU has it, else gemmlowp), "

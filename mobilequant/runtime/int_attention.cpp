@@ -67,7 +67,7 @@ struct ProbSumTag;
 struct CtxLoTag;
 struct CtxHiTag;
 struct WideAccTag;
-struct WideProbTag;
+struct ProbRowTag;
 
 /// The largest |code - z| of a b-bit site: codes lie in [0, qmax], z anywhere.
 int64_t max_centered(const ActQuant& a) {
@@ -98,6 +98,27 @@ struct SoftmaxDivider {
   }
 };
 
+/// Splits codes c [n] (in [0, 2^16)) into low bytes lo and, if wide, high bytes hi, with the
+/// sums of each.
+void split_bytes(const int32_t* c, int64_t n, bool wide, uint8_t* lo, uint8_t* hi,
+                 uint32_t* lo_sum, uint32_t* hi_sum) {
+  uint32_t sl = 0, sh = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const auto v = static_cast<uint32_t>(c[j]);
+    lo[j] = static_cast<uint8_t>(v & 0xffu);
+    sl += v & 0xffu;
+  }
+  if (wide) {
+    for (int64_t j = 0; j < n; ++j) {
+      const auto v = static_cast<uint32_t>(c[j]) >> 8;
+      hi[j] = static_cast<uint8_t>(v & 0xffu);
+      sh += v & 0xffu;
+    }
+  }
+  *lo_sum = sl;
+  *hi_sum = sh;
+}
+
 }  // namespace
 
 bool causal_head_narrow(const AttentionQuant& aq, int64_t d) {
@@ -125,28 +146,38 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
   // their row sums: the left operand of the context product.
   uint8_t* p_lo = scratch<uint8_t, ProbLoTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
   uint8_t* p_hi = p_wide ? scratch<uint8_t, ProbHiTag>(static_cast<size_t>(rows * i1)) : nullptr;
-  uint64_t* p_sum = scratch<uint64_t, ProbSumTag>(static_cast<size_t>(rows));  // [rows]
+  uint32_t* p_sums = scratch<uint32_t, ProbSumTag>(static_cast<size_t>(2 * rows));  // [2, rows]
+  uint32_t *p_lo_sum = p_sums, *p_hi_sum = p_sums + rows;  // sums of the bytes (< 2^32)
+  int32_t* prow = scratch<int32_t, ProbRowTag>(static_cast<size_t>(i1));          // [i1]
   if (causal_head_narrow(aq, d)) {
     // Scores: the byte products q . k over keys j < i1, then per row the exact centered sum
     // (mod 2^32, exact since it fits int32), requantization, softmax, probability bytes.
     uint8_t* q_lo = scratch<uint8_t, QLoTag>(static_cast<size_t>(rows * d));  // [rows, D]
     uint8_t* q_hi = q_wide ? scratch<uint8_t, QHiTag>(static_cast<size_t>(rows * d)) : nullptr;
-    uint32_t* q_sum = scratch<uint32_t, QSumTag>(static_cast<size_t>(rows));  // [rows]
+    // Per row: sum of the low bytes, of the high bytes (the GEMMs' row sums) and of q.
+    uint32_t* q_sums = scratch<uint32_t, QSumTag>(static_cast<size_t>(3 * rows));  // [3, rows]
+    uint32_t *q_lo_sum = q_sums, *q_hi_sum = q_sums + rows, *q_sum = q_sums + 2 * rows;
     for (int64_t r = 0; r < rows; ++r) {
       const int32_t* qr = q + (i0 + r) * ldq;
-      uint32_t sum = 0;
+      uint32_t lo_sum = 0, hi_sum = 0;
       for (int64_t x = 0; x < d; ++x) {
         q_lo[r * d + x] = static_cast<uint8_t>(qr[x] & 0xff);
-        sum += static_cast<uint32_t>(qr[x]);
+        lo_sum += static_cast<uint32_t>(qr[x]) & 0xffu;
       }
-      if (q_wide)
-        for (int64_t x = 0; x < d; ++x) q_hi[r * d + x] = static_cast<uint8_t>((qr[x] >> 8) & 0xff);
-      q_sum[r] = sum;
+      if (q_wide) {
+        for (int64_t x = 0; x < d; ++x) {
+          q_hi[r * d + x] = static_cast<uint8_t>((qr[x] >> 8) & 0xff);
+          hi_sum += (static_cast<uint32_t>(qr[x]) >> 8) & 0xffu;
+        }
+      }
+      q_lo_sum[r] = lo_sum;
+      q_hi_sum[r] = hi_sum;
+      q_sum[r] = lo_sum + 256u * hi_sum;
     }
     int32_t* sc_lo = scratch<int32_t, ScoreLoTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
     int32_t* sc_hi = q_wide ? scratch<int32_t, ScoreHiTag>(static_cast<size_t>(rows * i1)) : nullptr;
-    gemm.multiply(q_lo, h.k.data(), rows, i1, d, sc_lo, k_packed);
-    if (q_wide) gemm.multiply(q_hi, h.k.data(), rows, i1, d, sc_hi, k_packed);
+    gemm.multiply(q_lo, h.k.data(), rows, i1, d, sc_lo, k_packed, 0, q_lo_sum);
+    if (q_wide) gemm.multiply(q_hi, h.k.data(), rows, i1, d, sc_hi, k_packed, 0, q_hi_sum);
     const auto zq = static_cast<uint32_t>(aq.q.zero_point);
     const auto zk = static_cast<uint32_t>(aq.k.zero_point);
     const auto dzz = static_cast<uint32_t>(d * int64_t{aq.q.zero_point} * aq.k.zero_point);
@@ -178,29 +209,21 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
         erow[j] = e;
         sum += e;
       }
-      uint8_t* pl = p_lo + r * i1;
-      uint8_t* ph = p_wide ? p_hi + r * i1 : nullptr;
-      int32_t* pr = p != nullptr ? p + i * t : nullptr;
-      uint64_t psum = 0;
-      auto put = [&](int64_t j, int32_t code) {
-        pl[j] = static_cast<uint8_t>(code & 0xff);
-        if (p_wide) ph[j] = static_cast<uint8_t>((code >> 8) & 0xff);
-        psum += static_cast<uint64_t>(code);
-        if (pr != nullptr) pr[j] = code;
-      };
+      // Probability codes: j < n from the softmax, the block's masked keys at masked_code.
+      int32_t* pr = p != nullptr ? p + i * t : prow;
       if (sum == 0) {
-        for (int64_t j = 0; j < n; ++j) put(j, masked_code);
+        std::fill(pr, pr + n, masked_code);
       } else {
         const SoftmaxDivider div(sum, aq.softmax);
         const int64_t z_p = aq.probs.zero_point;
         for (int64_t j = 0; j < n; ++j) {
           const uint64_t qv = std::min<uint64_t>(div.quotient(erow[j]), INT32_MAX);
-          put(j, clamp_code(static_cast<int64_t>(qv) + z_p, 0, p_qmax));
+          pr[j] = clamp_code(static_cast<int64_t>(qv) + z_p, 0, p_qmax);
         }
       }
-      for (int64_t j = n; j < i1; ++j) put(j, masked_code);
-      if (pr != nullptr) std::fill(pr + i1, pr + t, masked_code);
-      p_sum[r] = psum;
+      std::fill(pr + n, pr + (p != nullptr ? t : i1), masked_code);
+      split_bytes(pr, i1, p_wide, p_lo + r * i1, p_wide ? p_hi + r * i1 : nullptr,
+                  p_lo_sum + r, p_hi_sum + r);
     }
   } else {
     // Scores wider than int32: the exact int64 path (int_matmul, int_softmax_row).
@@ -210,7 +233,6 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
     int_matmul(qb.data(), rows, d, q_wide ? 16 : 8, aq.q.zero_point, h.k.data(), i1,
                h.z_k.data(), h.k_sum.data(), 1, gemm, acc, k_packed);
     int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
-    int32_t* prow = scratch<int32_t, WideProbTag>(static_cast<size_t>(i1));  // [i1]
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
       int32_t* sr = s != nullptr ? s + i * t : srow;
@@ -222,13 +244,8 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
       if (s != nullptr) std::fill(sr + i + 1, sr + t, 0);
       int_softmax_row(sr, i + 1, aq.exp_lut, aq.exp_lut_size, aq.softmax, aq.probs, pr);
       std::fill(pr + i + 1, pr + (p != nullptr ? t : i1), masked_code);
-      uint64_t psum = 0;
-      for (int64_t j = 0; j < i1; ++j) {
-        p_lo[r * i1 + j] = static_cast<uint8_t>(pr[j] & 0xff);
-        if (p_wide) p_hi[r * i1 + j] = static_cast<uint8_t>((pr[j] >> 8) & 0xff);
-        psum += static_cast<uint64_t>(pr[j]);
-      }
-      p_sum[r] = psum;
+      split_bytes(pr, i1, p_wide, p_lo + r * i1, p_wide ? p_hi + r * i1 : nullptr,
+                  p_lo_sum + r, p_hi_sum + r);
     }
   }
   // Context: the block's probabilities over keys j < i1 times v (the byte products, exact
@@ -236,15 +253,16 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
   // j >= i1: (masked_code - z_p) * sum_{j >= i1} (v_j - z_v).
   int32_t* cx_lo = scratch<int32_t, CtxLoTag>(static_cast<size_t>(rows * d));  // [rows, D]
   int32_t* cx_hi = p_wide ? scratch<int32_t, CtxHiTag>(static_cast<size_t>(rows * d)) : nullptr;
-  gemm.multiply(p_lo, h.vt.data(), rows, d, i1, cx_lo, vt_packed, t);
-  if (p_wide) gemm.multiply(p_hi, h.vt.data(), rows, d, i1, cx_hi, vt_packed, t);
+  gemm.multiply(p_lo, h.vt.data(), rows, d, i1, cx_lo, vt_packed, t, p_lo_sum);
+  if (p_wide) gemm.multiply(p_hi, h.vt.data(), rows, d, i1, cx_hi, vt_packed, t, p_hi_sum);
   const int64_t masked = static_cast<int64_t>(masked_code) - aq.probs.zero_point;
   const int64_t z_p = aq.probs.zero_point, z_v = aq.v.zero_point;
   const int32_t c_qmax = aq.context.qmax();
   const int64_t* v_before = h.v_prefix.data() + i1 * d;  // [D] sum_{j < i1} v[j, x]
   const int64_t* v_all = h.v_prefix.data() + t * d;      // [D] sum_j v[j, x]
   for (int64_t r = 0; r < rows; ++r) {
-    const auto ps = static_cast<int64_t>(p_sum[r]);  // sum_{j < i1} p
+    // sum_{j < i1} p = low + 256 high, each byte sum exact (i1 * 255 < 2^32).
+    const int64_t ps = int64_t{p_lo_sum[r]} + 256 * int64_t{p_hi_sum[r]};
     int32_t* cr = c + (i0 + r) * ldc;
     for (int64_t x = 0; x < d; ++x) {
       int64_t a = cx_lo[r * d + x];

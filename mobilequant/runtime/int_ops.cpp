@@ -27,7 +27,11 @@ struct MatmulProdHiTag;
 struct LinearAccTag;
 struct LinearInputTag;
 struct LinearSumTag;
-struct LinearColumnTag;
+struct LinearColTag;
+struct LinearZwTag;
+struct LinearMultTag;
+struct LinearShiftTag;
+struct LinearRoundTag;
 struct LinearRawTag;
 
 /// Saturates an int64 to int32.
@@ -88,7 +92,8 @@ Uint8Gemm::Uint8Gemm(int threads) : impl_(std::make_unique<Impl>()) {
 Uint8Gemm::~Uint8Gemm() = default;
 
 void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t n, int64_t k,
-                         int32_t* c, const VnniPackedB* packed, int64_t ldb) {
+                         int32_t* c, const VnniPackedB* packed, int64_t ldb,
+                         const uint32_t* a_row_sums) {
   MQ_CHECK(k * 255 * 255 < (int64_t{1} << 31), "uint8 gemm: K = ", k,
            " could overflow the int32 accumulator (at most 33025)");
   if (ldb == 0) ldb = k;
@@ -97,13 +102,14 @@ void Uint8Gemm::multiply(const uint8_t* a, const uint8_t* b, int64_t t, int64_t 
     if (packed != nullptr && !packed->empty()) {
       MQ_CHECK(packed->n >= n && packed->k >= k, "uint8 gemm: packed operand [", packed->n, ", ",
                packed->k, "], expected at least [", n, ", ", k, "]");
-      vnni_multiply(a, t, *packed, impl_->threads, c, n, k);
+      vnni_multiply(a, t, *packed, impl_->threads, c, n, k, a_row_sums);
     } else if (ldb == k) {
-      vnni_multiply(a, t, VnniPackedB::pack(b, n, k), impl_->threads, c);
+      vnni_multiply(a, t, VnniPackedB::pack(b, n, k), impl_->threads, c, -1, -1, a_row_sums);
     } else {
       std::vector<uint8_t> dense(static_cast<size_t>(n * k));  // [N, K]
       for (int64_t r = 0; r < n; ++r) std::memcpy(dense.data() + r * k, b + r * ldb, k);
-      vnni_multiply(a, t, VnniPackedB::pack(dense.data(), n, k), impl_->threads, c);
+      vnni_multiply(a, t, VnniPackedB::pack(dense.data(), n, k), impl_->threads, c, -1, -1,
+                    a_row_sums);
     }
     return;
   }
@@ -181,58 +187,87 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
     });
     return;
   }
-  // 8-bit input: one GEMM and a fused epilogue. |acc| <= K * 255^2 < 2^31, so the
-  // zero-point correction is exact in uint32 wrap-around arithmetic, then read as int32.
+  // 8-bit input: one GEMM and a fused epilogue.
   uint8_t* xu = scratch<uint8_t, LinearInputTag>(static_cast<size_t>(t * k_in));  // [T, K]
   uint32_t* x_sum = scratch<uint32_t, LinearSumTag>(static_cast<size_t>(t));      // [T] mod 2^32
+  to_bytes(x, t, k_in, threads, xu, x_sum);
+  int_linear_u8(xu, x_sum, t, in, w, out, threads, gemm, y);
+}
+
+void to_bytes(const int32_t* x, int64_t t, int64_t k, int threads, uint8_t* xu,
+              uint32_t* x_sum) {
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       uint32_t s = 0;
-      const int32_t* xr = x + i * k_in;
-      uint8_t* ur = xu + i * k_in;
-      for (int64_t c = 0; c < k_in; ++c) {
+      const int32_t* xr = x + i * k;
+      uint8_t* ur = xu + i * k;
+      for (int64_t c = 0; c < k; ++c) {
         ur[c] = static_cast<uint8_t>(xr[c]);
-        s += static_cast<uint32_t>(xr[c]);
+        s += static_cast<uint32_t>(xr[c]) & 0xffu;
       }
       x_sum[i] = s;
     }
   });
-  // Per output column: K z_x z_w - z_x sum_k w and z_w (mod 2^32), and requant32's M, n and
-  // rounding term with n >= 63 (result 0) expressed as M = 0, n = 62 so that the epilogue has
-  // no branch: (a M + 2^(n-1)) >> n for every column.
-  struct Column {
-    uint32_t col, zw;
-    int32_t m;
-    int32_t shift;
-    int64_t round;
-  };
-  Column* cols = scratch<Column, LinearColumnTag>(static_cast<size_t>(n_out));  // [N]
+}
+
+void int_linear_u8(const uint8_t* xu, const uint32_t* x_sum, int64_t t, const ActQuant& in,
+                   const IntLinearWeights& w, const ActQuant& out, int threads, Uint8Gemm& gemm,
+                   int32_t* y) {
+  MQ_CHECK(in.bits <= 8, "int_linear_u8: input codes of ", in.bits, " bits (at most 8)");
+  const int64_t n_out = w.out_features;
+  const int64_t k_in = w.in_features;
+  const int32_t qmax = out.qmax();
+  // |acc| <= K * 255^2 < 2^31, so the zero-point correction is exact in uint32 wrap-around
+  // arithmetic, then read as int32. Per output column: K z_x z_w - z_x sum_k w and z_w (mod
+  // 2^32), and requant32's M, n and rounding term, with n >= 63 (result 0) expressed as M = 0,
+  // n = 62, so that the epilogue is (a M + 2^(n-1)) >> n for every column, without a branch.
+  uint32_t* col = scratch<uint32_t, LinearColTag>(static_cast<size_t>(n_out));   // [N]
+  uint32_t* zw = scratch<uint32_t, LinearZwTag>(static_cast<size_t>(n_out));     // [N]
+  int64_t* mult = scratch<int64_t, LinearMultTag>(static_cast<size_t>(n_out));   // [N]
+  int64_t* shift = scratch<int64_t, LinearShiftTag>(static_cast<size_t>(n_out)); // [N]
+  int64_t* round = scratch<int64_t, LinearRoundTag>(static_cast<size_t>(n_out)); // [N]
   for (int64_t n = 0; n < n_out; ++n) {
     const int64_t z = w.zero_point[static_cast<size_t>(n)];
     const int32_t sh = w.shift[static_cast<size_t>(n)];
-    Column& cn = cols[n];
-    cn.col = static_cast<uint32_t>(k_in * in.zero_point * z -
+    col[n] = static_cast<uint32_t>(k_in * in.zero_point * z -
                                    int64_t{in.zero_point} * w.row_sum[static_cast<size_t>(n)]);
-    cn.zw = static_cast<uint32_t>(z);
-    cn.m = sh >= 63 ? 0 : w.multiplier[static_cast<size_t>(n)];
-    cn.shift = sh >= 63 ? 62 : sh;
-    cn.round = int64_t{1} << (cn.shift - 1);
+    zw[n] = static_cast<uint32_t>(z);
+    mult[n] = sh >= 63 ? 0 : w.multiplier[static_cast<size_t>(n)];
+    shift[n] = sh >= 63 ? 62 : sh;
+    round[n] = int64_t{1} << (shift[n] - 1);
+  }
+  const int64_t z_out = out.zero_point;
+  // y[r0 + r, c0 + j] from the raw sums raw[r * ld + j] (r < rows, j < cols).
+  auto requant_block = [&](int64_t r0, int64_t rows, int64_t c0, int64_t cols,
+                           const int32_t* raw, int64_t ld) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint32_t xs = x_sum[r0 + r];
+      const int32_t* rr = raw + r * ld;
+      int32_t* yr = y + (r0 + r) * n_out + c0;
+      const uint32_t* cc = col + c0;
+      const uint32_t* zc = zw + c0;
+      const int64_t* mc = mult + c0;
+      const int64_t* sc = shift + c0;
+      const int64_t* rc = round + c0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[j]) - zc[j] * xs + cc[j]);
+        const int64_t q = ((static_cast<int64_t>(acc) * mc[j] + rc[j]) >> sc[j]) + z_out;
+        yr[j] = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(q, 0), qmax));
+      }
+    }
+  };
+  if (use_vnni() && !w.packed.empty()) {
+    // The epilogue runs on each tile while it is in cache: no [T, N] int32 sums in memory.
+    const VnniTileSink sink = [&](int64_t r0, int rows, int64_t c0, int cols, const int32_t* tile) {
+      requant_block(r0, rows, c0, cols, tile, 64);
+    };
+    vnni_multiply(xu, t, w.packed, threads, nullptr, -1, -1, x_sum, &sink);
+    return;
   }
   int32_t* raw = scratch<int32_t, LinearRawTag>(static_cast<size_t>(t * n_out));  // [T, N]
   gemm.multiply(xu, w.codes.data(), t, n_out, k_in, raw, &w.packed);
-  const int64_t z_out = out.zero_point;
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const uint32_t xs = x_sum[i];
-      const int32_t* rr = raw + i * n_out;
-      int32_t* yr = y + i * n_out;
-      for (int64_t n = 0; n < n_out; ++n) {
-        const Column& cn = cols[n];
-        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[n]) - cn.zw * xs + cn.col);
-        const int64_t q = (static_cast<int64_t>(acc) * cn.m + cn.round) >> cn.shift;
-        yr[n] = clamp_code(q + z_out, 0, qmax);
-      }
-    }
+    requant_block(b, e - b, 0, n_out, raw + b * n_out, n_out);
   });
 }
 

@@ -125,12 +125,13 @@ class Uint8Gemm {
   /// c[t, n] = sum_k a[t, k] * b[n, k], exact when k * 255^2 < 2^31. `packed`, if given and
   /// not empty, is b packed (VnniPackedB::pack) or a larger operand whose first n rows and
   /// first k depths are b; else the VNNI path packs b per call. b's rows are ldb >= k apart
-  /// (0: k).
+  /// (0: k). a_row_sums, if given, are sum_k a[t, k] mod 2^32 (the VNNI path needs them).
   void multiply(const uint8_t* a,  // [T, K]
                 const uint8_t* b,  // [N, ldb]
                 int64_t t, int64_t n, int64_t k,
                 int32_t* c,        // [T, N]
-                const VnniPackedB* packed = nullptr, int64_t ldb = 0);
+                const VnniPackedB* packed = nullptr, int64_t ldb = 0,
+                const uint32_t* a_row_sums = nullptr);  // [T] or null
 
  private:
   struct Impl;
@@ -158,6 +159,22 @@ void int_linear(const int32_t* x,  // [T, K] codes of `in`
                 int64_t t, const ActQuant& in, const IntLinearWeights& w, const ActQuant& out,
                 int threads, Uint8Gemm& gemm,
                 int32_t* y);       // [T, N] codes of `out`
+
+/// The byte form of 8-bit codes x [T, K] for int_linear_u8: xu = x (each in [0, 255]) and
+/// x_sum[t] = sum_k x[t, k] mod 2^32.
+void to_bytes(const int32_t* x,  // [T, K] codes in [0, 255]
+              int64_t t, int64_t k, int threads,
+              uint8_t* xu,       // [T, K]
+              uint32_t* x_sum);  // [T]
+
+/// int_linear for input codes of at most 8 bits already in byte form (to_bytes), so that
+/// several linears on one input convert it once. On the VNNI kernels the requantization runs
+/// on each GEMM tile while it is in cache.
+void int_linear_u8(const uint8_t* xu,       // [T, K]
+                   const uint32_t* x_sum,   // [T] sum_k xu mod 2^32
+                   int64_t t, const ActQuant& in, const IntLinearWeights& w,
+                   const ActQuant& out, int threads, Uint8Gemm& gemm,
+                   int32_t* y);             // [T, N] codes of `out`
 
 /// y[i] = clamp(requant(a[i], m) + z, lo, hi) for int64 inputs (e.g. residual -> norm input).
 void int_requant(const int32_t* a,  // [n]

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <memory>
 
@@ -37,6 +38,30 @@ void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
     int_rmsnorm(d, e - b, c, nm.eps_term, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point, 0,
                 nm.out.qmax(), 1, y.data() + b * c);
   });
+}
+
+struct SharedInputTag;
+struct SharedSumTag;
+
+/// One linear of several that read the same input.
+struct LinearOut {
+  const IntLinearWeights* w;
+  const ActQuant* out;
+  int32_t* y;  // [T, N]
+};
+
+/// The linears `outs` on one input x [T, K] of encoding `in`: 8-bit inputs are put in byte
+/// form once for all of them (to_bytes, int_linear_u8).
+void linears(const int32_t* x, int64_t t, int64_t k, const ActQuant& in,
+             std::initializer_list<LinearOut> outs, int threads, Uint8Gemm& gemm) {
+  if (in.bits > 8) {
+    for (const LinearOut& o : outs) int_linear(x, t, in, *o.w, *o.out, threads, gemm, o.y);
+    return;
+  }
+  uint8_t* xu = scratch<uint8_t, SharedInputTag>(static_cast<size_t>(t * k));  // [T, K]
+  uint32_t* sums = scratch<uint32_t, SharedSumTag>(static_cast<size_t>(t));    // [T]
+  to_bytes(x, t, k, threads, xu, sums);
+  for (const LinearOut& o : outs) int_linear_u8(xu, sums, t, in, *o.w, *o.out, threads, gemm, o.y);
 }
 
 /// Copies head h of x [T, heads, D] into out [T, D].
@@ -257,9 +282,10 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     const ActQuant& nin = L.input_layernorm.out;
     {
       StageTimer st(prof, "qkv");
-      int_linear(xn.data(), t, nin, L.q_proj, L.q_out, threads, gemm, q.data());
-      int_linear(xn.data(), t, nin, L.k_proj, L.k_out, threads, gemm, k.data());
-      int_linear(xn.data(), t, nin, L.v_proj, L.v_out, threads, gemm, vv.data());
+      linears(xn.data(), t, c, nin, {{&L.q_proj, &L.q_out, q.data()},
+                                     {&L.k_proj, &L.k_out, k.data()},
+                                     {&L.v_proj, &L.v_out, vv.data()}},
+              threads, gemm);
     }
     emit(l, "self_attn.q_proj.output", q, {t, nh, d});
     emit(l, "self_attn.k_proj.output", k, {t, kv, d});
@@ -317,8 +343,9 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     const ActQuant& pin = L.post_attention_layernorm.out;
     {
       StageTimer st(prof, "gate_up");
-      int_linear(xn.data(), t, pin, L.w1, L.w1_out, threads, gemm, gate.data());
-      int_linear(xn.data(), t, pin, L.w3, L.w3_out, threads, gemm, up.data());
+      linears(xn.data(), t, c, pin, {{&L.w1, &L.w1_out, gate.data()},
+                                     {&L.w3, &L.w3_out, up.data()}},
+              threads, gemm);
     }
     emit(l, "mlp.w1.output", gate, {t, ff});
     emit(l, "mlp.w3.output", up, {t, ff});

@@ -20,6 +20,7 @@ namespace {
 constexpr int64_t kMaxK = 33025;  // K * 255^2 < 2^31
 constexpr int kMr = 6;            // rows per micro-tile
 constexpr int kNb = 4;            // 16-column blocks per micro-tile (64 columns)
+constexpr int kTileCols = 16 * kNb;
 
 GemmBackend initial_backend() {
   const char* env = std::getenv("MQ_RUNTIME_GEMM");
@@ -46,7 +47,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_tile(
     const uint8_t* a, int64_t lda,           // [MR, k4]
     const int8_t* b, int64_t block_stride,   // NB blocks of [k4 / 4, 16, 4]
     int64_t k4, const int32_t* corr,         // [MR] 128 sum_k a
-    int32_t* c, int64_t ldc, int64_t n_valid) {
+    int32_t (*tile)[kTileCols]) {            // [MR, 64] the sums
   // The sums start at the correction (an add after the loop makes GCC 12 copy every sum
   // through the stack on each step).
   __m512i acc[MR][NB];
@@ -70,17 +71,14 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_tile(
       for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
     }
   }
-  alignas(64) int32_t tile[MR][16 * NB];  // [MR, 16 NB]
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) _mm512_store_si512(tile[r] + 16 * j, acc[r][j]);
-  const int64_t cols = std::min<int64_t>(n_valid, 16 * NB);
-  for (int r = 0; r < MR; ++r) std::memcpy(c + r * ldc, tile[r], sizeof(int32_t) * cols);
 }
 
 using TileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, const int32_t*,
-                        int32_t*, int64_t, int64_t);
+                        int32_t (*)[kTileCols]);
 
 template <int MR>
 constexpr TileFn tile_for(int nb) {
@@ -151,10 +149,12 @@ VnniPackedB VnniPackedB::pack(const uint8_t* b, int64_t n, int64_t k) {
 }
 
 void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int threads, int32_t* c,
-                   int64_t n_cols, int64_t depth) {
+                   int64_t n_cols, int64_t depth, const uint32_t* a_row_sums,
+                   const VnniTileSink* sink) {
 #ifdef MQ_VNNI_X86
   MQ_CHECK(vnni_supported(), "vnni_multiply: this CPU has no AVX-512 VNNI");
   MQ_CHECK(!b.empty() && t >= 1, "vnni_multiply: empty operand (T = ", t, ", N = ", b.n, ")");
+  MQ_CHECK(c != nullptr || sink != nullptr, "vnni_multiply: neither an output nor a tile sink");
   const int64_t n = n_cols < 0 ? b.n : n_cols, k = depth < 0 ? b.k : depth;
   MQ_CHECK(n >= 1 && n <= b.n && k >= 1 && k <= b.k, "vnni_multiply: a [", n, ", ", k,
            "] view of a packed [", b.n, ", ", b.k, "] operand");
@@ -162,35 +162,53 @@ void vnni_multiply(const uint8_t* a, int64_t t, const VnniPackedB& b, int thread
   // a with rows padded to k4 (the kernel reads depths four at a time) when K is not. The
   // padding is 0, so the packed depths k … k4 - 1 (padding, or a longer operand's next
   // depths when this is a depth prefix) add nothing.
-  std::vector<uint8_t> padded;  // [T, k4]
   const uint8_t* ap = a;
+  std::vector<uint8_t> padded;  // [T, k4]
   if (k4 != k) {
-    padded.assign(static_cast<size_t>(t * k4), 0);
-    for (int64_t i = 0; i < t; ++i) std::memcpy(padded.data() + i * k4, a + i * k, k);
+    padded.resize(static_cast<size_t>(t * k4));
+    for (int64_t i = 0; i < t; ++i) {
+      std::memcpy(padded.data() + i * k4, a + i * k, k);
+      std::memset(padded.data() + i * k4 + k, 0, k4 - k);
+    }
     ap = padded.data();
   }
   std::vector<int32_t> corr(static_cast<size_t>(t));  // [T] 128 sum_k a (mod 2^32)
-  for (int64_t i = 0; i < t; ++i) {
-    uint32_t s = 0;
-    for (int64_t kk = 0; kk < k; ++kk) s += a[i * k + kk];
-    corr[static_cast<size_t>(i)] = static_cast<int32_t>(s * 128u);
+  if (a_row_sums != nullptr) {
+    for (int64_t i = 0; i < t; ++i) corr[static_cast<size_t>(i)] = static_cast<int32_t>(a_row_sums[i] * 128u);
+  } else {
+    parallel_for(t, threads, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        uint32_t s = 0;
+        for (int64_t kk = 0; kk < k; ++kk) s += a[i * k + kk];
+        corr[static_cast<size_t>(i)] = static_cast<int32_t>(s * 128u);
+      }
+    });
   }
   const int64_t n_tiles = (blocks + kNb - 1) / kNb;
   const int64_t m_tiles = (t + kMr - 1) / kMr;
   const int64_t block_stride = b.k4 * 16;  // the packing's, not the view's
   // Column tiles outermost: a thread's contiguous chunk reuses one packed panel across rows.
   parallel_for(n_tiles * m_tiles, threads, [&](int64_t lo, int64_t hi) {
+    alignas(64) int32_t tile[kMr][kTileCols];  // [MR, 64]
     for (int64_t idx = lo; idx < hi; ++idx) {
       const int64_t nt = idx / m_tiles, mt = idx % m_tiles;
       const int64_t r0 = mt * kMr, b0 = nt * kNb;
       const int mr = static_cast<int>(std::min<int64_t>(kMr, t - r0));
       const int nb = static_cast<int>(std::min<int64_t>(kNb, blocks - b0));
       tile_fn(mr, nb)(ap + r0 * k4, k4, b.data.data() + b0 * block_stride, block_stride, k4,
-                      corr.data() + r0, c + r0 * n + 16 * b0, n, n - 16 * b0);
+                      corr.data() + r0, tile);
+      const int cols = static_cast<int>(std::min<int64_t>(n - 16 * b0, kTileCols));
+      if (sink != nullptr) {
+        (*sink)(r0, mr, 16 * b0, cols, &tile[0][0]);
+      } else {
+        for (int r = 0; r < mr; ++r)
+          std::memcpy(c + (r0 + r) * n + 16 * b0, tile[r], sizeof(int32_t) * cols);
+      }
     }
   });
 #else
   (void)a; (void)t; (void)b; (void)threads; (void)c; (void)n_cols; (void)depth;
+  (void)a_row_sums; (void)sink;
   throw Error("vnni_multiply: not an x86-64 build");
 #endif
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,13 +56,23 @@ struct VnniPackedB {
   bool empty() const { return data.empty(); }
 };
 
+/// Receives one finished tile of vnni_multiply's exact sums: rows [r0, r0 + rows) and columns
+/// [c0, c0 + cols) of c, at tile[r * 64 + j] (r < rows <= 6, j < cols <= 64). Called from the
+/// worker threads, each tile once; tiles do not overlap.
+using VnniTileSink =
+    std::function<void(int64_t r0, int rows, int64_t c0, int cols, const int32_t* tile)>;
+
 /// c[t, n] = sum_k a[t, k] * b[n, k], exact, on at most `threads` threads. Requires
 /// vnni_supported(). n_cols / depth (>= 0) take a view of b: its first n_cols rows and first
-/// depth depths (a is then [T, depth], c [T, n_cols]); -1 takes all of b.
+/// depth depths (a is then [T, depth], c [T, n_cols]); -1 takes all of b. a_row_sums, if given,
+/// are sum_k a[t, k] mod 2^32 (else computed here). With a `sink`, each tile goes to the sink
+/// (a fused epilogue, c is not written and may be null) instead of into c.
 void vnni_multiply(const uint8_t* a,  // [T, K]
                    int64_t t, const VnniPackedB& b, int threads,
-                   int32_t* c,        // [T, N]
-                   int64_t n_cols = -1, int64_t depth = -1);
+                   int32_t* c,        // [T, N] or null with a sink
+                   int64_t n_cols = -1, int64_t depth = -1,
+                   const uint32_t* a_row_sums = nullptr,  // [T] or null
+                   const VnniTileSink* sink = nullptr);
 
 /// The lm_head's weights w [V, C] (int16, |w| <= 32767) packed for vnni_lm_head: blocks of 16
 /// rows x 2 depths, one 64-byte vector per block and depth pair.

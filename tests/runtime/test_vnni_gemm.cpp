@@ -5,6 +5,8 @@
 // VNNI: scripts/gpu runs these tests there).
 #include <catch2/catch.hpp>
 
+#include <atomic>
+
 #include <random>
 #include <vector>
 
@@ -82,6 +84,26 @@ TEST_CASE("vnni_multiply equals the int64 triple loop and gemmlowp exactly", "[u
           for (size_t i = 0; i < c.size(); ++i) worst = std::max(worst, std::abs(c[i] - ref[i]));
           INFO("T " << t << " N " << n << " K " << k << " threads " << threads);
           CHECK(worst == kExact);
+          // The same through a tile sink, with the row sums given: every element once.
+          std::vector<uint32_t> sums(static_cast<size_t>(t), 0);  // [T]
+          for (int64_t i = 0; i < t; ++i)
+            for (int64_t x = 0; x < k; ++x) sums[static_cast<size_t>(i)] += a[static_cast<size_t>(i * k + x)];
+          std::vector<int32_t> via(static_cast<size_t>(t * n), -1);  // [T, N]
+          std::vector<std::atomic<int>> seen(static_cast<size_t>(t * n));
+          const mq::rt::VnniTileSink sink = [&](int64_t r0, int rows, int64_t c0, int cols,
+                                                const int32_t* tile) {
+            for (int r = 0; r < rows; ++r) {
+              for (int j = 0; j < cols; ++j) {
+                via[static_cast<size_t>((r0 + r) * n + c0 + j)] = tile[r * 64 + j];
+                seen[static_cast<size_t>((r0 + r) * n + c0 + j)].fetch_add(1);
+              }
+            }
+          };
+          mq::rt::vnni_multiply(a.data(), t, packed, threads, nullptr, -1, -1, sums.data(), &sink);
+          bool once = true;
+          for (auto& e : seen) once &= e.load() == 1;
+          CHECK(once);
+          CHECK(via == c);
         }
         std::vector<int32_t> lowp(static_cast<size_t>(t * n)), vnni(lowp.size());  // [T, N]
         mq::rt::set_gemm_backend(mq::rt::GemmBackend::kGemmlowp);
