@@ -2,6 +2,7 @@
 #include "mobilequant/runtime/int_ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
@@ -289,10 +290,49 @@ UInt128 isqrt_u128(UInt128 v) {
   }
 }
 
+namespace {
+
+/// One row of int_rmsnorm's output in double precision, exact unless it says otherwise:
+/// y = ((double) (d gain_m) * rs) * 2^-gain_n with rs = r 2^-(W - 24) (exact) rounds twice, so
+/// |y - Y| <= |Y| 2^-51.9 for the exact Y = d gain_m r / 2^(gain_n + W - 24). floor(y + 1/2)
+/// can differ from floor(Y + 1/2) only when y + 1/2 lies within that distance of an integer;
+/// such rows (and |y| >= 2^50, where y + 1/2 may round) return false, and the caller redoes
+/// them in 128-bit arithmetic. The loop has no 128-bit step and vectorizes.
+bool rmsnorm_row_double(const int32_t* dr, int64_t c, const int32_t* gain_m,
+                        const double* chan_pow, double rs, int32_t z_out, int32_t lo, int32_t hi,
+                        int32_t* yr) {
+  constexpr double kMax = 1125899906842624.0;  // 2^50
+  constexpr double kRel = 3.552713678800501e-15;  // 2^-48 (the bound above, with margin)
+  constexpr double kAbs = 9.094947017729282e-13;  // 2^-40
+  bool bad = false;
+  for (int64_t k = 0; k < c; ++k) {
+    const int64_t prod = static_cast<int64_t>(dr[k]) * gain_m[k];  // |prod| < 2^62
+    const double y = (static_cast<double>(prod) * rs) * chan_pow[k];
+    const double h = y + 0.5;
+    const double f = std::floor(h);
+    const double frac = h - f;
+    const double tol = std::fabs(y) * kRel + kAbs;
+    bad |= !(std::fabs(y) < kMax) | (frac < tol) | (frac > 1.0 - tol);
+    const double q = std::min(std::max(f + z_out, static_cast<double>(lo)), static_cast<double>(hi));
+    yr[k] = static_cast<int32_t>(q);
+  }
+  return !bad;
+}
+
+}  // namespace
+
 void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
                  const int32_t* gain_m, const int32_t* gain_n, int32_t z_out, int32_t lo,
                  int32_t hi, int threads, int32_t* out) {
   constexpr int kQ = 24;  // sqrt fraction bits
+  // 2^-gain_n per channel; the double path needs them (and the row's 2^-(W - 24)) far from
+  // the subnormal range, which gain_n in [0, 400] and W <= 168 guarantee.
+  std::vector<double> chan_pow(static_cast<size_t>(c));  // [C]
+  bool double_ok = true;
+  for (int64_t k = 0; k < c; ++k) {
+    double_ok &= gain_n[k] >= 0 && gain_n[k] <= 400;
+    chan_pow[static_cast<size_t>(k)] = std::ldexp(1.0, -std::clamp(gain_n[k], 0, 400));
+  }
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int32_t* dr = d + i * c;
@@ -308,7 +348,13 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
       }
       const UInt128 s = isqrt_u128(den << (2 * kQ));  // ~ sqrt(den) * 2^24
       const int w_bits = bit_length(s) + 40;
-      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;
+      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // < 2^41
+      if (double_ok &&
+          rmsnorm_row_double(dr, c, gain_m, chan_pow.data(),
+                             std::ldexp(static_cast<double>(static_cast<uint64_t>(r)), kQ - w_bits),
+                             z_out, lo, hi, yr)) {
+        continue;
+      }
       for (int64_t k = 0; k < c; ++k) {
         const Int128 prod = static_cast<Int128>(static_cast<int64_t>(dr[k]) * gain_m[k]) *
                               static_cast<Int128>(r);

@@ -42,6 +42,8 @@ void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
 
 struct SharedInputTag;
 struct SharedSumTag;
+struct ActRowTag;
+struct MulRowTag;
 
 /// One linear of several that read the same input.
 struct LinearOut {
@@ -259,8 +261,9 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   std::vector<int32_t> o(static_cast<size_t>(t * c));           // [T, C] o_proj.output
   std::vector<int32_t> gate(static_cast<size_t>(t * ff));       // [T, F] w1.output
   std::vector<int32_t> up(static_cast<size_t>(t * ff));         // [T, F] w3.output
-  std::vector<int32_t> act(static_cast<size_t>(t * ff));        // [T, F] act_fn.output
-  std::vector<int32_t> hmul(static_cast<size_t>(t * ff));       // [T, F] w2.input
+  // [T, F] act_fn.output and w2.input: only for a tap or a w2.input wider than 8 bits.
+  std::vector<int32_t> act;
+  std::vector<int32_t> hmul;
   std::vector<int32_t> down(static_cast<size_t>(t * c));        // [T, C] w2.output
 
   // 1. Embedding rows -> residual.
@@ -349,14 +352,31 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     }
     emit(l, "mlp.w1.output", gate, {t, ff});
     emit(l, "mlp.w3.output", up, {t, ff});
-    // 2.10-2.11 SiLU gate, product, down.
+    // 2.10-2.11 SiLU gate, product, down. Row by row (a row stays in L1): act_fn.output and
+    // w2.input are kept in [T, F] only for a tap; an 8-bit w2.input goes straight to the byte
+    // form the down projection reads.
+    const bool down_u8 = L.w2_in.bits <= 8;
+    uint8_t* hu = down_u8 ? scratch<uint8_t, SharedInputTag>(static_cast<size_t>(t * ff)) : nullptr;
+    uint32_t* hu_sum = down_u8 ? scratch<uint32_t, SharedSumTag>(static_cast<size_t>(t)) : nullptr;
+    const bool keep = tap || !down_u8;
+    if (keep) {
+      act.resize(static_cast<size_t>(t * ff));
+      hmul.resize(static_cast<size_t>(t * ff));
+    }
     {
       StageTimer st(prof, "silu_mul");
       rows_parallel(t, threads, [&](int64_t b, int64_t e) {
-        int_silu(gate.data() + b * ff, (e - b) * ff, L.w1_out.zero_point, L.sigmoid_lut.data(),
-                 L.act_in2.zero_point, L.act_fn, L.act_out, act.data() + b * ff);
-        int_mul(act.data() + b * ff, L.act_out.zero_point, up.data() + b * ff,
-                L.w3_out.zero_point, (e - b) * ff, L.mul, L.w2_in, hmul.data() + b * ff);
+        int32_t* act_row = keep ? nullptr : scratch<int32_t, ActRowTag>(static_cast<size_t>(ff));
+        int32_t* h_row = keep ? nullptr : scratch<int32_t, MulRowTag>(static_cast<size_t>(ff));
+        for (int64_t i = b; i < e; ++i) {
+          int32_t* ar = keep ? act.data() + i * ff : act_row;
+          int32_t* hr = keep ? hmul.data() + i * ff : h_row;
+          int_silu(gate.data() + i * ff, ff, L.w1_out.zero_point, L.sigmoid_lut.data(),
+                   L.act_in2.zero_point, L.act_fn, L.act_out, ar);
+          int_mul(ar, L.act_out.zero_point, up.data() + i * ff, L.w3_out.zero_point, ff, L.mul,
+                  L.w2_in, hr);
+          if (down_u8) to_bytes(hr, 1, ff, 1, hu + i * ff, hu_sum + i);
+        }
       });
     }
     if (tap) {
@@ -368,7 +388,11 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
     emit(l, "mlp.w2.input", hmul, {t, ff});
     {
       StageTimer st(prof, "down");
-      int_linear(hmul.data(), t, L.w2_in, L.w2, L.w2_out, threads, gemm, down.data());
+      if (down_u8) {
+        int_linear_u8(hu, hu_sum, t, L.w2_in, L.w2, L.w2_out, threads, gemm, down.data());
+      } else {
+        int_linear(hmul.data(), t, L.w2_in, L.w2, L.w2_out, threads, gemm, down.data());
+      }
     }
     emit(l, "mlp.w2.output", down, {t, c});
     // 2.12 residual add.

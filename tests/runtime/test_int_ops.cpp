@@ -148,6 +148,72 @@ TEST_CASE("int_rmsnorm is within 1 code of the double-precision formula", "[unit
   }
 }
 
+namespace {
+
+/// int_rmsnorm's definition (int_ops.h), written out in 128-bit arithmetic.
+std::vector<int32_t> ref_rmsnorm(const std::vector<int32_t>& d, int64_t t, int64_t c, int64_t eps,
+                                 const std::vector<int32_t>& gm, const std::vector<int32_t>& gn,
+                                 int32_t z, int32_t lo, int32_t hi) {
+  std::vector<int32_t> out(static_cast<size_t>(t * c));
+  for (int64_t i = 0; i < t; ++i) {
+    UInt128 den = static_cast<UInt128>(std::max<int64_t>(eps, 0));
+    for (int64_t k = 0; k < c; ++k) den += static_cast<UInt128>(int64_t{d[i * c + k]} * d[i * c + k]);
+    for (int64_t k = 0; k < c; ++k) {
+      if (den == 0) {
+        out[i * c + k] = static_cast<int32_t>(clampi(z, lo, hi));
+        continue;
+      }
+      const UInt128 root = mq::rt::isqrt_u128(den << 48);
+      int w = 40;
+      for (UInt128 v = root; v != 0; v >>= 1) ++w;
+      const Int128 r = static_cast<Int128>((static_cast<UInt128>(1) << w) / root);
+      const Int128 prod = static_cast<Int128>(int64_t{d[i * c + k]} * gm[k]) * r;
+      const int sh = gn[k] + w - 24;
+      const Int128 q = sh >= 127 ? 0 : (prod + (static_cast<Int128>(1) << (sh - 1))) >> sh;
+      out[i * c + k] = static_cast<int32_t>(clampi(static_cast<int64_t>(q) + z, lo, hi));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("int_rmsnorm equals its 128-bit definition exactly, rounding ties included", "[unit]") {
+  std::mt19937_64 g(23);
+  for (bool final_norm : {false, true}) {
+    const int64_t t = 40, c = 96;
+    std::vector<int32_t> d(static_cast<size_t>(t * c));  // [T, C]
+    for (auto& e : d) {
+      e = final_norm ? static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 32)) - (1ll << 31))
+                     : static_cast<int32_t>(static_cast<int64_t>(g() % 131072) - 65536);
+    }
+    std::vector<int32_t> gm(c), gn(c);
+    for (int64_t k = 0; k < c; ++k) {
+      gm[k] = (k % 3 == 0) ? -random_m(g) : random_m(g);
+      gn[k] = 1 + static_cast<int32_t>(g() % 60);
+    }
+    // Exact ties: a row (2^a, 0, …) with eps 0 has sqrt, reciprocal and shift exact, so
+    // channel 0 gives gain_m / 2^gain_n = m + 1/2 for gain_m = (2m + 1) 2^(gain_n - 1).
+    gn[0] = 20;
+    gm[0] = 3001 << 19;  // 1500.5
+    for (int64_t a = 0; a < 8; ++a) {
+      std::fill(d.begin() + a * c, d.begin() + (a + 1) * c, 0);
+      d[static_cast<size_t>(a * c)] = final_norm ? -(1 << (3 * a)) : 1 << (2 * a);
+    }
+    std::fill(d.begin() + 8 * c, d.begin() + 9 * c, 0);  // den = eps only
+    for (const int64_t eps : {int64_t{0}, int64_t{12345}}) {
+      const int32_t z = final_norm ? 0 : 128, lo = final_norm ? -32767 : 0,
+                    hi = final_norm ? 32767 : 65535;
+      std::vector<int32_t> out(static_cast<size_t>(t * c));
+      mq::rt::int_rmsnorm(d.data(), t, c, eps, gm.data(), gn.data(), z, lo, hi, 3, out.data());
+      const auto ref = ref_rmsnorm(d, t, c, eps, gm, gn, z, lo, hi);
+      INFO("final norm " << final_norm << " eps " << eps);
+      CHECK(out == ref);
+      if (eps == 0) CHECK(out[0] == clampi(z + (final_norm ? -1500 : 1501), lo, hi));
+    }
+  }
+}
+
 TEST_CASE("int_softmax_row matches the doc formula exactly and double softmax within 1", "[unit]") {
   std::mt19937_64 g(9);
   const int bits = 12;
