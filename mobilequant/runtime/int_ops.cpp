@@ -348,7 +348,7 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
       }
       const UInt128 s = isqrt_u128(den << (2 * kQ));  // ~ sqrt(den) * 2^24
       const int w_bits = bit_length(s) + 40;
-      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // < 2^41
+      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // <= 2^41
       if (double_ok &&
           rmsnorm_row_double(dr, c, gain_m, chan_pow.data(),
                              std::ldexp(static_cast<double>(static_cast<uint64_t>(r)), kQ - w_bits),

@@ -22,10 +22,15 @@
 //   128-bit, so the int32 residual of the final norm cannot overflow it). sqrt is
 //   s = floor(sqrt(den * 4^24)) by an integer Newton iteration on UInt128, so
 //   s / 2^24 approximates sqrt(den) from below with relative error < 2^-24. Per row the
-//   reciprocal r = floor(2^W / s) with W = bitlen(s) + 40 (r in [2^39, 2^41)) is taken once;
-//   then per element out = z_out + round_half_up(d * M_c * r / 2^(n_c + W - 24)) in 128-bit.
-//   The total relative error is < 2^-23, i.e. < 2^-6 of a code for 17-bit values: the result
-//   equals the exactly rounded value except within 2^-6 of a rounding tie (tests: within 1).
+//   reciprocal r = floor(2^W / s) with W = bitlen(s) + 40 (r in (2^39, 2^41]) is taken once;
+//   then per element out = z_out + round_half_up(d * M_c * r / 2^(n_c + W - 24)), defined in
+//   128-bit arithmetic. The total relative error is < 2^-23, i.e. < 2^-6 of a code for 17-bit
+//   values: the result equals the exactly rounded value except within 2^-6 of a rounding tie
+//   (tests: within 1). The runtime evaluates a row in double precision (two roundings, so
+//   within |x| 2^-51.9 of the exact value) and redoes it in 128-bit arithmetic when a value
+//   lies that close to a rounding tie: the codes equal the 128-bit definition exactly.
+// - SiLU and elementwise products: requant of (a - z_a)(b - z_b) in 64-bit arithmetic when the
+//   products stay below 2^32 in magnitude (then ((p M) >> (n-1)) + 1) >> 1 is exact), else 128-bit.
 // - Softmax: exactly the doc's p_j = clamp(z_p + round(e_j M / (S 2^n))). Because e_j M >= 0
 //   this equals floor(((e_j M >> (n-1)) + S) / (2S)), one unsigned 64-bit division, done with
 //   a per-row reciprocal and one exact correction step (no rounding difference at all).
@@ -35,7 +40,8 @@
 //   D * max|q - z_q| * max|k - z_k| < 2^31, else in int64; pv sums blocks of B keys in int32
 //   (B * max|p - z_p| * max|v - z_v| < 2^31) and adds each block to an int64 accumulator.
 // - 8-bit linears fuse the zero-point correction into the requant epilogue: since
-//   |acc| <= K * 255^2 < 2^31, acc is computed exactly in uint32 wrap-around arithmetic.
+//   |acc| <= K * 255^2 < 2^31, acc is computed exactly in uint32 wrap-around arithmetic. On the
+//   VNNI kernels the epilogue runs on each GEMM tile while it is in cache.
 // - lm_head: int16 x int16 products summed in pairs in int32 (vpmaddwd; 2 * 32767^2 < 2^31);
 //   such pair sums are added in int32 for as many steps B as B * 2 * 32767 * max|y| < 2^31
 //   allows (B >= 1, from each token row's actual max|y|; lm_head codes are never -32768), then

@@ -1,10 +1,11 @@
 // mobilequant/runtime/int_prefill.h
 // The prefill of docs/integer-model.md ("The prefill, as the reference runtime computes it"):
-// tokens -> float logits [T, V], integer codes everywhere in between. Work is split over
-// std::threads by rows (tokens) for the elementwise kernels and norms, by heads for attention,
-// by vocabulary rows for the lm_head; gemmlowp threads the linears (one GemmContext per call),
-// and each attention worker runs its heads' qk/pv GEMMs on its own single-threaded context. All kernels are exact
-// integer functions of their inputs, so the logits are bitwise identical for every thread count.
+// tokens -> float logits [T, V], integer codes everywhere in between. Work is split over the
+// runtime's thread pool (parallel.h) by rows (tokens) for the elementwise kernels and norms, by
+// (head, block of query rows) for attention, by GEMM tiles (VNNI) or gemmlowp's own threads for
+// the linears, by vocabulary rows for the lm_head; temporaries come from per-thread scratch
+// (scratch.h). All kernels are exact integer functions of their inputs, so the logits are
+// bitwise identical for every thread count and GEMM backend.
 //
 // Activation taps: PrefillOptions::observer, when set, receives the codes of every activation
 // site of every block, named as in manifest.json's "activations" without the layer prefix

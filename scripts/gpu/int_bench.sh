@@ -22,7 +22,7 @@ echo "# $(date -u +%FT%TZ) GPU machine ($cores CPU cores), git ${MQ_GIT_REVISION
 { grep -m1 "model name" /proc/cpuinfo
   grep -m1 -o -w 'avx512f\|avx512bw\|avx512_vnni\|avx512vnni\|amx_int8\|avx_vnni' /proc/cpuinfo | sort -u | tr '\n' ' '
   echo; } > "$out/cpu.txt"
-run build/tests/mq_tests -# "[#test_vnni_gemm],[#test_int_ops],[#test_int_attention],[#test_int_model]" > "$out/tests.txt" 2>&1
+run build/tests/mq_tests -# "[#test_vnni_gemm],[#test_int_ops],[#test_int_attention],[#test_int_model],[#test_parallel]" > "$out/tests.txt" 2>&1
 tail -n 3 "$out/tests.txt"
 if [ ! -f "$work/export/int/manifest.json" ]; then
   run "$mq" run configs/runs/smollm2.json --set "model=$smol" --set quant=w8a8 \
