@@ -138,9 +138,11 @@ class Pool {
     tl_in_pool = true;
     uint64_t seen = 0;
     for (;;) {
+      // seq_cst: with the sleepers_ increment below and the caller's store-then-load of
+      // generation_ and sleepers_, either the caller sees a sleeper or the worker sees the job.
       auto changed = [&] {
-        return stop_.load(std::memory_order_acquire) ||
-               generation_.load(std::memory_order_acquire) != seen;
+        return stop_.load(std::memory_order_seq_cst) ||
+               generation_.load(std::memory_order_seq_cst) != seen;
       };
       if (!spin_until(changed)) {
         std::unique_lock<std::mutex> lock(mutex_);
