@@ -22,7 +22,6 @@ CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, in
   h.d = d;
   h.k.resize(static_cast<size_t>(t * d));
   h.k_sum.assign(static_cast<size_t>(t), 0);
-  h.k_sum32.resize(static_cast<size_t>(t));
   h.vt.resize(static_cast<size_t>(d * t));
   h.v_prefix.assign(static_cast<size_t>((t + 1) * d), 0);
   bool in_range = true;
@@ -39,7 +38,6 @@ CausalHead prepare_causal_head(const int32_t* k, const int32_t* v, int64_t t, in
           h.v_prefix[static_cast<size_t>(j * d + x)] + vr[x];
     }
     h.k_sum[static_cast<size_t>(j)] = ks;
-    h.k_sum32[static_cast<size_t>(j)] = static_cast<uint32_t>(ks);
   }
   MQ_CHECK(in_range, "prepare_causal_head: k or v codes outside [0, 255]");
   if (use_vnni()) {
@@ -67,56 +65,13 @@ struct ProbSumTag;
 struct CtxLoTag;
 struct CtxHiTag;
 struct WideAccTag;
+struct WideQTag;
 struct ProbRowTag;
 
 /// The largest |code - z| of a b-bit site: codes lie in [0, qmax], z anywhere.
 int64_t max_centered(const ActQuant& a) {
   return std::max<int64_t>(std::abs(int64_t{a.zero_point}),
                            std::abs(int64_t{a.qmax()} - a.zero_point));
-}
-
-/// p = clamp(z_p + round_half_up(e M / (S 2^n))) as int_softmax_row computes it, for e in
-/// [0, 2^31) and M in [0, 2^31): e M < 2^62 fits uint64, and with x = (e M >> (n-1)) + S,
-/// p - z_p = floor(x / 2S), taken from the per-row reciprocal and corrected exactly.
-struct SoftmaxDivider {
-  uint64_t sum = 0, div = 0, recip = 0;
-  uint32_t m = 0;
-  int sh = 0;
-  SoftmaxDivider(uint64_t s, Multiplier mult)
-      : sum(s), div(2 * s), m(static_cast<uint32_t>(mult.m)), sh(mult.shift - 1) {
-    recip = static_cast<uint64_t>(((static_cast<UInt128>(1) << 64) - 1) / div);
-  }
-  uint64_t quotient(uint32_t e) const {
-    const uint64_t x = ((static_cast<uint64_t>(e) * m) >> sh) + sum;
-    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip) >> 64);
-    uint64_t r = x - q * div;  // q <= x / div, so no wrap; at most two steps below
-    while (r >= div) {
-      ++q;
-      r -= div;
-    }
-    return q;
-  }
-};
-
-/// Splits codes c [n] (in [0, 2^16)) into low bytes lo and, if wide, high bytes hi, with the
-/// sums of each.
-void split_bytes(const int32_t* c, int64_t n, bool wide, uint8_t* lo, uint8_t* hi,
-                 uint32_t* lo_sum, uint32_t* hi_sum) {
-  uint32_t sl = 0, sh = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const auto v = static_cast<uint32_t>(c[j]);
-    lo[j] = static_cast<uint8_t>(v & 0xffu);
-    sl += v & 0xffu;
-  }
-  if (wide) {
-    for (int64_t j = 0; j < n; ++j) {
-      const auto v = static_cast<uint32_t>(c[j]) >> 8;
-      hi[j] = static_cast<uint8_t>(v & 0xffu);
-      sh += v & 0xffu;
-    }
-  }
-  *lo_sum = sl;
-  *hi_sum = sh;
 }
 
 }  // namespace
@@ -158,21 +113,9 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
     uint32_t* q_sums = scratch<uint32_t, QSumTag>(static_cast<size_t>(3 * rows));  // [3, rows]
     uint32_t *q_lo_sum = q_sums, *q_hi_sum = q_sums + rows, *q_sum = q_sums + 2 * rows;
     for (int64_t r = 0; r < rows; ++r) {
-      const int32_t* qr = q + (i0 + r) * ldq;
-      uint32_t lo_sum = 0, hi_sum = 0;
-      for (int64_t x = 0; x < d; ++x) {
-        q_lo[r * d + x] = static_cast<uint8_t>(qr[x] & 0xff);
-        lo_sum += static_cast<uint32_t>(qr[x]) & 0xffu;
-      }
-      if (q_wide) {
-        for (int64_t x = 0; x < d; ++x) {
-          q_hi[r * d + x] = static_cast<uint8_t>((qr[x] >> 8) & 0xff);
-          hi_sum += (static_cast<uint32_t>(qr[x]) >> 8) & 0xffu;
-        }
-      }
-      q_lo_sum[r] = lo_sum;
-      q_hi_sum[r] = hi_sum;
-      q_sum[r] = lo_sum + 256u * hi_sum;
+      split_bytes(q + (i0 + r) * ldq, d, q_wide, q_lo + r * d, q_wide ? q_hi + r * d : nullptr,
+                  q_lo_sum + r, q_hi_sum + r);
+      q_sum[r] = q_lo_sum[r] + 256u * q_hi_sum[r];
     }
     int32_t* sc_lo = scratch<int32_t, ScoreLoTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
     int32_t* sc_hi = q_wide ? scratch<int32_t, ScoreHiTag>(static_cast<size_t>(rows * i1)) : nullptr;
@@ -181,9 +124,6 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
     const auto zq = static_cast<uint32_t>(aq.q.zero_point);
     const auto zk = static_cast<uint32_t>(aq.k.zero_point);
     const auto dzz = static_cast<uint32_t>(d * int64_t{aq.q.zero_point} * aq.k.zero_point);
-    const int32_t m_qk = aq.qk.shift >= 63 ? 0 : aq.qk.m;
-    const int32_t sh_qk = aq.qk.shift >= 63 ? 62 : aq.qk.shift;
-    const int64_t round_qk = int64_t{1} << (sh_qk - 1);
     const int64_t z_s = aq.scores.zero_point;
     int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
     uint32_t* erow = scratch<uint32_t, ExpRowTag>(static_cast<size_t>(i1));  // [i1]
@@ -195,10 +135,10 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
       int32_t* sr = s != nullptr ? s + i * t : srow;
       int32_t c_max = 0;
       for (int64_t j = 0; j < n; ++j) {
-        uint32_t a = static_cast<uint32_t>(lo[j]) + row_term - zq * h.k_sum32[static_cast<size_t>(j)];
+        uint32_t a = static_cast<uint32_t>(lo[j]) + row_term - zq * static_cast<uint32_t>(h.k_sum[static_cast<size_t>(j)]);
         if (q_wide) a += 256u * static_cast<uint32_t>(hi[j]);
-        const int64_t v = (static_cast<int64_t>(static_cast<int32_t>(a)) * m_qk + round_qk) >> sh_qk;
-        const int32_t code = clamp_code(v + z_s, 0, s_qmax);
+        const int32_t code =
+            clamp_code(requant32(static_cast<int32_t>(a), aq.qk.m, aq.qk.shift) + z_s, 0, s_qmax);
         sr[j] = code;
         c_max = std::max(c_max, code);
       }
@@ -214,7 +154,7 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
       if (sum == 0) {
         std::fill(pr, pr + n, masked_code);
       } else {
-        const SoftmaxDivider div(sum, aq.softmax);
+        const SoftmaxDivider div(sum, aq.softmax);  // as int_softmax_row
         const int64_t z_p = aq.probs.zero_point;
         for (int64_t j = 0; j < n; ++j) {
           const uint64_t qv = std::min<uint64_t>(div.quotient(erow[j]), INT32_MAX);
@@ -228,9 +168,9 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
   } else {
     // Scores wider than int32: the exact int64 path (int_matmul, int_softmax_row).
     int64_t* acc = scratch<int64_t, WideAccTag>(static_cast<size_t>(rows * i1));  // [rows, i1]
-    std::vector<int32_t> qb(static_cast<size_t>(rows * d));                      // [rows, D]
-    for (int64_t r = 0; r < rows; ++r) std::copy_n(q + (i0 + r) * ldq, d, qb.data() + r * d);
-    int_matmul(qb.data(), rows, d, q_wide ? 16 : 8, aq.q.zero_point, h.k.data(), i1,
+    int32_t* qb = scratch<int32_t, WideQTag>(static_cast<size_t>(rows * d));     // [rows, D]
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(q + (i0 + r) * ldq, d, qb + r * d);
+    int_matmul(qb, rows, d, q_wide ? 16 : 8, aq.q.zero_point, h.k.data(), i1,
                h.z_k.data(), h.k_sum.data(), 1, gemm, acc, k_packed);
     int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
     for (int64_t r = 0; r < rows; ++r) {

@@ -48,7 +48,6 @@ struct CausalHead {
   int64_t d = 0;                ///< D
   std::vector<uint8_t> k;       // [T, D] k codes
   std::vector<int64_t> k_sum;   // [T] sum_x k[j, x]
-  std::vector<uint32_t> k_sum32;  // [T] the same (< 2^32 for D < 2^24)
   std::vector<uint8_t> vt;      // [D, T] v codes, transposed
   std::vector<int64_t> v_prefix;  // [T + 1, D] sum_{j < i} v[j, x]
   VnniPackedB k_packed;         // k packed where the CPU has VNNI (else empty)

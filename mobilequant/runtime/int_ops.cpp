@@ -63,6 +63,25 @@ bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
   return true;
 }
 
+void split_bytes(const int32_t* c, int64_t n, bool wide, uint8_t* lo, uint8_t* hi,
+                 uint32_t* lo_sum, uint32_t* hi_sum) {
+  uint32_t sl = 0, sh = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const auto v = static_cast<uint32_t>(c[j]) & 0xffu;
+    lo[j] = static_cast<uint8_t>(v);
+    sl += v;
+  }
+  if (wide) {
+    for (int64_t j = 0; j < n; ++j) {
+      const auto v = (static_cast<uint32_t>(c[j]) >> 8) & 0xffu;
+      hi[j] = static_cast<uint8_t>(v);
+      sh += v;
+    }
+  }
+  *lo_sum = sl;
+  *hi_sum = sh;
+}
+
 void IntLinearWeights::pack_for_cpu() {
   packed = vnni_supported() ? VnniPackedB::pack(codes.data(), out_features, in_features)
                             : VnniPackedB{};
@@ -138,18 +157,9 @@ void int_matmul(const int32_t* x, int64_t t, int64_t k, int x_bits, int32_t z_x,
   int64_t* x_sum = scratch<int64_t, MatmulSumTag>(static_cast<size_t>(t));             // [T]
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      int64_t s = 0;
-      const int32_t* xr = x + i * k;
-      uint8_t* lr = lo + i * k;
-      for (int64_t c = 0; c < k; ++c) {
-        lr[c] = static_cast<uint8_t>(xr[c] & 0xff);
-        s += xr[c];
-      }
-      if (wide) {
-        uint8_t* hr = hi + i * k;
-        for (int64_t c = 0; c < k; ++c) hr[c] = static_cast<uint8_t>((xr[c] >> 8) & 0xff);
-      }
-      x_sum[i] = s;
+      uint32_t lo_sum = 0, hi_sum = 0;
+      split_bytes(x + i * k, k, wide, lo + i * k, wide ? hi + i * k : nullptr, &lo_sum, &hi_sum);
+      x_sum[i] = int64_t{lo_sum} + 256 * int64_t{hi_sum};  // codes < 2^16: exact
     }
   });
   int32_t* p_lo = scratch<int32_t, MatmulProdLoTag>(static_cast<size_t>(t * n));  // [T, N]
@@ -198,16 +208,8 @@ void int_linear(const int32_t* x, int64_t t, const ActQuant& in, const IntLinear
 void to_bytes(const int32_t* x, int64_t t, int64_t k, int threads, uint8_t* xu,
               uint32_t* x_sum) {
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      uint32_t s = 0;
-      const int32_t* xr = x + i * k;
-      uint8_t* ur = xu + i * k;
-      for (int64_t c = 0; c < k; ++c) {
-        ur[c] = static_cast<uint8_t>(xr[c]);
-        s += static_cast<uint32_t>(xr[c]) & 0xffu;
-      }
-      x_sum[i] = s;
-    }
+    uint32_t none = 0;
+    for (int64_t i = b; i < e; ++i) split_bytes(x + i * k, k, false, xu + i * k, nullptr, x_sum + i, &none);
   });
 }
 
@@ -475,17 +477,10 @@ void int_softmax_row(const int32_t* s, int64_t n, const int32_t* exp_lut, int64_
     for (int64_t j = 0; j < n; ++j) p[j] = clamp_code(out.zero_point, 0, qmax);
     return;
   }
-  // round_half_up(e M / (S 2^n)) = floor(((e M >> (n-1)) + S) / (2S)) for e M >= 0.
-  const uint64_t div = 2 * sum;
-  const uint64_t recip = static_cast<uint64_t>(
-      ((static_cast<UInt128>(1) << 64) - 1) / div);  // floor((2^64 - 1) / div)
-  const int sh = m.shift - 1;
+  const SoftmaxDivider div(sum, m);
   for (int64_t j = 0; j < n; ++j) {
-    const uint64_t e = static_cast<uint64_t>(exp_lut[static_cast<int64_t>(c_max) - s[j]]);
-    const UInt128 em = static_cast<UInt128>(e) * static_cast<uint64_t>(m.m);
-    const uint64_t x = static_cast<uint64_t>(em >> sh) + sum;
-    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip) >> 64);
-    while ((static_cast<UInt128>(q) + 1) * div <= x) ++q;  // at most two steps
+    const uint64_t q =
+        div.quotient(static_cast<uint64_t>(exp_lut[static_cast<int64_t>(c_max) - s[j]]));
     p[j] = clamp_code(static_cast<int64_t>(std::min<uint64_t>(q, INT32_MAX)) + out.zero_point,
                       0, qmax);
   }

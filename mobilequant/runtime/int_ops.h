@@ -92,6 +92,40 @@ inline int64_t requant32(int32_t a, int32_t m, int32_t n) {
   return (static_cast<int64_t>(a) * m + (int64_t{1} << (n - 1))) >> n;
 }
 
+/// The softmax normalization of one row (docs step 2.6): for the row's exponential sum S > 0
+/// and the multiplier (M >= 0, n in [1, 64]), quotient(e) = round_half_up(e M / (S 2^n)) =
+/// floor(((e M >> (n-1)) + S) / 2S) for e M >= 0, exactly: one multiplication by the row's
+/// reciprocal floor((2^64 - 1) / 2S), which is at most 2 below the quotient, then correction.
+class SoftmaxDivider {
+ public:
+  SoftmaxDivider(uint64_t sum, Multiplier m)
+      : sum_(sum), div_(2 * sum), m_(static_cast<uint64_t>(m.m)), sh_(m.shift - 1),
+        recip_(static_cast<uint64_t>(((static_cast<UInt128>(1) << 64) - 1) / (2 * sum))) {}
+  /// floor(((e M >> (n-1)) + S) / 2S).
+  uint64_t quotient(uint64_t e) const {
+    const uint64_t x = static_cast<uint64_t>((static_cast<UInt128>(e) * m_) >> sh_) + sum_;
+    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip_) >> 64);
+    uint64_t r = x - q * div_;  // q <= x / 2S: no wrap
+    while (r >= div_) {
+      ++q;
+      r -= div_;
+    }
+    return q;
+  }
+
+ private:
+  uint64_t sum_, div_, m_;
+  int sh_;
+  uint64_t recip_;
+};
+
+/// Splits n codes in [0, 2^16) into their low bytes lo and, if `wide`, their high bytes hi
+/// (else hi is not touched and *hi_sum = 0), with the sum of each (< 2^32 for n < 2^24).
+void split_bytes(const int32_t* c, int64_t n, bool wide,
+                 uint8_t* lo,        // [n]
+                 uint8_t* hi,        // [n] or null when !wide
+                 uint32_t* lo_sum, uint32_t* hi_sum);
+
 /// Whether every v[i] lies in [lo, hi].
 bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi);
 

@@ -375,7 +375,8 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
                    L.act_in2.zero_point, L.act_fn, L.act_out, ar);
           int_mul(ar, L.act_out.zero_point, up.data() + i * ff, L.w3_out.zero_point, ff, L.mul,
                   L.w2_in, hr);
-          if (down_u8) to_bytes(hr, 1, ff, 1, hu + i * ff, hu_sum + i);
+          uint32_t none = 0;
+          if (down_u8) split_bytes(hr, ff, false, hu + i * ff, nullptr, hu_sum + i, &none);
         }
       });
     }

@@ -99,7 +99,7 @@ class Pool {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock() || tl_in_pool || chunks > kMaxChunks) return false;
     ++job_number_;
-    const uint64_t tag = job_number_ & ((uint64_t{1} << (64 - kNextBits - kChunkBits)) - 1);
+    const uint64_t tag = tag_of(job_number_);
     job_ = &job;
     done_.store(0, std::memory_order_relaxed);
     // Publishes the job (release): a claim of this word sees job_.
@@ -121,6 +121,10 @@ class Pool {
   }
 
  private:
+  /// A job number's tag in claim_ (its low 24 bits).
+  static uint64_t tag_of(uint64_t job) {
+    return job & ((uint64_t{1} << (64 - kNextBits - kChunkBits)) - 1);
+  }
   /// Claims and runs chunks of job `tag` until none is left.
   void drain(uint64_t tag) {
     for (;;) {
@@ -153,8 +157,7 @@ class Pool {
       if (stop_.load(std::memory_order_acquire)) return;
       seen = generation_.load(std::memory_order_acquire);
       if (static_cast<uint64_t>(index) >= (seen & kActiveMask)) continue;  // not wanted
-      const uint64_t job = seen >> kActiveBits;
-      drain(job & ((uint64_t{1} << (64 - kNextBits - kChunkBits)) - 1));
+      drain(tag_of(seen >> kActiveBits));
     }
   }
 
