@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "mobilequant/core/error.h"
+#include "mobilequant/quant/fused_weight_quantize.h"
 
 namespace mq {
 namespace {
@@ -99,10 +100,25 @@ QParams WeightFakeQuantizerImpl::qparams(const torch::Tensor& w) const {
 }
 
 torch::Tensor WeightFakeQuantizerImpl::forward(const torch::Tensor& w) {
-  if (!options.spec().enabled) return w;
-  const QParams p = qparams(w);                                    // scale/offset [groups, 1]
-  const torch::Tensor wg = grouped_weight(w, options.spec());      // [groups, g]
-  return fake_quantize(wg, p).reshape(w.sizes());                  // [w], w's dtype
+  const QuantSpec& spec = options.spec();
+  if (!spec.enabled) return w;
+  check_shape(w);
+  const torch::Tensor wg = grouped_weight(w, spec);  // [groups, g]
+  if (fused_weight_quantize_supported(wg)) {
+    // CUDA fp32: the range, the clipping, the qparams and the fake quantization in one kernel
+    // pass each way; the same values as the composed ops below.
+    torch::Tensor sig_up, sig_low;  // [groups, 1] or [1]; undefined without LWC
+    if (lwc_enabled()) {
+      const auto opts = wg.options();
+      sig_up = torch::sigmoid(upbound_factor.to(opts));
+      sig_low = torch::sigmoid(lowbound_factor.to(opts));
+    }
+    return fused_weight_quantize(wg, sig_up, sig_low, spec.bits, spec.symmetric,
+                                 spec.granularity != Granularity::kPerTensor)
+        .reshape(w.sizes());  // [w]
+  }
+  const QParams p = qparams(w);                // scale/offset [groups, 1]
+  return fake_quantize(wg, p).reshape(w.sizes());  // [w], w's dtype
 }
 
 torch::Tensor WeightFakeQuantizerImpl::clip(const torch::Tensor& w) const {

@@ -8,6 +8,17 @@
 //             ga = T(gc * scale); gx = fq_in'(ga)
 // fq' is fused_fake_quantize_cuda.cu's straight-through backward; its d scale / d offset terms
 // are summed per block (row), then over rows.
+//
+// Two forms of each kernel compute the same values:
+//   rows in registers  one warp per row, T <= 2048 and a multiple of 16 bytes' worth of T: the
+//                      row is read once with 16-byte loads into registers; keys past the query
+//                      (the causal half) are neither read nor computed, only written (their
+//                      probability is 0, their gradient 0). In the backward pass the masked
+//                      keys add nothing to the quantizers' sums while the output quantizer
+//                      maps 0 inside its code range (its offset in [qmin, qmax]); otherwise
+//                      their incoming gradient is read and summed as the composed ops do.
+//   rows in shared     one 256-thread block per row, any T up to kMaxSoftmaxRow: the fallback.
+// The two differ from each other, as from the composed ops, only in the order of the sums.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -187,6 +198,212 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }
 
+// ------------------------------------------------------------ rows in registers (one warp each)
+
+/// Rows per 128-thread block of the register kernels (one warp per row).
+constexpr int kRowsPerBlock = 4;
+/// Values of one row a lane holds at most (T <= 32 * kRegValues).
+constexpr int kRegValues = 64;
+
+/// kVec consecutive T values from 16-byte-aligned p, as fp32.
+template <typename T, int kVec>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[kVec]) {
+  static_assert(kVec * sizeof(T) == 16, "one 16-byte load");
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) out[v] = static_cast<float>(e[v]);
+}
+
+/// Stores kVec fp32 values as T at 16-byte-aligned p.
+template <typename T, int kVec>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[kVec]) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) e[v] = static_cast<T>(in[v]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+/// The warp's row: c[k][v] <- exp(c - m) of the masked, scaled, quantized scores of element
+/// j = (k * 32 + lane) * kVec + v (0 past the query); returns the row's sum of exponentials.
+/// Chunks wholly past the query are not read.
+template <typename T, int kVec, int kChunks>
+__device__ __forceinline__ float exp_row_regs(const T* __restrict__ xr, float (&c)[kChunks][kVec],
+                                              int nch, int64_t query, float scale,
+                                              const Quant& q) {
+  const int lane = threadIdx.x & 31;
+  float m = kNegInf;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+    if (k < nch && j0 <= query) {
+      float a[kVec];
+      load_vec<T, kVec>(xr + j0, a);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        float av = a[v];
+        if (q.in_on) av = round_to<T>(fq_value(av, q.s_in, q.o_in, q.lo_in, q.hi_in));
+        float cv = round_to<T>(__fmul_rn(av, scale));
+        if (j0 + v > query) cv = kNegInf;
+        c[k][v] = cv;
+        m = fmaxf(m, cv);
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) c[k][v] = kNegInf;
+    }
+  }
+  m = warp_max(m);
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      const float e = (k < nch && j0 <= query) ? expf(__fsub_rn(c[k][v], m)) : 0.0f;
+      c[k][v] = e;
+      sum = __fadd_rn(sum, e);
+    }
+  }
+  return warp_sum(sum);
+}
+
+template <typename T, int kVec>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int64_t rows,
+                                  int64_t t, float scale, QuantArgs qa) {
+  constexpr int kChunks = kRegValues / kVec;
+  const Quant q = load_quant(qa);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;  // the whole warp
+  const int lane = threadIdx.x & 31;
+  const int nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
+  const int64_t query = row % t;
+  float c[kChunks][kVec];
+  const float sum = exp_row_regs<T, kVec, kChunks>(x + row * t, c, nch, query, scale, q);
+  T* yr = y + row * t;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+    if (k < nch && j0 < t) {
+      float out[kVec];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        float p = round_to<T>(__fdiv_rn(c[k][v], sum));
+        if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
+        out[v] = p;
+      }
+      store_vec<T, kVec>(yr + j0, out);
+    }
+  }
+}
+
+/// partial: [4, rows] as softmax_quantize_backward_kernel's.
+template <typename T, int kVec>
+__global__ void __launch_bounds__(32 * kRowsPerBlock)
+    softmax_quantize_backward_regs(const T* __restrict__ x, const T* __restrict__ gy,
+                                   T* __restrict__ gx, float* __restrict__ partial, int64_t rows,
+                                   int64_t t, float scale, QuantArgs qa) {
+  constexpr int kChunks = kRegValues / kVec;
+  const Quant q = load_quant(qa);
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= rows) return;  // the whole warp
+  const int lane = threadIdx.x & 31;
+  const int nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
+  const int64_t query = row % t;
+  const T* xr = x + row * t;
+  const T* gr = gy + row * t;
+  float c[kChunks][kVec];  // exp, then p
+  const float sum = exp_row_regs<T, kVec, kChunks>(xr, c, nch, query, scale, q);
+  // A masked key has p = 0; its fq_out' terms vanish when fq_out maps 0 inside the code range.
+  const bool masked_silent = !q.out_on || (q.o_out >= q.lo_out && q.o_out <= q.hi_out);
+  float gp[kChunks][kVec];
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float dot = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+    if (k < nch && (j0 <= query || (!masked_silent && j0 < t))) {
+      float g[kVec];
+      load_vec<T, kVec>(gr + j0, g);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const float p = __fdiv_rn(c[k][v], sum);  // the fp32 softmax output autograd saved
+        c[k][v] = p;
+        float gv = g[v];
+        if (q.out_on) {
+          gv = round_to<T>(fq_backward(round_to<T>(p), gv, q.s_out, q.o_out, q.lo_out, q.hi_out,
+                                       acc[2], acc[3]));
+        }
+        gp[k][v] = gv;
+        dot = __fadd_rn(dot, __fmul_rn(gv, p));
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        c[k][v] = 0.0f;
+        gp[k][v] = 0.0f;
+      }
+    }
+  }
+  dot = warp_sum(dot);
+  T* gxr = gx + row * t;
+#pragma unroll
+  for (int k = 0; k < kChunks; ++k) {
+    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+    if (!(k < nch && j0 < t)) continue;
+    float out[kVec];
+    if (j0 <= query) {
+      float a[kVec];
+      if (q.in_on) load_vec<T, kVec>(xr + j0, a);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        if (j0 + v > query) {
+          out[v] = 0.0f;
+          continue;
+        }
+        const float gc = round_to<T>(__fmul_rn(c[k][v], __fsub_rn(gp[k][v], dot)));
+        float ga = round_to<T>(__fmul_rn(gc, scale));
+        if (q.in_on) ga = fq_backward(a[v], ga, q.s_in, q.o_in, q.lo_in, q.hi_in, acc[0], acc[1]);
+        out[v] = ga;
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) out[v] = 0.0f;
+    }
+    store_vec<T, kVec>(gxr + j0, out);
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k) acc[k] = warp_sum(acc[k]);
+  if (lane == 0)
+    for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
+}
+
+/// True if the register kernels take rows of t values of T at x (and at every other pointer,
+/// which comes from the same allocator): 16-byte vectors that tile the row, at most
+/// 32 * kRegValues values.
+template <typename T>
+bool rows_fit_registers(int64_t t, const void* x) {
+  constexpr int64_t vec = 16 / sizeof(T);
+  return t % vec == 0 && t <= 32 * kRegValues && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+/// Blocks for the register kernels.
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
+
 /// The kernels' view of the quantizers; q must stay alive until they ran.
 QuantArgs make_quant(const at::Tensor& q, std::array<int64_t, 4> codes, std::array<bool, 2> on) {
   return QuantArgs{q.data_ptr<float>(),
@@ -217,8 +434,17 @@ at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale
   const size_t shmem = static_cast<size_t>(t) * sizeof(float);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_softmax_quantize", [&] {
-    softmax_quantize_forward_kernel<scalar_t><<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
-        x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), t, sc, qp);
+    constexpr int vec = 16 / sizeof(scalar_t);
+    if (rows_fit_registers<scalar_t>(t, x.data_ptr()) &&
+        reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0) {
+      softmax_quantize_forward_regs<scalar_t, vec>
+          <<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream>>>(
+              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), rows, t, sc, qp);
+    } else {
+      softmax_quantize_forward_kernel<scalar_t>
+          <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
+              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), t, sc, qp);
+    }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;
@@ -242,6 +468,16 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
     const size_t shmem = 2 * static_cast<size_t>(t) * sizeof(float);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fused_softmax_quantize_backward", [&] {
+      constexpr int vec = 16 / sizeof(scalar_t);
+      if (rows_fit_registers<scalar_t>(t, x.data_ptr()) &&
+          reinterpret_cast<uintptr_t>(gy.data_ptr()) % 16 == 0 &&
+          reinterpret_cast<uintptr_t>(gx.data_ptr()) % 16 == 0) {
+        softmax_quantize_backward_regs<scalar_t, vec>
+            <<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream>>>(
+                x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+                partial.data_ptr<float>(), rows, t, sc, qp);
+        return;
+      }
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;
       if (shmem > 48 * 1024)
         C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -8,10 +8,11 @@
 # with and without blocks recomputed in the backward pass (--recompute: far less memory), and
 # bf16 runs of both with --profile (forward / backward / optimizer and the top operators and
 # kernels: where the time goes), and the step replayed as a CUDA graph (--cuda-graph).
-#   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama]
+#   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama|bf16]
 # OUTDIR (default /tmp/mq/out/bench_train) gets per run a .json and a .md (table and log), and
 # commands.txt and gpu.txt; packed as $OUT/gpu_bench_train.tgz when $OUT is set. Use `smollm2`
-# and `tinyllama` in two calls if one call's time limit is short.
+# and `tinyllama` in two calls if one call's time limit is short; `bf16` runs only the rows of
+# the bf16 throughput goal (both shapes as CUDA graphs, and the 1.1B profile).
 set -uo pipefail
 model=${1:--}
 out=${2:-/tmp/mq/out/bench_train}
@@ -46,8 +47,15 @@ case "$which" in
     bench train_tinyllama_1.1b_cuda_graph_recompute --shape tinyllama-1.1b --precision tf32,bf16 \
       --cuda-graph --recompute
     ;;
+  bf16)  # the throughput goal's rows only: both shapes in bf16 as CUDA graphs, and the profile
+    bench train_tinyllama_1.1b_cuda_graph_bf16 --shape tinyllama-1.1b --precision bf16 \
+      --cuda-graph
+    bench train_tinyllama_1.1b_profile_bf16 --shape tinyllama-1.1b --precision bf16 --profile \
+      --profile-top 25
+    bench train_smollm2_135m_cuda_graph_bf16 "${smol[@]}" --precision bf16 --cuda-graph
+    ;;
   smollm2) ;;
-  *) echo "unknown set '$which' (all, smollm2, tinyllama)" >&2; exit 2 ;;
+  *) echo "unknown set '$which' (all, smollm2, tinyllama, bf16)" >&2; exit 2 ;;
 esac
 [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_bench_train.tgz" -C "$out" .
 exit 0
