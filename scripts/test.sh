@@ -3,6 +3,7 @@
 # (skipped tests say so if that fails), then runs the default ctest labels.
 #   scripts/test.sh            unit + model tests (the default; what CI runs)
 #   scripts/test.sh heavy      the [heavy] tests only
+#   scripts/test.sh cuda-emu   the fused CUDA kernels' source run on the CPU (tests/cuda_emu/)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MQ_BUILD_DIR:-$root/build}
