@@ -6,7 +6,7 @@
 //             y = T(fq_out(T(p)))
 //   backward  gp = T(fq_out'(gy)); gc = T(p * (gp - sum_j gp p)); gc = 0 where masked;
 //             ga = T(gc * scale); gx = fq_in'(ga)
-// fq' is fused_fake_quantize_cuda.cu's straight-through backward; its d scale / d offset terms
+// fq' is fake_quantize_element.cuh's straight-through backward; its d scale / d offset terms
 // are summed per block (row), then over rows.
 //
 // Two forms of each kernel compute the same values:
@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "mobilequant/quant/fake_quantize_element.cuh"
+
 namespace mq {
 
 namespace {
@@ -36,29 +38,6 @@ constexpr int kThreads = 256;
 
 /// -inf as a device constant (std::numeric_limits is host-only constexpr).
 #define kNegInf __int_as_float(0xff800000)
-
-/// Fake quantization of one value (fp32): (clamp(rint(v / s) + o, qmin, qmax) - o) * s.
-__device__ __forceinline__ float fq_value(float v, float s, float o, float qmin, float qmax) {
-  float q = __fadd_rn(rintf(__fdiv_rn(v, s)), o);
-  q = q < qmin ? qmin : (q > qmax ? qmax : q);
-  return __fmul_rn(__fsub_rn(q, o), s);
-}
-
-/// Straight-through backward of fq_value for input v and output gradient g: returns dv and
-/// adds the terms of d scale / d offset (see fused_fake_quantize_cuda.cu).
-__device__ __forceinline__ float fq_backward(float v, float g, float s, float o, float qmin,
-                                             float qmax, float& acc_s, float& acc_o) {
-  const float t1 = __fdiv_rn(v, s);
-  const float t2 = __fadd_rn(rintf(t1), o);
-  const bool in = t2 >= qmin && t2 <= qmax;
-  const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
-  const float t3 = __fsub_rn(q, o);
-  const float g3 = __fmul_rn(g, s);
-  const float from_mul = __fmul_rn(g, t3);
-  acc_s += in ? __fadd_rn(from_mul, -__fmul_rn(g3, __fdiv_rn(t1, s))) : from_mul;
-  acc_o += in ? 0.0f : -g3;
-  return in ? __fdiv_rn(g3, s) : 0.0f;
-}
 
 /// v rounded to T and back (identity for fp32).
 template <typename T>
@@ -235,6 +214,23 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+/// The register kernels' view of their warp's row.
+struct WarpRow {
+  int64_t row;    // [B * H * T] index; past the last row when the grid overhangs
+  int64_t query;  // row % T: keys past it are masked
+  int lane;       // 0..31
+  int nch;        // chunks of 32 * kVec values the row has
+};
+template <int kVec>
+__device__ __forceinline__ WarpRow warp_row(int64_t t) {
+  WarpRow r;
+  r.row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  r.query = r.row % t;
+  r.lane = threadIdx.x & 31;
+  r.nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
+  return r;
+}
+
 /// The warp's row: c[k][v] <- exp(c - m) of the masked, scaled, quantized scores of element
 /// j = (k * 32 + lane) * kVec + v (0 past the query); returns the row's sum of exponentials.
 /// Chunks wholly past the query are not read.
@@ -285,11 +281,10 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
                                   int64_t t, float scale, QuantArgs qa) {
   constexpr int kChunks = kRegValues / kVec;
   const Quant q = load_quant(qa);
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  if (row >= rows) return;  // the whole warp
-  const int lane = threadIdx.x & 31;
-  const int nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
-  const int64_t query = row % t;
+  const WarpRow w = warp_row<kVec>(t);
+  if (w.row >= rows) return;  // the whole warp
+  const int64_t row = w.row, query = w.query;
+  const int lane = w.lane, nch = w.nch;
   float c[kChunks][kVec];
   const float sum = exp_row_regs<T, kVec, kChunks>(x + row * t, c, nch, query, scale, q);
   T* yr = y + row * t;
@@ -317,11 +312,10 @@ __global__ void __launch_bounds__(32 * kRowsPerBlock)
                                    int64_t t, float scale, QuantArgs qa) {
   constexpr int kChunks = kRegValues / kVec;
   const Quant q = load_quant(qa);
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  if (row >= rows) return;  // the whole warp
-  const int lane = threadIdx.x & 31;
-  const int nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
-  const int64_t query = row % t;
+  const WarpRow w = warp_row<kVec>(t);
+  if (w.row >= rows) return;  // the whole warp
+  const int64_t row = w.row, query = w.query;
+  const int lane = w.lane, nch = w.nch;
   const T* xr = x + row * t;
   const T* gr = gy + row * t;
   float c[kChunks][kVec];  // exp, then p

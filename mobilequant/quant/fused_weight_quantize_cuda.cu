@@ -15,6 +15,8 @@
 #include <tuple>
 #include <utility>
 
+#include "mobilequant/quant/fake_quantize_element.cuh"
+
 namespace mq {
 
 namespace {
@@ -116,27 +118,12 @@ __device__ __forceinline__ void make_params(float mn0, float mx0, const float* _
   st[kSigLow] = sl;
 }
 
-/// (clamp(rint(x / s) + o, qmin, qmax) - o) * s, as fused_fake_quantize_cuda.cu.
-__device__ __forceinline__ float fq_value(float x, float s, float o, float qmin, float qmax) {
-  float q = __fadd_rn(rintf(__fdiv_rn(x, s)), o);
-  q = q < qmin ? qmin : (q > qmax ? qmax : q);
-  return __fmul_rn(__fsub_rn(q, o), s);
-}
-
-/// The straight-through backward of fq_value (fused_fake_quantize_cuda.cu's backward_element):
-/// returns dx and adds the element's d scale term to acc. The d offset terms are not needed:
-/// the offset comes from round(), whose gradient is zero.
-__device__ __forceinline__ float fq_backward(float x, float g, float s, float o, float qmin,
-                                             float qmax, float& acc) {
-  const float t1 = __fdiv_rn(x, s);
-  const float t2 = __fadd_rn(rintf(t1), o);
-  const bool in = t2 >= qmin && t2 <= qmax;
-  const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
-  const float t3 = __fsub_rn(q, o);
-  const float g3 = __fmul_rn(g, s);
-  const float from_mul = __fmul_rn(g, t3);
-  acc += in ? __fadd_rn(from_mul, -__fmul_rn(g3, __fdiv_rn(t1, s))) : from_mul;
-  return in ? __fdiv_rn(g3, s) : 0.0f;
+/// fq_backward without the d offset terms: the offset comes from round(), whose gradient is
+/// zero. Returns dx; adds the element's d scale term to acc.
+__device__ __forceinline__ float fq_backward_scale(float x, float g, float s, float o, float qmin,
+                                                   float qmax, float& acc) {
+  float unused = 0.0f;
+  return fq_backward(x, g, s, o, qmin, qmax, acc, unused);
 }
 
 /// sign(v) as torch.sgn: -1, 0 or 1.
@@ -222,7 +209,7 @@ __global__ void backward_rows_kernel(const float* __restrict__ w, const float* _
   int n_max = 0, n_min = 0;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float v = wr[j];
-    gxr[j] = fq_backward(v, gr[j], s, o, c.qmin, c.qmax, acc);
+    gxr[j] = fq_backward_scale(v, gr[j], s, o, c.qmin, c.qmax, acc);
     n_max += v == mx0;
     n_min += v == mn0;
   }
@@ -299,7 +286,7 @@ __global__ void backward_partial_kernel(const float* __restrict__ w, const float
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
     const float v = w[i];
-    gx[i] = fq_backward(v, gy[i], s, o, c.qmin, c.qmax, acc);
+    gx[i] = fq_backward_scale(v, gy[i], s, o, c.qmin, c.qmax, acc);
     n_max += v == mx0;
     n_min += v == mn0;
   }
