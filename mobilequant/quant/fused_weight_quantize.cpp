@@ -17,15 +17,16 @@ namespace mq {
 std::pair<torch::Tensor, torch::Tensor> fused_weight_quantize_forward_cuda(
     const torch::Tensor& wg, const torch::Tensor& sig_up, const torch::Tensor& sig_low,
     int64_t qmin, int64_t qmax, bool symmetric, bool per_row);
-/// Defined there too: (d wg, d sig_up [G], d sig_low [G]; zeros without LWC).
+/// Defined there too: (d wg, d sig_up [G], d sig_low [G]; the two undefined without LWC).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> fused_weight_quantize_backward_cuda(
     const torch::Tensor& wg, const torch::Tensor& grad, const torch::Tensor& stats, int64_t qmin,
     int64_t qmax, bool symmetric, bool lwc, bool per_row);
 
 namespace {
 
-/// The autograd function: inputs (wg, sig_up, sig_low); the sigmoids are [G] or [G, 1] fp32
-/// (ones and not differentiated without LWC).
+/// The autograd function: inputs (wg, sig_up, sig_low); the sigmoids are [G] or [G, 1] fp32.
+/// Without LWC the sigmoid slots hold wg itself, unread and given no gradient (autograd takes
+/// no undefined inputs).
 struct FusedWeightQuantizeFunction : torch::autograd::Function<FusedWeightQuantizeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& wg,
                                const torch::Tensor& sig_up, const torch::Tensor& sig_low,
@@ -40,7 +41,7 @@ struct FusedWeightQuantizeFunction : torch::autograd::Function<FusedWeightQuanti
     ctx->saved_data["symmetric"] = symmetric;
     ctx->saved_data["lwc"] = lwc;
     ctx->saved_data["per_row"] = per_row;
-    ctx->saved_data["sig_shape"] = sig_up.sizes().vec();
+    if (lwc) ctx->saved_data["sig_shape"] = sig_up.sizes().vec();
     return y;
   }
 
@@ -52,11 +53,12 @@ struct FusedWeightQuantizeFunction : torch::autograd::Function<FusedWeightQuanti
         saved[0], grads[0], saved[1], ctx->saved_data["qmin"].toInt(),
         ctx->saved_data["qmax"].toInt(), ctx->saved_data["symmetric"].toBool(), lwc,
         ctx->saved_data["per_row"].toBool());
-    if (!lwc) return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-                      torch::Tensor(), torch::Tensor(), torch::Tensor()};
-    const auto shape = ctx->saved_data["sig_shape"].toIntVector();
-    return {gx,           d_su.reshape(shape), d_sl.reshape(shape), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(),  torch::Tensor(),     torch::Tensor()};
+    if (lwc) {
+      const auto shape = ctx->saved_data["sig_shape"].toIntVector();
+      d_su = d_su.reshape(shape);
+      d_sl = d_sl.reshape(shape);
+    }
+    return {gx, d_su, d_sl, {}, {}, {}, {}, {}};
   }
 };
 
@@ -92,18 +94,14 @@ torch::Tensor fused_weight_quantize(const torch::Tensor& wg, const torch::Tensor
   }
   const auto [qmin, qmax] = code_range(bits, symmetric);
 #ifdef MQ_HAVE_CUDA_KERNELS
-  if (!lwc) {
-    const torch::Tensor ones = torch::ones({groups}, wg.options());  // [G], unused
-    if (!torch::GradMode::is_enabled() || !wg.requires_grad())
-      return fused_weight_quantize_forward_cuda(wg, {}, {}, qmin, qmax, symmetric, per_row).first;
-    return FusedWeightQuantizeFunction::apply(wg, ones, ones, qmin, qmax, symmetric, false,
-                                              per_row);
-  }
-  const torch::Tensor su = sig_up.contiguous(), sl = sig_low.contiguous();  // [G] or [G, 1]
-  if (!torch::GradMode::is_enabled() ||
-      !(wg.requires_grad() || su.requires_grad() || sl.requires_grad()))
+  const torch::Tensor su = lwc ? sig_up.contiguous() : torch::Tensor();   // [G] or [G, 1]
+  const torch::Tensor sl = lwc ? sig_low.contiguous() : torch::Tensor();  // [G] or [G, 1]
+  const bool sig_grad = lwc && (su.requires_grad() || sl.requires_grad());
+  const bool needs_grad = torch::GradMode::is_enabled() && (wg.requires_grad() || sig_grad);
+  if (!needs_grad)
     return fused_weight_quantize_forward_cuda(wg, su, sl, qmin, qmax, symmetric, per_row).first;
-  return FusedWeightQuantizeFunction::apply(wg, su, sl, qmin, qmax, symmetric, true, per_row);
+  return FusedWeightQuantizeFunction::apply(wg, lwc ? su : wg, lwc ? sl : wg, qmin, qmax,
+                                            symmetric, lwc, per_row);
 #else
   (void)qmin;
   (void)qmax;

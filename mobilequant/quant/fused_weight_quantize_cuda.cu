@@ -22,10 +22,8 @@ namespace mq {
 namespace {
 
 constexpr int kThreads = 256;
-/// Floats per group in the saved statistics.
-constexpr int kStats = 8;
-/// The slots of the statistics.
-enum Stat { kMin0 = 0, kMax0, kScale, kOffset, kUnclamped, kSigUp, kSigLow };
+/// The slots of a group's saved statistics; kStats of them.
+enum Stat { kMin0 = 0, kMax0, kScale, kOffset, kUnclamped, kSigUp, kSigLow, kStats };
 /// primitives.h's kMinScale / kMaxScale as PyTorch's clamp and its backward compare them: fp32.
 constexpr float kMinScaleF = 1e-5f;
 constexpr float kMaxScaleF = 1e6f;
@@ -127,7 +125,9 @@ __device__ __forceinline__ float fq_backward_scale(float x, float g, float s, fl
 }
 
 /// sign(v) as torch.sgn: -1, 0 or 1.
-__device__ __forceinline__ float sgn(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
+__device__ __forceinline__ float sgn(float v) {
+  return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+}
 
 /// The gradient chain from d scale to the LWC sigmoids and to min0 / max0, as autograd runs it
 /// over the composed ops: ClampBackward (inside the clamp only), the division by qmax (times
@@ -186,7 +186,7 @@ __global__ void forward_rows_kernel(const float* __restrict__ w, float* __restri
   __shared__ float st[kStats];
   if (threadIdx.x == 0) {
     make_params(mn, mx, su, sl, row, c, st);
-    for (int k = 0; k < kStats - 1; ++k) stats[row * kStats + k] = st[k];
+    for (int k = 0; k < kStats; ++k) stats[row * kStats + k] = st[k];
   }
   __syncthreads();
   const float s = st[kScale], o = st[kOffset];
@@ -260,7 +260,7 @@ __global__ void params_tensor_kernel(const float* __restrict__ partial, int bloc
   if (threadIdx.x == 0) {
     float st[kStats];
     make_params(mn, mx, su, sl, 0, c, st);
-    for (int k = 0; k < kStats - 1; ++k) stats[k] = st[k];
+    for (int k = 0; k < kStats; ++k) stats[k] = st[k];
   }
 }
 
@@ -355,7 +355,9 @@ int tensor_blocks(int64_t n) {
   return static_cast<int>(want < 1 ? 1 : (want < 1024 ? want : 1024));
 }
 
-const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+const float* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<float>() : nullptr;
+}
 
 }  // namespace
 
@@ -367,7 +369,7 @@ std::pair<at::Tensor, at::Tensor> fused_weight_quantize_forward_cuda(
   const Codes c = make_codes(qmin, qmax, symmetric, sig_up.defined());
   const int64_t groups = per_row ? rows : 1;
   at::Tensor y = at::empty_like(wg);                                    // [rows, cols]
-  at::Tensor stats = at::zeros({groups, kStats}, wg.options());         // [groups, kStats]
+  at::Tensor stats = at::empty({groups, kStats}, wg.options());         // [groups, kStats]
   if (n == 0) return {y, stats};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (per_row) {
@@ -402,15 +404,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_weight_quantize_backward_cu
   const int64_t rows = wg.size(0), cols = wg.size(1), n = wg.numel();
   const Codes c = make_codes(qmin, qmax, symmetric, lwc);
   const int64_t groups = per_row ? rows : 1;
-  at::Tensor gx = at::empty_like(wg);                        // [rows, cols]
-  at::Tensor d_su = at::zeros({groups}, wg.options());       // [groups]
-  at::Tensor d_sl = at::zeros({groups}, wg.options());       // [groups]
-  if (n == 0) return {gx, d_su, d_sl};
+  at::Tensor gx = at::empty_like(wg);  // [rows, cols]
+  at::Tensor d_su, d_sl;               // [groups] each with LWC, else undefined
+  if (lwc && per_row) {
+    d_su = at::empty({groups}, wg.options());
+    d_sl = at::empty({groups}, wg.options());
+  }
+  if (n == 0) {
+    if (lwc) {
+      d_su = at::zeros({groups}, wg.options());
+      d_sl = at::zeros({groups}, wg.options());
+    }
+    return {gx, d_su, d_sl};
+  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (per_row) {
     backward_rows_kernel<<<static_cast<unsigned>(rows), row_threads(cols), 0, stream>>>(
         wg.data_ptr<float>(), gy.data_ptr<float>(), gx.data_ptr<float>(),
-        stats.data_ptr<float>(), d_su.data_ptr<float>(), d_sl.data_ptr<float>(), cols, c);
+        stats.data_ptr<float>(), lwc ? d_su.data_ptr<float>() : nullptr,
+        lwc ? d_sl.data_ptr<float>() : nullptr, cols, c);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return {gx, d_su, d_sl};
   }

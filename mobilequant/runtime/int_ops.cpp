@@ -209,7 +209,8 @@ void to_bytes(const int32_t* x, int64_t t, int64_t k, int threads, uint8_t* xu,
               uint32_t* x_sum) {
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     uint32_t none = 0;
-    for (int64_t i = b; i < e; ++i) split_bytes(x + i * k, k, false, xu + i * k, nullptr, x_sum + i, &none);
+    for (int64_t i = b; i < e; ++i)
+      split_bytes(x + i * k, k, false, xu + i * k, nullptr, x_sum + i, &none);
   });
 }
 

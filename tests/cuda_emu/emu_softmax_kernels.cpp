@@ -12,12 +12,15 @@
 
 #include <torch/torch.h>
 
+#include "tests/support/tensor_compare.h"
+
 #include <cstdio>
 #include <limits>
 
 namespace {
 
 using namespace mq;
+using mq::test::rel_l2;
 
 /// A per-tensor quantizer of [mn, mx] in `bits`, its offset drifted by 0.25 (as learned).
 struct Q {
@@ -41,11 +44,6 @@ torch::Tensor fq(const torch::Tensor& x, const Q& q, const torch::Tensor& s,
   const auto c = ((torch::round(t) - t).detach() + t + o)
                      .clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax));
   return ((c - o) * s).to(x.scalar_type());
-}
-
-double rel_l2(const torch::Tensor& a, const torch::Tensor& b) {
-  const auto d = (a.to(torch::kFloat64) - b.to(torch::kFloat64)).norm().item<double>();
-  return d / std::max(b.to(torch::kFloat64).norm().item<double>(), 1e-30);
 }
 
 template <typename T>
@@ -143,7 +141,8 @@ int main() {
   const Q off;
   int failures = 0;
   failures += !check<float>(torch::kFloat32, 2, 64, off, off, true, gen);
-  failures += !check<float>(torch::kFloat32, 2, 256, make_q(16, -20, 18), make_q(8, 0, 0.9), true, gen);
+  failures += !check<float>(torch::kFloat32, 2, 256, make_q(16, -20, 18), make_q(8, 0, 0.9), true,
+                            gen);
   failures += !check<c10::BFloat16>(torch::kBFloat16, 2, 64, make_q(8, -20, 18), make_q(8, 0, 0.9),
                                     true, gen);
   failures += !check<c10::BFloat16>(torch::kBFloat16, 1, 520, make_q(8, -20, 18),

@@ -10,11 +10,14 @@
 
 #include <torch/torch.h>
 
+#include "tests/support/tensor_compare.h"
+
 #include <cstdio>
 
 namespace {
 
 using namespace mq;
+using mq::test::rel_l2;
 
 struct Grads {
   torch::Tensor y, gw, g_up, g_low;
@@ -60,11 +63,6 @@ Grads composed(torch::Tensor wg, torch::Tensor su, torch::Tensor sl, bool per_ro
     r.g_low = sl.grad().flatten();
   }
   return r;
-}
-
-double rel_l2(const torch::Tensor& a, const torch::Tensor& b) {
-  const auto d = (a.to(torch::kFloat64) - b.to(torch::kFloat64)).norm().item<double>();
-  return d / std::max(b.to(torch::kFloat64).norm().item<double>(), 1e-30);
 }
 
 /// The kernels as fused_weight_quantize_forward/backward_cuda launch them.

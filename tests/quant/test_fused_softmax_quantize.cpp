@@ -44,12 +44,6 @@ mq::SoftmaxQuantizer make_quantizer(bool enabled, int64_t bits, double mn, doubl
   return q;
 }
 
-/// Relative L2 distance |a - b| / |b| (fp64).
-double rel_l2(const torch::Tensor& a, const torch::Tensor& b) {
-  const auto a64 = a.to(torch::kFloat64).cpu(), b64 = b.to(torch::kFloat64).cpu();
-  return (a64 - b64).norm().item<double>() / std::max(b64.norm().item<double>(), 1e-30);
-}
-
 }  // namespace
 
 TEST_CASE("Fused quantized softmax on CUDA matches the composed ops forward and backward",
@@ -146,9 +140,9 @@ TEST_CASE("Fused quantized softmax on CUDA matches the composed ops forward and 
       const bool out_offset = c.out_on && i + 1 == got_grads.size();
       const double err = (got_grads[i].to(torch::kFloat64) - want_grads[i].to(torch::kFloat64))
                              .norm().item<double>();
-      INFO("relative " << rel_l2(got_grads[i], want_grads[i]) << ", absolute " << err
+      INFO("relative " << mq::test::rel_l2(got_grads[i], want_grads[i]) << ", absolute " << err
                        << ", offset terms " << offset_terms);
-      CHECK((rel_l2(got_grads[i], want_grads[i]) <= tol ||
+      CHECK((mq::test::rel_l2(got_grads[i], want_grads[i]) <= tol ||
              (out_offset && err <= tol * offset_terms)));
     }
   }

@@ -28,12 +28,6 @@ torch::Tensor composed(const torch::Tensor& w, const mq::QuantSpec& spec, const 
   return mq::fake_quantize_composed(mq::grouped_weight(w, spec), p).reshape(w.sizes());
 }
 
-/// Relative L2 distance |a - b| / |b| (fp64).
-double rel_l2(const torch::Tensor& a, const torch::Tensor& b) {
-  const auto a64 = a.to(torch::kFloat64).cpu(), b64 = b.to(torch::kFloat64).cpu();
-  return (a64 - b64).norm().item<double>() / std::max(b64.norm().item<double>(), 1e-30);
-}
-
 }  // namespace
 
 TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit for bit",
@@ -107,10 +101,10 @@ TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit fo
         // The weight's gradient: the straight-through part is elementwise and exact; the tied
         // extremes add shares of d scale, a sum over the group taken in another order
         // (relative 1e-4 covers fp32 summation over ~560K terms).
-        CHECK(rel_l2(wf.grad(), wr.grad()) <= 1e-4);
+        CHECK(mq::test::rel_l2(wf.grad(), wr.grad()) <= 1e-4);
         if (lwc) {
-          CHECK(rel_l2(wq->upbound_factor.grad(), up.grad()) <= 1e-4);
-          CHECK(rel_l2(wq->lowbound_factor.grad(), low.grad()) <= 1e-4);
+          CHECK(mq::test::rel_l2(wq->upbound_factor.grad(), up.grad()) <= 1e-4);
+          CHECK(mq::test::rel_l2(wq->lowbound_factor.grad(), low.grad()) <= 1e-4);
         }
       }
     }

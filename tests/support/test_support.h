@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "mobilequant/core/file_util.h"
+#include "tests/support/tensor_compare.h"
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
