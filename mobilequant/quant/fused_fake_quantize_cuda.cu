@@ -1,8 +1,9 @@
 // mobilequant/quant/fused_fake_quantize_cuda.cu
 // Grid-stride kernels: y = (clamp(rint(x / s) + o, qmin, qmax) - o) * s per element, in fp32,
-// each operation rounded as the composed torch ops round it (no contraction into FMAs: the
-// division is __fdiv_rn, the rest are separate adds/multiplies with --fmad=false); and its
-// backward pass, which autograd would otherwise run as ~15 kernels over [x]-sized tensors.
+// each operation rounded as the composed torch ops round it (fake_quantize_element.cuh: IEEE
+// division, from the reciprocal where one scale serves the whole tensor or row; the rest are
+// separate adds/multiplies with --fmad=false); and its backward pass, which autograd would
+// otherwise run as ~15 kernels over [x]-sized tensors.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -11,6 +12,8 @@
 #include <tuple>
 
 #include <ATen/Dispatch.h>
+
+#include "mobilequant/quant/fake_quantize_element.cuh"
 
 namespace mq {
 
@@ -28,39 +31,32 @@ __global__ void fake_quantize_kernel(const T* __restrict__ x, T* __restrict__ y,
                                      const float* __restrict__ offset, int mode, int64_t cols,
                                      float qmin, float qmax) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (mode == 0) {  // one scale: its reciprocal once
+    const Divisor s = divisor(scale[0]);
+    const float o = offset[0];
+    for (int64_t i = first; i < n; i += stride)
+      y[i] = static_cast<T>(fq_value(static_cast<float>(x[i]), s, o, qmin, qmax));
+    return;
+  }
+  for (int64_t i = first; i < n; i += stride) {
     const int64_t c = channel_of(i, mode, cols);
-    const float s = scale[c];
-    const float o = offset[c];
-    float q = __fadd_rn(rintf(__fdiv_rn(static_cast<float>(x[i]), s)), o);
-    q = q < qmin ? qmin : (q > qmax ? qmax : q);  // NaN passes through, as torch.clamp
-    y[i] = static_cast<T>(__fmul_rn(__fsub_rn(q, o), s));
+    y[i] = static_cast<T>(fq_value(static_cast<float>(x[i]), scale[c], offset[c], qmin, qmax));
   }
 }
 
-/// The backward pass of the composed ops for element i, as autograd computes it:
-///   t1 = x / s, t2 = round(t1) + o, in = qmin <= t2 <= qmax, t3 = clamp(t2) - o, g3 = gy * s
-///   gx = in ? g3 / s : 0                       (MulBackward, ClampBackward mask, DivBackward)
-///   gs = gy * t3 + (in ? -g3 * (t1 / s) : 0)   (MulBackward for s, DivBackward for s)
-///   go = in ? 0 : -g3                          (AddBackward + SubBackward for o)
-/// Writes gx[i]; returns the element's terms of d scale and d offset.
-template <typename T>
+/// The backward pass of the composed ops for element i (fake_quantize_element.cuh's
+/// fq_backward): writes gx[i]; returns the element's terms of d scale and d offset. S as
+/// fq_backward's.
+template <typename T, typename S>
 __device__ __forceinline__ void backward_element(const T* __restrict__ x,
                                                  const T* __restrict__ gy, T* __restrict__ gx,
-                                                 int64_t i, float s, float o, float qmin,
+                                                 int64_t i, const S& s, float o, float qmin,
                                                  float qmax, float& gs, float& go) {
-  const float g = static_cast<float>(gy[i]);
-  const float t1 = __fdiv_rn(static_cast<float>(x[i]), s);
-  const float t2 = __fadd_rn(rintf(t1), o);
-  const bool in = t2 >= qmin && t2 <= qmax;  // false for NaN, as ClampBackward's mask
-  const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
-  const float t3 = __fsub_rn(q, o);
-  const float g3 = __fmul_rn(g, s);
-  gx[i] = static_cast<T>(in ? __fdiv_rn(g3, s) : 0.0f);
-  const float from_mul = __fmul_rn(g, t3);
-  gs = in ? __fadd_rn(from_mul, -__fmul_rn(g3, __fdiv_rn(t1, s))) : from_mul;
-  go = in ? 0.0f : -g3;
+  gs = 0.0f;
+  go = 0.0f;
+  gx[i] = static_cast<T>(
+      fq_backward(static_cast<float>(x[i]), static_cast<float>(gy[i]), s, o, qmin, qmax, gs, go));
 }
 
 /// Per channel of the last dimension: every element's terms to gs/go ([n] each, fp32); the
@@ -122,14 +118,16 @@ __global__ void fake_quantize_backward_reduce_kernel(
   float es, eo;
   if (kPerRow) {
     const int64_t row = blockIdx.x;
-    const float s = scale[row], o = offset[row];
+    const Divisor s = divisor(scale[row]);
+    const float o = offset[row];
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       backward_element(x, gy, gx, row * cols + j, s, o, qmin, qmax, es, eo);
       acc_s += es;
       acc_o += eo;
     }
   } else {
-    const float s = scale[0], o = offset[0];
+    const Divisor s = divisor(scale[0]);
+    const float o = offset[0];
     const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += stride) {

@@ -10,15 +10,18 @@
 // are summed per block (row), then over rows.
 //
 // Two forms of each kernel compute the same values:
-//   rows in registers  one warp per row, T <= 2048 and a multiple of 16 bytes' worth of T: the
-//                      row is read once with 16-byte loads into registers; keys past the query
-//                      (the causal half) are neither read nor computed, only written (their
-//                      probability is 0, their gradient 0). In the backward pass the masked
-//                      keys add nothing to the quantizers' sums while the output quantizer
-//                      maps 0 inside its code range (its offset in [qmin, qmax]); otherwise
-//                      their incoming gradient is read and summed as the composed ops do.
+//   rows in registers  one block per row, one 16-byte vector of the row per thread (T a
+//                      multiple of the vector and at most kMaxRowThreads vectors): the row is
+//                      read once into registers; vectors past the query (the causal half) are
+//                      neither read nor computed, only written (their probability is 0, their
+//                      gradient 0). In the backward pass the masked keys add nothing to the
+//                      quantizers' sums while the output quantizer maps 0 inside its code range
+//                      (its offset in [qmin, qmax]); otherwise their incoming gradient is read
+//                      and summed as the composed ops do.
 //   rows in shared     one 256-thread block per row, any T up to kMaxSoftmaxRow: the fallback.
 // The two differ from each other, as from the composed ops, only in the order of the sums.
+// Divisions by the quantizers' scales and by a row's sum go through div_rn (the bits of IEEE
+// division from a reciprocal taken once).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -45,23 +48,25 @@ __device__ __forceinline__ float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
 
-/// Block-wide reduction of up to 4 values; every thread gets the results. kOps: 0 sum, 1 max.
+/// Block-wide reduction of up to 4 values over a block of any multiple of 32 threads (at most
+/// 1024); every thread gets the results. kOp: 0 sum, 1 max.
 template <int kN, int kOp>
 __device__ __forceinline__ void block_reduce(float (&v)[kN]) {
-  __shared__ float part[kN][kThreads / 32];
+  __shared__ float part[kN][32];
   for (int k = 0; k < kN; ++k)
     for (int off = 16; off > 0; off >>= 1) {
       const float other = __shfl_xor_sync(0xffffffffu, v[k], off);
       v[k] = kOp == 0 ? v[k] + other : fmaxf(v[k], other);
     }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = static_cast<int>(blockDim.x >> 5);
   __syncthreads();  // part may still be read by a previous call
   if (lane == 0)
     for (int k = 0; k < kN; ++k) part[k][warp] = v[k];
   __syncthreads();
   for (int k = 0; k < kN; ++k) {
     float r = part[k][0];
-    for (int w = 1; w < kThreads / 32; ++w) r = kOp == 0 ? r + part[k][w] : fmaxf(r, part[k][w]);
+    for (int w = 1; w < warps; ++w) r = kOp == 0 ? r + part[k][w] : fmaxf(r, part[k][w]);
     v[k] = r;
   }
 }
@@ -72,15 +77,18 @@ struct QuantArgs {
   float lo_in, hi_in, lo_out, hi_out;
   bool in_on, out_on;
 };
-/// The same with the scales and offsets loaded.
+/// The same with the scales (as divisors) and offsets loaded.
 struct Quant {
-  float s_in, o_in, s_out, o_out;
+  Divisor s_in;
+  float o_in;
+  Divisor s_out;
+  float o_out;
   float lo_in, hi_in, lo_out, hi_out;
   bool in_on, out_on;
 };
 __device__ __forceinline__ Quant load_quant(const QuantArgs& a) {
-  return Quant{a.params[0], a.params[1], a.params[2], a.params[3], a.lo_in, a.hi_in,
-               a.lo_out,    a.hi_out,    a.in_on,     a.out_on};
+  return Quant{divisor(a.params[0]), a.params[1], divisor(a.params[2]), a.params[3], a.lo_in,
+               a.hi_in, a.lo_out, a.hi_out, a.in_on, a.out_on};
 }
 
 /// The masked, scaled, quantized scores of one row into buf (fp32 values of T); returns the
@@ -125,9 +133,9 @@ __global__ void softmax_quantize_forward_kernel(const T* __restrict__ x, T* __re
   const T* xr = x + row * t;
   T* yr = y + row * t;
   const float m = load_row(xr, buf, t, query, scale, q);
-  const float sum = exp_row(buf, t, m);
+  const Divisor sum = divisor(exp_row(buf, t, m));
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
-    float p = round_to<T>(__fdiv_rn(buf[j], sum));
+    float p = round_to<T>(div_rn(buf[j], sum));
     if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
     yr[j] = static_cast<T>(p);
   }
@@ -149,11 +157,11 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
   const T* gr = gy + row * t;
   T* gxr = gx + row * t;
   const float m = load_row(xr, pbuf, t, query, scale, q);
-  const float sum = exp_row(pbuf, t, m);
+  const Divisor sum = divisor(exp_row(pbuf, t, m));
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float dot = 0.0f;
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
-    const float p = __fdiv_rn(pbuf[j], sum);  // the fp32 softmax output autograd saved
+    const float p = div_rn(pbuf[j], sum);  // the fp32 softmax output autograd saved
     pbuf[j] = p;
     float gp = static_cast<float>(gr[j]);
     if (q.out_on) {
@@ -177,21 +185,22 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }
 
-// ------------------------------------------------------------ rows in registers (one warp each)
+// ------------------------------------------------- rows in registers (a 16-byte vector a thread)
 
-/// Rows per 128-thread block of the register kernels (one warp per row).
-constexpr int kRowsPerBlock = 4;
-/// Values of one row a lane holds at most (T <= 32 * kRegValues).
-constexpr int kRegValues = 64;
+/// Most threads of a register kernel's block: rows of up to kMaxRowThreads vectors.
+constexpr int kMaxRowThreads = 512;
 
-/// kVec consecutive T values from 16-byte-aligned p, as fp32.
+/// kVec consecutive T values from 16-byte-aligned p, raw.
 template <typename T, int kVec>
-__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[kVec]) {
+__device__ __forceinline__ uint4 load_raw(const T* __restrict__ p) {
   static_assert(kVec * sizeof(T) == 16, "one 16-byte load");
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) out[v] = static_cast<float>(e[v]);
+  return *reinterpret_cast<const uint4*>(p);
+}
+
+/// Element v of a raw vector, as fp32.
+template <typename T>
+__device__ __forceinline__ float raw_at(const uint4& raw, int v) {
+  return static_cast<float>(reinterpret_cast<const T*>(&raw)[v]);
 }
 
 /// Stores kVec fp32 values as T at 16-byte-aligned p.
@@ -204,198 +213,144 @@ __device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[k
   *reinterpret_cast<uint4*>(p) = raw;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return v;
-}
-
-/// The register kernels' view of their warp's row.
-struct WarpRow {
-  int64_t row;    // [B * H * T] index; past the last row when the grid overhangs
-  int64_t query;  // row % T: keys past it are masked
-  int lane;       // 0..31
-  int nch;        // chunks of 32 * kVec values the row has
-};
-template <int kVec>
-__device__ __forceinline__ WarpRow warp_row(int64_t t) {
-  WarpRow r;
-  r.row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
-  r.query = r.row % t;
-  r.lane = threadIdx.x & 31;
-  r.nch = static_cast<int>((t + 32 * kVec - 1) / (32 * kVec));
-  return r;
-}
-
-/// The warp's row: c[k][v] <- exp(c - m) of the masked, scaled, quantized scores of element
-/// j = (k * 32 + lane) * kVec + v (0 past the query); returns the row's sum of exponentials.
-/// Chunks wholly past the query are not read.
-template <typename T, int kVec, int kChunks>
-__device__ __forceinline__ float exp_row_regs(const T* __restrict__ xr, float (&c)[kChunks][kVec],
-                                              int nch, int64_t query, float scale,
-                                              const Quant& q) {
-  const int lane = threadIdx.x & 31;
+/// The thread's vector of its block's row: c[v] <- exp(c - m) of the masked, scaled, quantized
+/// scores of element j0 + v (0 past the query), raw <- the scores as read (live threads only);
+/// returns the row's sum of exponentials. A thread whose vector starts past the query reads
+/// nothing.
+template <typename T, int kVec>
+__device__ __forceinline__ float exp_vec(const T* __restrict__ xr, float (&c)[kVec], uint4& raw,
+                                         int j0, int query, float scale, const Quant& q) {
+  const bool live = j0 <= query;
   float m = kNegInf;
-#pragma unroll
-  for (int k = 0; k < kChunks; ++k) {
-    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
-    if (k < nch && j0 <= query) {
-      float a[kVec];
-      load_vec<T, kVec>(xr + j0, a);
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        float av = a[v];
-        if (q.in_on) av = round_to<T>(fq_value(av, q.s_in, q.o_in, q.lo_in, q.hi_in));
-        float cv = round_to<T>(__fmul_rn(av, scale));
-        if (j0 + v > query) cv = kNegInf;
-        c[k][v] = cv;
-        m = fmaxf(m, cv);
-      }
-    } else {
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) c[k][v] = kNegInf;
-    }
-  }
-  m = warp_max(m);
-  float sum = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kChunks; ++k) {
-    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
+  if (live) {
+    raw = load_raw<T, kVec>(xr + j0);
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      const float e = (k < nch && j0 <= query) ? expf(__fsub_rn(c[k][v], m)) : 0.0f;
-      c[k][v] = e;
-      sum = __fadd_rn(sum, e);
+      float a = raw_at<T>(raw, v);
+      if (q.in_on) a = round_to<T>(fq_value(a, q.s_in, q.o_in, q.lo_in, q.hi_in));
+      float cv = round_to<T>(__fmul_rn(a, scale));
+      if (j0 + v > query) cv = kNegInf;
+      c[v] = cv;
+      m = fmaxf(m, cv);
     }
   }
-  return warp_sum(sum);
+  float r[1] = {m};
+  block_reduce<1, 1>(r);
+  float sum = 0.0f;
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) {
+    const float e = live ? expf(__fsub_rn(c[v], r[0])) : 0.0f;
+    c[v] = e;
+    sum = __fadd_rn(sum, e);
+  }
+  r[0] = sum;
+  block_reduce<1, 0>(r);
+  return r[0];
+}
+
+/// The thread's first element: vector threadIdx.x of the row.
+template <int kVec>
+__device__ __forceinline__ int vec_start() {
+  return static_cast<int>(threadIdx.x) * kVec;
 }
 
 template <typename T, int kVec>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
-    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int64_t rows,
-                                  int64_t t, float scale, QuantArgs qa) {
-  constexpr int kChunks = kRegValues / kVec;
+__global__ void __launch_bounds__(kMaxRowThreads)
+    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int t, float scale,
+                                  QuantArgs qa) {
   const Quant q = load_quant(qa);
-  const WarpRow w = warp_row<kVec>(t);
-  if (w.row >= rows) return;  // the whole warp
-  const int64_t row = w.row, query = w.query;
-  const int lane = w.lane, nch = w.nch;
-  float c[kChunks][kVec];
-  const float sum = exp_row_regs<T, kVec, kChunks>(x + row * t, c, nch, query, scale, q);
-  T* yr = y + row * t;
+  const int64_t row = blockIdx.x;
+  const int query = static_cast<int>(row % t);
+  const int j0 = vec_start<kVec>();
+  const int64_t base = row * t;
+  float c[kVec];
+  uint4 raw;
+  const Divisor sum = divisor(exp_vec<T, kVec>(x + base, c, raw, j0, query, scale, q));
+  if (j0 >= t) return;
+  float out[kVec];
 #pragma unroll
-  for (int k = 0; k < kChunks; ++k) {
-    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
-    if (k < nch && j0 < t) {
-      float out[kVec];
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        float p = round_to<T>(__fdiv_rn(c[k][v], sum));
-        if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
-        out[v] = p;
-      }
-      store_vec<T, kVec>(yr + j0, out);
-    }
+  for (int v = 0; v < kVec; ++v) {
+    // c = 0 (a masked key) gives p = +0, as 0 / sum.
+    float p = c[v] != 0.0f ? round_to<T>(div_rn(c[v], sum)) : 0.0f;
+    if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
+    out[v] = p;
   }
+  store_vec<T, kVec>(y + base + j0, out);
 }
 
 /// partial: [4, rows] as softmax_quantize_backward_kernel's.
 template <typename T, int kVec>
-__global__ void __launch_bounds__(32 * kRowsPerBlock)
+__global__ void __launch_bounds__(kMaxRowThreads)
     softmax_quantize_backward_regs(const T* __restrict__ x, const T* __restrict__ gy,
                                    T* __restrict__ gx, float* __restrict__ partial, int64_t rows,
-                                   int64_t t, float scale, QuantArgs qa) {
-  constexpr int kChunks = kRegValues / kVec;
+                                   int t, float scale, QuantArgs qa) {
   const Quant q = load_quant(qa);
-  const WarpRow w = warp_row<kVec>(t);
-  if (w.row >= rows) return;  // the whole warp
-  const int64_t row = w.row, query = w.query;
-  const int lane = w.lane, nch = w.nch;
-  const T* xr = x + row * t;
-  const T* gr = gy + row * t;
-  float c[kChunks][kVec];  // exp, then p
-  const float sum = exp_row_regs<T, kVec, kChunks>(xr, c, nch, query, scale, q);
+  const int64_t row = blockIdx.x;
+  const int query = static_cast<int>(row % t);
+  const int j0 = vec_start<kVec>();
+  const int64_t base = row * t;
+  const bool live = j0 <= query;
+  float c[kVec];  // exp, then p
+  uint4 raw;      // the scores as read (live threads)
+  const Divisor sum = divisor(exp_vec<T, kVec>(x + base, c, raw, j0, query, scale, q));
   // A masked key has p = 0; its fq_out' terms vanish when fq_out maps 0 inside the code range.
   const bool masked_silent = !q.out_on || (q.o_out >= q.lo_out && q.o_out <= q.hi_out);
-  float gp[kChunks][kVec];
+  float gp[kVec];
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float dot = 0.0f;
+  if (j0 < t && (live || !masked_silent)) {
+    const uint4 g = load_raw<T, kVec>(gy + base + j0);
 #pragma unroll
-  for (int k = 0; k < kChunks; ++k) {
-    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
-    if (k < nch && (j0 <= query || (!masked_silent && j0 < t))) {
-      float g[kVec];
-      load_vec<T, kVec>(gr + j0, g);
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        const float p = __fdiv_rn(c[k][v], sum);  // the fp32 softmax output autograd saved
-        c[k][v] = p;
-        float gv = g[v];
-        if (q.out_on) {
-          gv = round_to<T>(fq_backward(round_to<T>(p), gv, q.s_out, q.o_out, q.lo_out, q.hi_out,
-                                       acc[2], acc[3]));
-        }
-        gp[k][v] = gv;
-        dot = __fadd_rn(dot, __fmul_rn(gv, p));
+    for (int v = 0; v < kVec; ++v) {
+      // The fp32 softmax output autograd saved (+0 for a masked key, as 0 / sum).
+      const float p = c[v] != 0.0f ? div_rn(c[v], sum) : 0.0f;
+      c[v] = p;
+      float gv = raw_at<T>(g, v);
+      if (q.out_on) {
+        gv = round_to<T>(fq_backward(round_to<T>(p), gv, q.s_out, q.o_out, q.lo_out, q.hi_out,
+                                     acc[2], acc[3]));
       }
-    } else {
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        c[k][v] = 0.0f;
-        gp[k][v] = 0.0f;
-      }
+      gp[v] = gv;
+      dot = __fadd_rn(dot, __fmul_rn(gv, p));
     }
   }
-  dot = warp_sum(dot);
-  T* gxr = gx + row * t;
-#pragma unroll
-  for (int k = 0; k < kChunks; ++k) {
-    const int64_t j0 = (static_cast<int64_t>(k) * 32 + lane) * kVec;
-    if (!(k < nch && j0 < t)) continue;
+  float d[1] = {dot};
+  block_reduce<1, 0>(d);
+  if (j0 < t) {
     float out[kVec];
-    if (j0 <= query) {
-      float a[kVec];
-      if (q.in_on) load_vec<T, kVec>(xr + j0, a);
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        if (j0 + v > query) {
-          out[v] = 0.0f;
-          continue;
-        }
-        const float gc = round_to<T>(__fmul_rn(c[k][v], __fsub_rn(gp[k][v], dot)));
-        float ga = round_to<T>(__fmul_rn(gc, scale));
-        if (q.in_on) ga = fq_backward(a[v], ga, q.s_in, q.o_in, q.lo_in, q.hi_in, acc[0], acc[1]);
-        out[v] = ga;
+    for (int v = 0; v < kVec; ++v) {
+      if (!live || j0 + v > query) {
+        out[v] = 0.0f;
+        continue;
       }
-    } else {
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) out[v] = 0.0f;
+      const float gc = round_to<T>(__fmul_rn(c[v], __fsub_rn(gp[v], d[0])));
+      float ga = round_to<T>(__fmul_rn(gc, scale));
+      if (q.in_on)
+        ga = fq_backward(raw_at<T>(raw, v), ga, q.s_in, q.o_in, q.lo_in, q.hi_in, acc[0], acc[1]);
+      out[v] = ga;
     }
-    store_vec<T, kVec>(gxr + j0, out);
+    store_vec<T, kVec>(gx + base + j0, out);
   }
-#pragma unroll
-  for (int k = 0; k < 4; ++k) acc[k] = warp_sum(acc[k]);
-  if (lane == 0)
+  block_reduce<4, 0>(acc);
+  if (threadIdx.x == 0)
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }
 
 /// True if the register kernels take rows of t values of T at x (and at every other pointer,
 /// which comes from the same allocator): 16-byte vectors that tile the row, at most
-/// 32 * kRegValues values.
+/// kMaxRowThreads of them.
 template <typename T>
 bool rows_fit_registers(int64_t t, const void* x) {
   constexpr int64_t vec = 16 / sizeof(T);
-  return t % vec == 0 && t <= 32 * kRegValues && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  return t % vec == 0 && t / vec <= kMaxRowThreads && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
-/// Blocks for the register kernels.
-unsigned row_blocks(int64_t rows) {
-  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+/// Threads of a register kernel's block for rows of t values of T: one per vector, in warps.
+template <typename T>
+unsigned row_threads(int64_t t) {
+  const int64_t vecs = t / (16 / static_cast<int64_t>(sizeof(T)));
+  return static_cast<unsigned>((vecs + 31) / 32 * 32);
 }
 
 /// The kernels' view of the quantizers; q must stay alive until they ran.
@@ -432,8 +387,8 @@ at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale
     if (rows_fit_registers<scalar_t>(t, x.data_ptr()) &&
         reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0) {
       softmax_quantize_forward_regs<scalar_t, vec>
-          <<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream>>>(
-              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), rows, t, sc, qp);
+          <<<static_cast<unsigned>(rows), row_threads<scalar_t>(t), 0, stream>>>(
+              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), static_cast<int>(t), sc, qp);
     } else {
       softmax_quantize_forward_kernel<scalar_t>
           <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
@@ -467,9 +422,9 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
           reinterpret_cast<uintptr_t>(gy.data_ptr()) % 16 == 0 &&
           reinterpret_cast<uintptr_t>(gx.data_ptr()) % 16 == 0) {
         softmax_quantize_backward_regs<scalar_t, vec>
-            <<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream>>>(
+            <<<static_cast<unsigned>(rows), row_threads<scalar_t>(t), 0, stream>>>(
                 x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
-                partial.data_ptr<float>(), rows, t, sc, qp);
+                partial.data_ptr<float>(), rows, static_cast<int>(t), sc, qp);
         return;
       }
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;

@@ -118,8 +118,8 @@ __device__ __forceinline__ void make_params(float mn0, float mx0, const float* _
 
 /// fq_backward without the d offset terms: the offset comes from round(), whose gradient is
 /// zero. Returns dx; adds the element's d scale term to acc.
-__device__ __forceinline__ float fq_backward_scale(float x, float g, float s, float o, float qmin,
-                                                   float qmax, float& acc) {
+__device__ __forceinline__ float fq_backward_scale(float x, float g, const Divisor& s, float o,
+                                                   float qmin, float qmax, float& acc) {
   float unused = 0.0f;
   return fq_backward(x, g, s, o, qmin, qmax, acc, unused);
 }
@@ -189,7 +189,8 @@ __global__ void forward_rows_kernel(const float* __restrict__ w, float* __restri
     for (int k = 0; k < kStats; ++k) stats[row * kStats + k] = st[k];
   }
   __syncthreads();
-  const float s = st[kScale], o = st[kOffset];
+  const Divisor s = divisor(st[kScale]);
+  const float o = st[kOffset];
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
     yr[j] = fq_value(wr[j], s, o, c.qmin, c.qmax);
 }
@@ -201,7 +202,8 @@ __global__ void backward_rows_kernel(const float* __restrict__ w, const float* _
                                      int64_t cols, Codes c) {
   const int64_t row = blockIdx.x;
   const float* st = stats + row * kStats;
-  const float mn0 = st[kMin0], mx0 = st[kMax0], s = st[kScale], o = st[kOffset];
+  const float mn0 = st[kMin0], mx0 = st[kMax0], o = st[kOffset];
+  const Divisor s = divisor(st[kScale]);
   const float* wr = w + row * cols;
   const float* gr = gy + row * cols;
   float* gxr = gx + row * cols;
@@ -266,7 +268,8 @@ __global__ void params_tensor_kernel(const float* __restrict__ partial, int bloc
 
 __global__ void apply_tensor_kernel(const float* __restrict__ w, float* __restrict__ y,
                                     int64_t n, const float* __restrict__ stats, Codes c) {
-  const float s = stats[kScale], o = stats[kOffset];
+  const Divisor s = divisor(stats[kScale]);
+  const float o = stats[kOffset];
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride)
@@ -279,7 +282,8 @@ __global__ void backward_partial_kernel(const float* __restrict__ w, const float
                                         const float* __restrict__ stats,
                                         float* __restrict__ partial_f,
                                         int* __restrict__ partial_n, Codes c) {
-  const float mn0 = stats[kMin0], mx0 = stats[kMax0], s = stats[kScale], o = stats[kOffset];
+  const float mn0 = stats[kMin0], mx0 = stats[kMax0], o = stats[kOffset];
+  const Divisor s = divisor(stats[kScale]);
   float acc = 0.0f;
   int n_max = 0, n_min = 0;
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;

@@ -1,10 +1,11 @@
 // tests/cuda_emu/emu_softmax_kernels.cpp
 // The kernels of mobilequant/quant/fused_softmax_quantize_cuda.cu, run on the CPU under the
-// CUDA emulation (emu.h): the register kernels (one warp per row, the causal half skipped)
-// against the composed torch ops, with the bounds of tests/quant/test_fused_softmax_quantize
-// (one output code step, plus a bf16 ulp in bf16; gradients relative 1e-4 in fp32, 2e-2 in
-// bf16, the output offset's against the size of its terms), and against the shared-memory
-// kernels on the same input, which they equal up to the order of the sums. fp32 and bf16, a
+// CUDA emulation (emu.h): the register kernels (one block per row, a 16-byte vector a thread,
+// the causal half skipped) against the composed torch ops, with the bounds of
+// tests/quant/test_fused_softmax_quantize (one output code step, plus a bf16 ulp in bf16;
+// gradients relative 1e-4 in fp32, 2e-2 in bf16, the output offset's against the size of its
+// terms), and against the shared-memory kernels on the same input, which they equal up to the
+// order of the sums. fp32 and bf16, a
 // float site, 8- and 16-bit quantizers with drifted offsets, and an output quantizer that maps
 // probability 0 outside its codes (the masked keys then count). Exit status 0 when all hold.
 // ctest label cuda-emu (`scripts/test.sh cuda-emu`).
@@ -78,11 +79,12 @@ bool check(torch::ScalarType dtype, int64_t heads, int64_t t, const Q& in, const
   }
   const T* xp = static_cast<const T*>(x.data_ptr());
   const T* gp = static_cast<const T*>(gy.data_ptr());
-  emu_launch(row_blocks(rows), 32 * kRowsPerBlock, 0, softmax_quantize_forward_regs<T, kVec>, xp,
-             static_cast<T*>(y.data_ptr()), rows, t, scale, qa);
-  emu_launch(row_blocks(rows), 32 * kRowsPerBlock, 0, softmax_quantize_backward_regs<T, kVec>,
-             xp, gp, static_cast<T*>(gx.data_ptr()), partial.data_ptr<float>(), rows, t, scale,
-             qa);
+  const unsigned threads = row_threads<T>(t);
+  emu_launch(rows, threads, 0, softmax_quantize_forward_regs<T, kVec>, xp,
+             static_cast<T*>(y.data_ptr()), static_cast<int>(t), scale, qa);
+  emu_launch(rows, threads, 0, softmax_quantize_backward_regs<T, kVec>, xp, gp,
+             static_cast<T*>(gx.data_ptr()), partial.data_ptr<float>(), rows, static_cast<int>(t),
+             scale, qa);
   const auto sums = partial.sum(1);  // [4]
 
   const bool fp32 = dtype == torch::kFloat32;
