@@ -44,12 +44,24 @@ __device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, 
 __device__ __forceinline__ float value_of(const Divisor& d) { return d.b; }
 __device__ __forceinline__ float value_of(float b) { return b; }
 
+/// clamp(v, lo, hi) as torch.clamp: NaN passes through. On the device, PTX's NaN-propagating
+/// max and min (two instructions where the comparisons and selects take four).
+__device__ __forceinline__ float clamp_code(float v, float lo, float hi) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(v), "f"(lo));
+  asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(r), "f"(hi));
+  return r;
+#else
+  return v < lo ? lo : (v > hi ? hi : v);
+#endif
+}
+
 /// (clamp(rint(v / s) + o, qmin, qmax) - o) * s; NaN passes through, as torch.clamp. S: a
 /// Divisor (s shared by many elements) or a float.
 template <typename S>
 __device__ __forceinline__ float fq_value(float v, const S& s, float o, float qmin, float qmax) {
-  float q = __fadd_rn(rintf(div_rn(v, s)), o);
-  q = q < qmin ? qmin : (q > qmax ? qmax : q);
+  const float q = clamp_code(__fadd_rn(rintf(div_rn(v, s)), o), qmin, qmax);
   return __fmul_rn(__fsub_rn(q, o), value_of(s));
 }
 
@@ -63,8 +75,8 @@ __device__ __forceinline__ float fq_backward(float v, float g, const S& s, float
                                              float qmax, float& acc_s, float& acc_o) {
   const float t1 = div_rn(v, s);
   const float t2 = __fadd_rn(rintf(t1), o);
-  const bool in = t2 >= qmin && t2 <= qmax;  // false for NaN, as ClampBackward's mask
-  const float q = t2 < qmin ? qmin : (t2 > qmax ? qmax : t2);
+  const float q = clamp_code(t2, qmin, qmax);
+  const bool in = q == t2;  // qmin <= t2 <= qmax; false for NaN, as ClampBackward's mask
   const float t3 = __fsub_rn(q, o);
   const float g3 = __fmul_rn(g, value_of(s));
   const float from_mul = __fmul_rn(g, t3);
