@@ -91,6 +91,19 @@ __device__ __forceinline__ Quant load_quant(const QuantArgs& a) {
                a.hi_in, a.lo_out, a.hi_out, a.in_on, a.out_on};
 }
 
+/// The gradient reaching probability p (incoming g) through the output quantizer, rounded to
+/// T as the composed ops round it; adds its d scale / d offset terms to acc[2] / acc[3] and
+/// gp * p to dot.
+template <typename T>
+__device__ __forceinline__ float prob_grad(float p, float g, const Quant& q, float (&acc)[4],
+                                           float& dot) {
+  if (q.out_on)
+    g = round_to<T>(fq_backward(round_to<T>(p), g, q.s_out, q.o_out, q.lo_out, q.hi_out, acc[2],
+                                acc[3]));
+  dot = __fadd_rn(dot, __fmul_rn(g, p));
+  return g;
+}
+
 /// The masked, scaled, quantized scores of one row into buf (fp32 values of T); returns the
 /// row's maximum.
 template <typename T>
@@ -163,13 +176,7 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
     const float p = div_rn(pbuf[j], sum);  // the fp32 softmax output autograd saved
     pbuf[j] = p;
-    float gp = static_cast<float>(gr[j]);
-    if (q.out_on) {
-      gp = round_to<T>(fq_backward(round_to<T>(p), gp, q.s_out, q.o_out, q.lo_out, q.hi_out,
-                                   acc[2], acc[3]));
-    }
-    gbuf[j] = gp;
-    dot = __fadd_rn(dot, __fmul_rn(gp, p));
+    gbuf[j] = prob_grad<T>(p, static_cast<float>(gr[j]), q, acc, dot);
   }
   float d[1] = {dot};
   block_reduce<1, 0>(d);
@@ -305,13 +312,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
       // The fp32 softmax output autograd saved (+0 for a masked key, as 0 / sum).
       const float p = c[v] != 0.0f ? div_rn(c[v], sum) : 0.0f;
       c[v] = p;
-      float gv = raw_at<T>(g, v);
-      if (q.out_on) {
-        gv = round_to<T>(fq_backward(round_to<T>(p), gv, q.s_out, q.o_out, q.lo_out, q.hi_out,
-                                     acc[2], acc[3]));
-      }
-      gp[v] = gv;
-      dot = __fadd_rn(dot, __fmul_rn(gv, p));
+      gp[v] = prob_grad<T>(p, raw_at<T>(g, v), q, acc, dot);
     }
   }
   float d[1] = {dot};
