@@ -60,7 +60,8 @@ TEST_CASE("Fused quantized softmax on CUDA matches the composed ops forward and 
     double out_min = 0.0;  // > 0: the output quantizer maps probability 0 outside its codes
   };
   // T not a multiple of 16 bytes' worth of the dtype: the shared-memory kernels; otherwise
-  // (T <= 2048) the register kernels, which skip the masked keys unless out_min > 0.
+  // (at most 512 vectors: T <= 4096 in bf16, 2048 in fp32) the register kernels, which skip
+  // the masked keys unless out_min > 0.
   const Case cases[] = {{torch::kFloat32, 37, 8, 8, false, false},
                         {torch::kFloat32, 37, 8, 8, true, true},
                         {torch::kFloat32, 300, 16, 8, true, true},
