@@ -13,6 +13,7 @@
 
 #include <ATen/Dispatch.h>
 
+#include "mobilequant/quant/block_reduce.cuh"
 #include "mobilequant/quant/fake_quantize_element.cuh"
 
 namespace mq {
@@ -46,15 +47,13 @@ __global__ void fake_quantize_kernel(const T* __restrict__ x, T* __restrict__ y,
 }
 
 /// The backward pass of the composed ops for element i (fake_quantize_element.cuh's
-/// fq_backward): writes gx[i]; returns the element's terms of d scale and d offset. S as
-/// fq_backward's.
+/// fq_backward): writes gx[i]; adds the element's terms of d scale and d offset to gs and go.
+/// S as fq_backward's.
 template <typename T, typename S>
 __device__ __forceinline__ void backward_element(const T* __restrict__ x,
                                                  const T* __restrict__ gy, T* __restrict__ gx,
                                                  int64_t i, const S& s, float o, float qmin,
                                                  float qmax, float& gs, float& go) {
-  gs = 0.0f;
-  go = 0.0f;
   gx[i] = static_cast<T>(
       fq_backward(static_cast<float>(x[i]), static_cast<float>(gy[i]), s, o, qmin, qmax, gs, go));
 }
@@ -72,39 +71,14 @@ __global__ void fake_quantize_backward_kernel(const T* __restrict__ x, const T* 
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
     const int64_t c = i % cols;
-    backward_element(x, gy, gx, i, scale[c], offset[c], qmin, qmax, gs[i], go[i]);
+    float es = 0.0f, eo = 0.0f;
+    backward_element(x, gy, gx, i, scale[c], offset[c], qmin, qmax, es, eo);
+    gs[i] = es;
+    go[i] = eo;
   }
 }
 
 constexpr int kReduceThreads = 256;
-
-/// Sums a and b over the block; thread 0 writes them to out_a / out_b. Fixed order: the same
-/// inputs give the same bits.
-__device__ __forceinline__ void block_sum2(float a, float b, float* out_a, float* out_b) {
-  __shared__ float sa[kReduceThreads / 32], sb[kReduceThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) {
-    a += __shfl_down_sync(0xffffffffu, a, off);
-    b += __shfl_down_sync(0xffffffffu, b, off);
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) {
-    sa[warp] = a;
-    sb[warp] = b;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    a = lane < kReduceThreads / 32 ? sa[lane] : 0.0f;
-    b = lane < kReduceThreads / 32 ? sb[lane] : 0.0f;
-    for (int off = 16; off > 0; off >>= 1) {
-      a += __shfl_down_sync(0xffffffffu, a, off);
-      b += __shfl_down_sync(0xffffffffu, b, off);
-    }
-    if (lane == 0) {
-      *out_a = a;
-      *out_b = b;
-    }
-  }
-}
 
 /// Per tensor (kPerRow false: a grid-stride loop, one partial sum per block) or per row of a
 /// [rows, cols] x (kPerRow true: one block per row, the row's sums). sums: [2, gridDim.x], the
@@ -114,29 +88,26 @@ __global__ void fake_quantize_backward_reduce_kernel(
     const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ gx,
     float* __restrict__ sums, int64_t n, const float* __restrict__ scale,
     const float* __restrict__ offset, int64_t cols, float qmin, float qmax) {
-  float acc_s = 0.0f, acc_o = 0.0f;
-  float es, eo;
+  float acc[2] = {0.0f, 0.0f};  // d scale, d offset
   if (kPerRow) {
     const int64_t row = blockIdx.x;
     const Divisor s = divisor(scale[row]);
     const float o = offset[row];
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      backward_element(x, gy, gx, row * cols + j, s, o, qmin, qmax, es, eo);
-      acc_s += es;
-      acc_o += eo;
-    }
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      backward_element(x, gy, gx, row * cols + j, s, o, qmin, qmax, acc[0], acc[1]);
   } else {
     const Divisor s = divisor(scale[0]);
     const float o = offset[0];
     const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += stride) {
-      backward_element(x, gy, gx, i, s, o, qmin, qmax, es, eo);
-      acc_s += es;
-      acc_o += eo;
-    }
+         i += stride)
+      backward_element(x, gy, gx, i, s, o, qmin, qmax, acc[0], acc[1]);
   }
-  block_sum2(acc_s, acc_o, sums + blockIdx.x, sums + gridDim.x + blockIdx.x);
+  block_reduce<SumOp>(acc);
+  if (threadIdx.x == 0) {
+    sums[blockIdx.x] = acc[0];
+    sums[gridDim.x + blockIdx.x] = acc[1];
+  }
 }
 
 /// Grid for a grid-stride loop over n elements.

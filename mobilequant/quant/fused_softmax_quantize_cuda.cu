@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "mobilequant/quant/block_reduce.cuh"
 #include "mobilequant/quant/fake_quantize_element.cuh"
 
 namespace mq {
@@ -46,29 +47,6 @@ constexpr int kThreads = 256;
 template <typename T>
 __device__ __forceinline__ float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
-}
-
-/// Block-wide reduction of up to 4 values over a block of any multiple of 32 threads (at most
-/// 1024); every thread gets the results. kOp: 0 sum, 1 max.
-template <int kN, int kOp>
-__device__ __forceinline__ void block_reduce(float (&v)[kN]) {
-  __shared__ float part[kN][32];
-  for (int k = 0; k < kN; ++k)
-    for (int off = 16; off > 0; off >>= 1) {
-      const float other = __shfl_xor_sync(0xffffffffu, v[k], off);
-      v[k] = kOp == 0 ? v[k] + other : fmaxf(v[k], other);
-    }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int warps = static_cast<int>(blockDim.x >> 5);
-  __syncthreads();  // part may still be read by a previous call
-  if (lane == 0)
-    for (int k = 0; k < kN; ++k) part[k][warp] = v[k];
-  __syncthreads();
-  for (int k = 0; k < kN; ++k) {
-    float r = part[k][0];
-    for (int w = 1; w < warps; ++w) r = kOp == 0 ? r + part[k][w] : fmaxf(r, part[k][w]);
-    v[k] = r;
-  }
 }
 
 /// Both quantizers: codes and switches by value, scale/offset read from the device.
@@ -119,7 +97,7 @@ __device__ __forceinline__ float load_row(const T* __restrict__ x, float* buf, i
     m = fmaxf(m, c);
   }
   float r[1] = {m};
-  block_reduce<1, 1>(r);
+  block_reduce<MaxOp>(r);
   return r[0];
 }
 
@@ -132,7 +110,7 @@ __device__ __forceinline__ float exp_row(float* buf, int64_t t, float m) {
     sum = __fadd_rn(sum, e);
   }
   float r[1] = {sum};
-  block_reduce<1, 0>(r);
+  block_reduce<SumOp>(r);
   return r[0];
 }
 
@@ -179,7 +157,7 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
     gbuf[j] = prob_grad<T>(p, static_cast<float>(gr[j]), q, acc, dot);
   }
   float d[1] = {dot};
-  block_reduce<1, 0>(d);
+  block_reduce<SumOp>(d);
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
     float gc = j > query ? 0.0f : round_to<T>(__fmul_rn(pbuf[j], __fsub_rn(gbuf[j], d[0])));
     float ga = round_to<T>(__fmul_rn(gc, scale));
@@ -187,7 +165,7 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
                                   acc[0], acc[1]);
     gxr[j] = static_cast<T>(ga);
   }
-  block_reduce<4, 0>(acc);
+  block_reduce<SumOp>(acc);
   if (threadIdx.x == 0)
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }
@@ -242,7 +220,7 @@ __device__ __forceinline__ float exp_vec(const T* __restrict__ xr, float (&c)[kV
     }
   }
   float r[1] = {m};
-  block_reduce<1, 1>(r);
+  block_reduce<MaxOp>(r);
   float sum = 0.0f;
 #pragma unroll
   for (int v = 0; v < kVec; ++v) {
@@ -251,7 +229,7 @@ __device__ __forceinline__ float exp_vec(const T* __restrict__ xr, float (&c)[kV
     sum = __fadd_rn(sum, e);
   }
   r[0] = sum;
-  block_reduce<1, 0>(r);
+  block_reduce<SumOp>(r);
   return r[0];
 }
 
@@ -316,7 +294,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     }
   }
   float d[1] = {dot};
-  block_reduce<1, 0>(d);
+  block_reduce<SumOp>(d);
   if (j0 < t) {
     float out[kVec];
 #pragma unroll
@@ -333,7 +311,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     }
     store_vec<T, kVec>(gx + base + j0, out);
   }
-  block_reduce<4, 0>(acc);
+  block_reduce<SumOp>(acc);
   if (threadIdx.x == 0)
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }

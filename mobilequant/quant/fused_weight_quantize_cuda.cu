@@ -15,6 +15,7 @@
 #include <tuple>
 #include <utility>
 
+#include "mobilequant/quant/block_reduce.cuh"
 #include "mobilequant/quant/fake_quantize_element.cuh"
 
 namespace mq {
@@ -38,53 +39,24 @@ struct Codes {
   bool symmetric, lwc;
 };
 
-/// Block-wide min and max (every thread gets both). blockDim.x: a multiple of 32, <= kThreads.
+/// Block-wide min and max (every thread gets both).
 __device__ __forceinline__ void block_min_max(float& mn, float& mx) {
-  __shared__ float smn[kThreads / 32], smx[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) {
-    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, off));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  if (lane == 0) {
-    smn[warp] = mn;
-    smx[warp] = mx;
-  }
-  __syncthreads();
-  mn = smn[0];
-  mx = smx[0];
-  for (int w = 1; w < warps; ++w) {
-    mn = fminf(mn, smn[w]);
-    mx = fmaxf(mx, smx[w]);
-  }
-  __syncthreads();  // the shared slots may be reused
+  float lo[1] = {mn}, hi[1] = {mx};
+  block_reduce<MinOp>(lo);
+  block_reduce<MaxOp>(hi);
+  mn = lo[0];
+  mx = hi[0];
 }
 
 /// Block-wide sums of one float and two counts (every thread gets them).
 __device__ __forceinline__ void block_sums(float& a, int& c0, int& c1) {
-  __shared__ float sa[kThreads / 32];
-  __shared__ int sc0[kThreads / 32], sc1[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) {
-    a += __shfl_xor_sync(0xffffffffu, a, off);
-    c0 += __shfl_xor_sync(0xffffffffu, c0, off);
-    c1 += __shfl_xor_sync(0xffffffffu, c1, off);
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  if (lane == 0) {
-    sa[warp] = a;
-    sc0[warp] = c0;
-    sc1[warp] = c1;
-  }
-  __syncthreads();
-  a = sa[0];
-  c0 = sc0[0];
-  c1 = sc1[0];
-  for (int w = 1; w < warps; ++w) {
-    a += sa[w];
-    c0 += sc0[w];
-    c1 += sc1[w];
-  }
-  __syncthreads();
+  float f[1] = {a};
+  int c[2] = {c0, c1};
+  block_reduce<SumOp>(f);
+  block_reduce<SumOp>(c);
+  a = f[0];
+  c0 = c[0];
+  c1 = c[1];
 }
 
 /// choose_qparams of the (clipped) range, as primitives.cpp computes it with torch ops:
