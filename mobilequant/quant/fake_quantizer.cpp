@@ -92,6 +92,12 @@ std::pair<torch::Tensor, torch::Tensor> WeightFakeQuantizerImpl::clipped_min_max
   return {mn, mx};
 }
 
+std::pair<torch::Tensor, torch::Tensor> WeightFakeQuantizerImpl::lwc_sigmoids(
+    const torch::TensorOptions& opts) const {
+  if (!lwc_enabled()) return {};
+  return {torch::sigmoid(upbound_factor.to(opts)), torch::sigmoid(lowbound_factor.to(opts))};
+}
+
 QParams WeightFakeQuantizerImpl::qparams(const torch::Tensor& w) const {
   check_shape(w);
   const QuantSpec& spec = options.spec();
@@ -107,18 +113,27 @@ torch::Tensor WeightFakeQuantizerImpl::forward(const torch::Tensor& w) {
   if (fused_weight_quantize_supported(wg)) {
     // CUDA fp32: the range, the clipping, the qparams and the fake quantization in one kernel
     // pass each way; the same values as the composed ops below.
-    torch::Tensor sig_up, sig_low;  // [groups, 1] or [1]; undefined without LWC
-    if (lwc_enabled()) {
-      const auto opts = wg.options();
-      sig_up = torch::sigmoid(upbound_factor.to(opts));
-      sig_low = torch::sigmoid(lowbound_factor.to(opts));
-    }
+    const auto [sig_up, sig_low] = lwc_sigmoids(wg.options());  // [groups, 1] or [1]
     return fused_weight_quantize(wg, sig_up, sig_low, spec.bits, spec.symmetric,
                                  spec.granularity != Granularity::kPerTensor)
         .reshape(w.sizes());  // [w]
   }
   const QParams p = qparams(w);                // scale/offset [groups, 1]
   return fake_quantize(wg, p).reshape(w.sizes());  // [w], w's dtype
+}
+
+torch::Tensor WeightFakeQuantizerImpl::forward_transformed(const torch::Tensor& w,
+                                                           const WeightTransform& t,
+                                                           torch::ScalarType out_dtype) {
+  const QuantSpec& spec = options.spec();
+  const bool fusable = spec.enabled && spec.granularity != Granularity::kPerGroup &&
+                       (out_dtype == torch::kFloat32 || out_dtype == torch::kBFloat16);
+  if (!fusable || !fused_weight_quantize_supported(w, t))
+    return forward(transform_weight(w, t)).to(out_dtype);  // [w]
+  check_shape(w);
+  const auto [sig_up, sig_low] = lwc_sigmoids(w.options());  // [groups, 1] or [1]
+  return fused_weight_quantize(w, t, sig_up, sig_low, spec.bits, spec.symmetric,
+                               spec.granularity == Granularity::kPerChannel, out_dtype);  // [w]
 }
 
 torch::Tensor WeightFakeQuantizerImpl::clip(const torch::Tensor& w) const {

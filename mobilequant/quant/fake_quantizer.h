@@ -20,6 +20,7 @@
 
 #include "mobilequant/config/quant_spec.h"
 #include "mobilequant/quant/primitives.h"
+#include "mobilequant/quant/weight_transform.h"
 
 namespace mq {
 
@@ -46,6 +47,13 @@ class WeightFakeQuantizerImpl : public torch::nn::Module {
   /// w (shape of the options) -> fake-quantized w (same shape, dtype). Identity when the spec
   /// is disabled. With LWC: max *= sigmoid(upbound_factor), min *= sigmoid(lowbound_factor).
   torch::Tensor forward(const torch::Tensor& w);
+  /// forward(transform_weight(w, t)) in `out_dtype` (fp32, or bf16 as a cast rounds): the LET
+  /// transform taken into the quantizer. On CUDA, for a 2-D fp32 weight that needs no gradient,
+  /// per tensor or per channel, one fused pass each way (fused_weight_quantize.h); elsewhere the
+  /// composed ops and a cast. The same values either way; differentiable in t's factors, the
+  /// LWC bounds and (composed path) w.
+  torch::Tensor forward_transformed(const torch::Tensor& w, const WeightTransform& t,
+                                    torch::ScalarType out_dtype);
   /// Registers `upbound_factor` and `lowbound_factor` (shape [1], [out, 1] or [groups, 1]),
   /// both `init`, learnable, fp32 on the CPU (module->to() moves them; forward also moves a
   /// copy to the weight's device and dtype, keeping the gradient). Calling it again resets
@@ -73,6 +81,9 @@ class WeightFakeQuantizerImpl : public torch::nn::Module {
   int64_t num_groups() const;
   /// Min and max of `w` per group, with the LWC bounds applied if enabled (compute dtype).
   std::pair<torch::Tensor, torch::Tensor> clipped_min_max(const torch::Tensor& w) const;
+  /// The sigmoids of the LWC bounds ([groups, 1] or [1]) in `opts`, differentiable in the
+  /// bounds; both undefined without LWC.
+  std::pair<torch::Tensor, torch::Tensor> lwc_sigmoids(const torch::TensorOptions& opts) const;
   /// Throws mq::Error naming the quantizer unless `w` has the shape of the options.
   void check_shape(const torch::Tensor& w) const;
 };

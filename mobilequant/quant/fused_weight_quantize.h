@@ -8,11 +8,20 @@
 // bit for bit: the same fp32 operations in the same order, with the division by the code count
 // done as PyTorch does a division by a host scalar on CUDA (a multiplication by its fp32
 // reciprocal). Built where the other fused kernels are (MQ_CUDA_KERNELS).
+//
+// The second form takes the LET transform of weight_transform.h into the same passes: the
+// frozen weight is read as stored and transformed element by element (the same ops again), the
+// result can be written as bf16 (what autocast would cast it to before the matmul), and the
+// backward pass gives the transform's factors their gradients directly. The composed path
+// writes the transformed weight, its quantized copy and its bf16 cast forward, and as many
+// tensors backward; this reads the weight twice each way.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+
+#include "mobilequant/quant/weight_transform.h"
 
 namespace mq {
 
@@ -24,13 +33,28 @@ bool fused_weight_quantize_supported(const torch::Tensor& wg);
 /// and max are wg's per row ([groups, 1], per_row) or over all of it, and sig_up / sig_low are
 /// the sigmoids of the LWC bounds ([groups, 1] per row, one element per tensor) or undefined
 /// (no clipping: min and max as they are). wg: [groups, g] fp32 on CUDA. Returns [groups, g]
-/// fp32. Differentiable in wg, sig_up and sig_low with the gradients autograd gives the
-/// composed ops: straight-through rounding, the offset's round stops its gradient, the clamp
-/// of the scale passes it only inside [kMinScale, kMaxScale], and min / max hand theirs to every
-/// element equal to them in equal shares. Values bit for bit; gradients up to the order of the
-/// sums. Requires fused_weight_quantize_supported(wg).
+/// in `out_dtype` (fp32, or bf16: the fp32 result rounded as a cast rounds it).
+/// Differentiable in wg, sig_up and sig_low with the gradients autograd gives the composed ops:
+/// straight-through rounding, the offset's round stops its gradient, the clamp of the scale
+/// passes it only inside [kMinScale, kMaxScale], and min / max hand theirs to every element
+/// equal to them in equal shares. Values bit for bit; gradients up to the order of the sums.
+/// Requires fused_weight_quantize_supported(wg).
 torch::Tensor fused_weight_quantize(const torch::Tensor& wg, const torch::Tensor& sig_up,
                                     const torch::Tensor& sig_low, int64_t bits, bool symmetric,
-                                    bool per_row);
+                                    bool per_row,
+                                    torch::ScalarType out_dtype = torch::kFloat32);
+
+/// True if the second form takes `w` [out, in] with transform `t`: supported(w), w needs no
+/// gradient, and the factors are fp32 tensors of the right length on w's device.
+bool fused_weight_quantize_supported(const torch::Tensor& w, const WeightTransform& t);
+
+/// fused_weight_quantize(transform_weight(w, t), ...) for a frozen weight w [out, in], per row
+/// (one group per output row) or per tensor, the result in `out_dtype`. Differentiable in the
+/// transform's factors and in sig_up / sig_low; values bit for bit those of the composed ops,
+/// gradients up to the order of the sums. Requires fused_weight_quantize_supported(w, t).
+torch::Tensor fused_weight_quantize(const torch::Tensor& w, const WeightTransform& t,
+                                    const torch::Tensor& sig_up, const torch::Tensor& sig_low,
+                                    int64_t bits, bool symmetric, bool per_row,
+                                    torch::ScalarType out_dtype);
 
 }  // namespace mq

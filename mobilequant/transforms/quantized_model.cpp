@@ -1,6 +1,9 @@
 // mobilequant/transforms/quantized_model.cpp
 #include "mobilequant/transforms/quantized_model.h"
 
+#include <ATen/autocast_mode.h>
+
+#include <array>
 #include <set>
 
 #include "mobilequant/calib/act_stats.h"
@@ -10,6 +13,17 @@
 namespace mq {
 
 namespace {
+
+/// The dtype a quantized linear weight is handed to the block in: bf16 while training under
+/// CUDA bf16 autocast (the matmul's cast, done by the quantizer's pass), else the stored
+/// weight's. Only with gradients on, where the weights are not cached for later calls.
+torch::ScalarType linear_weight_dtype(const torch::Tensor& stored) {
+  const bool bf16 = torch::GradMode::is_enabled() && stored.is_cuda() &&
+                    stored.scalar_type() == torch::kFloat32 &&
+                    at::autocast::is_autocast_enabled(at::kCUDA) &&
+                    at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16;
+  return bf16 ? torch::kBFloat16 : stored.scalar_type();
+}
 
 /// "self_attn.qk_bmm.output" -> "self_attn.qk_bmm.output_quantizer" (the reference's module).
 std::string act_quantizer_name(int64_t layer, ActSite site) {
@@ -160,16 +174,28 @@ LayerWeights QuantizedModelImpl::layer_weights(int64_t layer, const LayerWeights
   auto& q = *layer_ptrs_[static_cast<size_t>(layer)];
   LayerWeights w = stored;
   const NormKind norm = model_->config().norm;
+  // The linears' quantizers take the LET transform themselves (one fused pass on CUDA).
+  std::array<bool, kNumWeightSites> in_quantizer{};
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    const auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
+    in_quantizer[static_cast<size_t>(site)] =
+        quant_on_ && !is_norm(site) && !wq.is_empty() && wq->options.spec().enabled;
+  }
+  LinearTransforms transforms;
   if (!q.scales.is_empty()) {
     q.scales->truncate();
-    w = apply_smooth_scales(w, *q.scales, norm);
+    transforms = linear_transforms(*q.scales);
+    w = apply_smooth_scales(w, *q.scales, norm, in_quantizer);
   }
   if (quant_on_) {
+    const torch::ScalarType linear_dtype = linear_weight_dtype(stored.q_proj.weight);
     for (const WeightSite site : EnumValues<WeightSite>::values()) {
       auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
       if (wq.is_empty()) continue;
       torch::Tensor& t = weight_of(w, site);
-      if (is_norm(site) && norm == NormKind::kRmsOnePlus) {
+      if (in_quantizer[static_cast<size_t>(site)]) {
+        t = wq->forward_transformed(t, transforms[static_cast<size_t>(site)], linear_dtype);
+      } else if (is_norm(site) && norm == NormKind::kRmsOnePlus) {
         t = wq(1.0 + t) - 1.0;  // quantize the multiplier 1 + w the norm computes
       } else {
         t = wq(t);

@@ -73,52 +73,71 @@ NormWeights scale_norm(const NormWeights& n, const torch::Tensor& s, NormKind ki
   return out;
 }
 
-/// Multiplies a linear's input columns by s: W [out, in] * s[None, :].
-LinearWeights scale_columns(const LinearWeights& l, const torch::Tensor& s) {
-  return LinearWeights{l.weight * s.unsqueeze(0), l.bias};
-}
-
-/// Divides a linear's output rows (and bias) by s: W [out, in] / s[:, None].
-LinearWeights divide_rows(const LinearWeights& l, const torch::Tensor& s) {
-  return LinearWeights{l.weight / s.unsqueeze(1), l.bias.defined() ? l.bias / s : l.bias};
-}
-
-/// Multiplies a linear's output rows (and bias) by s.
-LinearWeights multiply_rows(const LinearWeights& l, const torch::Tensor& s) {
-  return LinearWeights{l.weight * s.unsqueeze(1), l.bias.defined() ? l.bias * s : l.bias};
-}
-
 }  // namespace
 
-LayerWeights apply_smooth_scales(const LayerWeights& w, const LayerScalesImpl& s, NormKind norm) {
-  LayerWeights out = w;
-  // norm -> fcs (smooth_ln_fcs): norm / s, fc columns * s.
-  if (s.qkv_smooth_scale.defined()) {
-    const auto& sc = s.qkv_smooth_scale;                                     // [C]
-    out.input_layernorm = scale_norm(out.input_layernorm, sc, norm);
-    out.q_proj = scale_columns(out.q_proj, sc);
-    out.k_proj = scale_columns(out.k_proj, sc);
-    out.v_proj = scale_columns(out.v_proj, sc);
+LinearWeights& linear_of(LayerWeights& w, WeightSite site) {
+  switch (site) {
+    case WeightSite::kQProj: return w.q_proj;
+    case WeightSite::kKProj: return w.k_proj;
+    case WeightSite::kVProj: return w.v_proj;
+    case WeightSite::kOProj: return w.o_proj;
+    case WeightSite::kGate: return w.gate_proj;
+    case WeightSite::kUp: return w.up_proj;
+    case WeightSite::kDown: return w.down_proj;
+    default: break;
   }
-  if (s.fc1_smooth_scale.defined()) {
-    const auto& sc = s.fc1_smooth_scale;                                     // [C]
-    out.post_attention_layernorm = scale_norm(out.post_attention_layernorm, sc, norm);
-    out.gate_proj = scale_columns(out.gate_proj, sc);
-    out.up_proj = scale_columns(out.up_proj, sc);
-  }
-  // fc -> fc (smooth_fc_fc): v rows / s, o columns * s (per KV head).
+  throw make_error("linear_of: weight site ", static_cast<int>(site), " is not a linear");
+}
+
+LinearTransforms linear_transforms(const LayerScalesImpl& s) {
+  LinearTransforms t;
+  const auto at = [&t](WeightSite site) -> WeightTransform& {
+    return t[static_cast<size_t>(site)];
+  };
+  // norm -> fcs (smooth_ln_fcs): fc columns * s.
+  if (s.qkv_smooth_scale.defined())
+    for (const WeightSite site : {WeightSite::kQProj, WeightSite::kKProj, WeightSite::kVProj})
+      at(site).col = s.qkv_smooth_scale;                                     // [C]
+  if (s.fc1_smooth_scale.defined())
+    for (const WeightSite site : {WeightSite::kGate, WeightSite::kUp})
+      at(site).col = s.fc1_smooth_scale;                                     // [C]
+  // fc -> fc (smooth_fc_fc): producer rows / s, consumer columns * s (per KV head for o).
   if (s.out_smooth_scale.defined()) {
-    out.v_proj = divide_rows(out.v_proj, s.out_smooth_scale);                // [KV*D]
-    out.o_proj = scale_columns(out.o_proj, s.out_columns());                 // [H*D]
+    at(WeightSite::kVProj).row = s.out_smooth_scale;                          // [KV*D]
+    at(WeightSite::kVProj).row_divides = true;
+    at(WeightSite::kOProj).col = s.out_columns();                             // [H*D]
   }
   if (s.fc2_smooth_scale.defined()) {
-    out.up_proj = divide_rows(out.up_proj, s.fc2_smooth_scale);              // [F]
-    out.down_proj = scale_columns(out.down_proj, s.fc2_smooth_scale);
+    at(WeightSite::kUp).row = s.fc2_smooth_scale;                             // [F]
+    at(WeightSite::kUp).row_divides = true;
+    at(WeightSite::kDown).col = s.fc2_smooth_scale;                           // [F]
   }
   // q <-> k (smooth_q_k): q rows / s, k rows * s, tied across rotary pairs.
   if (s.qkt_smooth_scale.defined()) {
-    out.q_proj = divide_rows(out.q_proj, s.qkt_query_rows());                // [H*D]
-    out.k_proj = multiply_rows(out.k_proj, s.qkt_rows());                    // [KV*D]
+    at(WeightSite::kQProj).row = s.qkt_query_rows();                          // [H*D]
+    at(WeightSite::kQProj).row_divides = true;
+    at(WeightSite::kKProj).row = s.qkt_rows();                                // [KV*D]
+  }
+  return t;
+}
+
+LayerWeights apply_smooth_scales(const LayerWeights& w, const LayerScalesImpl& s, NormKind norm,
+                                 const std::array<bool, kNumWeightSites>& keep_weight) {
+  LayerWeights out = w;
+  // norm -> fcs (smooth_ln_fcs): norm / s.
+  if (s.qkv_smooth_scale.defined())
+    out.input_layernorm = scale_norm(out.input_layernorm, s.qkv_smooth_scale, norm);
+  if (s.fc1_smooth_scale.defined())
+    out.post_attention_layernorm = scale_norm(out.post_attention_layernorm, s.fc1_smooth_scale,
+                                              norm);
+  const LinearTransforms transforms = linear_transforms(s);
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    const WeightTransform& t = transforms[static_cast<size_t>(site)];
+    if (!t.any()) continue;
+    LinearWeights& l = linear_of(out, site);
+    if (!keep_weight[static_cast<size_t>(site)]) l.weight = transform_weight(l.weight, t);
+    if (l.bias.defined() && t.row.defined())
+      l.bias = t.row_divides ? l.bias / t.row : l.bias * t.row;  // [out]
   }
   return out;
 }

@@ -21,9 +21,13 @@
 
 #include <torch/torch.h>
 
+#include <array>
+
+#include "mobilequant/config/quant_sites.h"
 #include "mobilequant/config/train_config.h"
 #include "mobilequant/config/model_config.h"
 #include "mobilequant/models/decoder.h"
+#include "mobilequant/quant/weight_transform.h"
 
 namespace mq {
 
@@ -59,9 +63,24 @@ class LayerScalesImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LayerScales);
 
-/// §1.4, in the reference's order (qkv and fc1, then out, then fc2, then qkt): the block's
-/// weights with the scales applied. Differentiable in the scales. `norm` is the block's norm
-/// kind (Gemma's 1 + w is transformed as the multiplier it is).
-LayerWeights apply_smooth_scales(const LayerWeights& w, const LayerScalesImpl& s, NormKind norm);
+/// The LET transform of each linear's weight, indexed by WeightSite (the norms' entries stay
+/// empty): q, k, v columns * qkv; gate, up columns * fc1; o columns * out; down columns * fc2;
+/// q rows / qkt, k rows * qkt, v rows / out, up rows / fc2.
+using LinearTransforms = std::array<WeightTransform, kNumWeightSites>;
+
+/// The transforms of the scales `s` (views of its parameters: differentiable in them).
+LinearTransforms linear_transforms(const LayerScalesImpl& s);
+
+/// §1.4: the block's weights with the scales applied (norms divided, linears transformed as
+/// linear_transforms says, biases divided or multiplied with their rows). Differentiable in
+/// the scales. `norm` is the block's norm kind (Gemma's 1 + w is transformed as the multiplier
+/// it is). A site with `keep_weight` set keeps its linear's weight as stored (its bias is still
+/// transformed), for a quantizer that takes the transform itself
+/// (WeightFakeQuantizer::forward_transformed).
+LayerWeights apply_smooth_scales(const LayerWeights& w, const LayerScalesImpl& s, NormKind norm,
+                                 const std::array<bool, kNumWeightSites>& keep_weight = {});
+
+/// The linear of `w` at a linear site (q, k, v, o, gate, up, down); throws for a norm site.
+LinearWeights& linear_of(LayerWeights& w, WeightSite site);
 
 }  // namespace mq

@@ -87,10 +87,11 @@ V __shfl_down_sync(unsigned, V v, int off) {
   return emu_exchange(v, lane + off < 32 ? lane + off : lane);
 }
 
-/// kernel<<<grid, block, shared_bytes>>>(args...), emulated; returns when every block ran.
+/// kernel<<<grid, block, shared_bytes>>>(args...), emulated; returns when every block ran (the
+/// grid's x index fastest).
 template <typename F, typename... A>
-void emu_launch(unsigned grid, unsigned block, size_t shared_bytes, F kernel, A... args) {
-  gridDim.x = grid;
+void emu_launch(dim3 grid, unsigned block, size_t shared_bytes, F kernel, A... args) {
+  gridDim = grid;
   blockDim.x = block;
   emu.dynamic_shared.assign(shared_bytes / sizeof(float) + 1, 0.0f);
   emu.slots.assign(block, 0);
@@ -102,11 +103,18 @@ void emu_launch(unsigned grid, unsigned block, size_t shared_bytes, F kernel, A.
   for (unsigned t = 0; t < block; ++t)
     threads.emplace_back([=] {
       threadIdx.x = t;
-      for (unsigned b = 0; b < grid; ++b) {
-        blockIdx.x = b;
-        kernel(args...);
-        emu.block->arrive_and_wait();  // the next block reuses the shared storage
+      for (unsigned by = 0; by < grid.y; ++by) {
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          blockIdx.x = bx;
+          blockIdx.y = by;
+          kernel(args...);
+          emu.block->arrive_and_wait();  // the next block reuses the shared storage
+        }
       }
     });
   for (auto& th : threads) th.join();
+}
+template <typename F, typename... A>
+void emu_launch(unsigned grid, unsigned block, size_t shared_bytes, F kernel, A... args) {
+  emu_launch(dim3{grid, 1, 1}, block, shared_bytes, kernel, args...);
 }

@@ -11,6 +11,7 @@
 #include "mobilequant/quant/fake_quantizer.h"
 #include "mobilequant/quant/fused_weight_quantize.h"
 #include "mobilequant/quant/primitives.h"
+#include "mobilequant/quant/weight_transform.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -105,6 +106,93 @@ TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit fo
         if (lwc) {
           CHECK(mq::test::rel_l2(wq->upbound_factor.grad(), up.grad()) <= 1e-4);
           CHECK(mq::test::rel_l2(wq->lowbound_factor.grad(), low.grad()) <= 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Fused weight quantizer with the LET transform on CUDA equals the composed ops",
+          "[model]") {
+  if (!torch::cuda::is_available()) MQ_SKIP("no CUDA device");
+  const auto dev = torch::Device(torch::kCUDA, 0);
+  if (!mq::fused_weight_quantize_supported(torch::zeros({2, 2}, dev)))
+    MQ_SKIP("this build has no fused CUDA kernels (MQ_CUDA_KERNELS)");
+  auto gen = at::detail::createCPUGenerator(43);
+  struct Case {
+    std::vector<int64_t> shape;
+    mq::Granularity granularity;
+    int64_t bits;
+    int row_op;  // 0 none, 1 divide, 2 multiply
+  };
+  // Per tensor over many blocks and bands, per channel with rows longer than a block.
+  const Case cases[] = {{{512, 1100}, mq::Granularity::kPerTensor, 8, 1},
+                        {{96, 200}, mq::Granularity::kPerTensor, 4, 2},
+                        {{130, 2100}, mq::Granularity::kPerChannel, 4, 1},
+                        {{64, 96}, mq::Granularity::kPerChannel, 8, 0}};
+  for (const Case& c : cases) {
+    for (const bool symmetric : {false, true}) {
+      for (const bool lwc : {false, true}) {
+        for (const auto out_dtype : {torch::kFloat32, torch::kBFloat16}) {
+          mq::QuantSpec spec;
+          spec.enabled = true;
+          spec.bits = c.bits;
+          spec.symmetric = symmetric;
+          spec.granularity = c.granularity;
+          INFO("shape " << c10::IntArrayRef(c.shape) << ", " << mq::to_string(c.granularity)
+                        << ", " << c.bits << " bits, symmetric " << symmetric << ", LWC " << lwc
+                        << ", row op " << c.row_op << ", out " << out_dtype);
+          const int64_t rows = c.shape[0], cols = c.shape[1];
+          auto w = (torch::randn(c.shape, gen) * 0.05 + 0.01).to(dev);  // [rows, cols], frozen
+          auto col = (torch::rand({cols}, gen) + 0.5).to(dev);           // [cols]
+          auto row = c.row_op == 0 ? torch::Tensor() : (torch::rand({rows}, gen) + 0.5).to(dev);
+          // Tied transformed maximum: equal weights in one row at columns of equal factor.
+          {
+            torch::NoGradGuard no_grad;
+            col[3] = col[0];
+            w[0][0] = 2.0;
+            w[0][3] = 2.0;
+          }
+          mq::WeightFakeQuantizer wq(mq::WeightFakeQuantizerOptions(spec, c.shape, "test.w"));
+          if (lwc) {
+            wq->enable_lwc();
+            torch::NoGradGuard no_grad;
+            wq->upbound_factor.copy_(torch::rand(wq->upbound_factor.sizes(), gen) * 3 + 1);
+            wq->lowbound_factor.copy_(torch::rand(wq->lowbound_factor.sizes(), gen) * 3 + 1);
+          }
+          wq->to(dev);
+          torch::Tensor up, low;
+          if (lwc) {
+            up = wq->upbound_factor.detach().clone().requires_grad_(true);
+            low = wq->lowbound_factor.detach().clone().requires_grad_(true);
+          }
+          const auto gy = torch::randn(c.shape, gen).to(dev).to(out_dtype);  // [rows, cols]
+          const auto leaf = [](const torch::Tensor& f) {
+            return f.defined() ? f.detach().clone().requires_grad_(true) : f;
+          };
+          const mq::WeightTransform tr{leaf(col), leaf(row), c.row_op == 1};
+          auto want = composed(mq::transform_weight(w, tr), spec, up, low).to(out_dtype);
+          want.backward(gy);
+
+          const mq::WeightTransform tf{leaf(col), leaf(row), c.row_op == 1};
+          REQUIRE(mq::fused_weight_quantize_supported(w, tf));
+          auto got = wq->forward_transformed(w, tf, out_dtype);
+          REQUIRE(got.scalar_type() == out_dtype);
+          REQUIRE(torch::equal(got.detach().cpu(), want.detach().cpu()));
+          {
+            torch::NoGradGuard no_grad;
+            REQUIRE(torch::equal(wq->forward_transformed(w, tf, out_dtype).cpu(),
+                                 want.detach().cpu()));
+          }
+          got.backward(gy);
+          // Sums over a row (up to 2100 terms) or a column (up to 512) in another order, and
+          // the LWC chain through d scale, a sum over the group: relative 1e-4 as above.
+          CHECK(mq::test::rel_l2(tf.col.grad(), tr.col.grad()) <= 1e-4);
+          if (row.defined()) CHECK(mq::test::rel_l2(tf.row.grad(), tr.row.grad()) <= 1e-4);
+          if (lwc) {
+            CHECK(mq::test::rel_l2(wq->upbound_factor.grad(), up.grad()) <= 1e-4);
+            CHECK(mq::test::rel_l2(wq->lowbound_factor.grad(), low.grad()) <= 1e-4);
+          }
         }
       }
     }
