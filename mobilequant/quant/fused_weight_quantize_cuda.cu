@@ -167,38 +167,6 @@ __device__ __forceinline__ float transformed(float w, const Transform& t, int64_
   if (!r.on) return v;
   return r.divides ? div_rn(v, r.d) : __fmul_rn(v, r.d.b);
 }
-/// The same for an element whose row changes from one call to the next (grid-stride walks).
-__device__ __forceinline__ float transformed(float w, const Transform& t, int64_t i, int64_t j) {
-  const float v = t.col != nullptr ? __fmul_rn(w, t.col[j]) : w;
-  if (t.row == nullptr) return v;
-  return t.row_divides ? __fdiv_rn(v, t.row[i]) : __fmul_rn(v, t.row[i]);
-}
-
-/// A grid-stride walk over the elements of a [rows, cols] tensor that keeps each one's row i
-/// and column j (one division when it starts).
-struct Walk {
-  int64_t idx, i, j;
-  int64_t n, cols, stride, di, dj;
-  __device__ Walk(int64_t rows, int64_t cols_) : n(rows * cols_), cols(cols_) {
-    stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-    idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    i = idx / cols;
-    j = idx - i * cols;
-    di = stride / cols;
-    dj = stride - di * cols;
-  }
-  __device__ bool ok() const { return idx < n; }
-  __device__ void next() {
-    idx += stride;
-    i += di;
-    j += dj;
-    if (j >= cols) {
-      j -= cols;
-      ++i;
-    }
-  }
-};
-
 // ---------------------------------------------------------------- per row: one block each
 
 template <typename Out>
@@ -278,14 +246,19 @@ __global__ void backward_rows_kernel(const float* __restrict__ w, const G* __res
 
 // ---------------------------------------------------------------- per tensor: grid-wide
 
-/// partial: [2, gridDim.x] (min, then max per block).
+/// partial: [2, gridDim.x] (min, then max per block). Grid-wide passes take rows blockIdx.x,
+/// blockIdx.x + gridDim.x, ..., each row's factor ready once.
 __global__ void min_max_partial_kernel(const float* __restrict__ w, int64_t rows, int64_t cols,
                                        Transform t, float* __restrict__ partial) {
   float mn = kPosInf, mx = kNegInf;
-  for (Walk e(rows, cols); e.ok(); e.next()) {
-    const float v = transformed(w[e.idx], t, e.i, e.j);
-    mn = fminf(mn, v);
-    mx = fmaxf(mx, v);
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const RowFactor r = row_factor(t, i);
+    const float* wr = w + i * cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = transformed(wr[j], t, j, r);
+      mn = fminf(mn, v);
+      mx = fmaxf(mx, v);
+    }
   }
   block_min_max(mn, mx);
   if (threadIdx.x == 0) {
@@ -317,8 +290,13 @@ __global__ void apply_tensor_kernel(const float* __restrict__ w, Out* __restrict
                                     const float* __restrict__ stats, Codes c) {
   const Divisor s = divisor(stats[kScale]);
   const float o = stats[kOffset];
-  for (Walk e(rows, cols); e.ok(); e.next())
-    y[e.idx] = static_cast<Out>(fq_value(transformed(w[e.idx], t, e.i, e.j), s, o, c.qmin, c.qmax));
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const RowFactor r = row_factor(t, i);
+    const float* wr = w + i * cols;
+    Out* yr = y + i * cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      yr[j] = static_cast<Out>(fq_value(transformed(wr[j], t, j, r), s, o, c.qmin, c.qmax));
+  }
 }
 
 /// partial_f: [gridDim.x] d scale sums; partial_n: [2, gridDim.x] ties of max, then of min. gx
@@ -333,13 +311,17 @@ __global__ void backward_partial_kernel(const float* __restrict__ w, const G* __
   const Divisor s = divisor(stats[kScale]);
   float acc = 0.0f;
   int n_max = 0, n_min = 0;
-  for (Walk e(rows, cols); e.ok(); e.next()) {
-    const float v = transformed(w[e.idx], t, e.i, e.j);
-    const float d =
-        fq_backward_scale(v, static_cast<float>(gy[e.idx]), s, o, c.qmin, c.qmax, acc);
-    if (gx != nullptr) gx[e.idx] = d;
-    n_max += v == mx0;
-    n_min += v == mn0;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const RowFactor r = row_factor(t, i);
+    const int64_t base = i * cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float v = transformed(w[base + j], t, j, r);
+      const float d =
+          fq_backward_scale(v, static_cast<float>(gy[base + j]), s, o, c.qmin, c.qmax, acc);
+      if (gx != nullptr) gx[base + j] = d;
+      n_max += v == mx0;
+      n_min += v == mn0;
+    }
   }
   block_sums(acc, n_max, n_min);
   if (threadIdx.x == 0) {
@@ -433,17 +415,22 @@ __global__ void __launch_bounds__(kBandWarps * 32)
     const RowFactor r = row_factor(t, i);
     const float* wr = w + i * cols;
     const G* gr = gy + i * cols;
-    float row_acc = 0.0f;
+    float wv[kColsPerLane], gv[kColsPerLane];  // the lane's elements, all loads issued first
 #pragma unroll
     for (int m = 0; m < kColsPerLane; ++m) {
       const int64_t j = j0 + 32 * m;
-      if (j >= cols) break;
-      const float wv = wr[j];
-      const float t1 = t.col != nullptr ? __fmul_rn(wv, cf[m]) : wv;
+      wv[m] = j < cols ? wr[j] : 0.0f;
+      gv[m] = j < cols ? static_cast<float>(gr[j]) : 0.0f;
+    }
+    float row_acc = 0.0f;
+#pragma unroll
+    for (int m = 0; m < kColsPerLane; ++m) {
+      if (j0 + 32 * m >= cols) break;
+      const float t1 = t.col != nullptr ? __fmul_rn(wv[m], cf[m]) : wv[m];
       float t2 = t1;
       if (r.on) t2 = r.divides ? div_rn(t1, r.d) : __fmul_rn(t1, r.d.b);
       float unused = 0.0f;
-      float g2 = fq_backward_scale(t2, static_cast<float>(gr[j]), s, o, c.qmin, c.qmax, unused);
+      float g2 = fq_backward_scale(t2, gv[m], s, o, c.qmin, c.qmax, unused);
       if (t2 == mx0) g2 = __fadd_rn(g2, inc_max);
       if (t2 == mn0) g2 = __fadd_rn(g2, inc_min);
       float g1 = g2;
@@ -456,7 +443,7 @@ __global__ void __launch_bounds__(kBandWarps * 32)
           row_acc = __fadd_rn(row_acc, __fmul_rn(g2, t1));
         }
       }
-      acc[m] = __fadd_rn(acc[m], __fmul_rn(g1, wv));
+      acc[m] = __fadd_rn(acc[m], __fmul_rn(g1, wv[m]));
     }
     if (t.row != nullptr) {
       for (int off = 16; off > 0; off >>= 1)
@@ -491,9 +478,14 @@ int row_threads(int64_t cols) {
   return static_cast<int>(warps >= kThreads / 32 ? kThreads : (warps < 1 ? 32 : warps * 32));
 }
 
-/// Blocks of a grid-wide pass over n elements: at most 1024 (the partials stay small and the
-/// count is fixed by n, so the sums are reproducible).
-int tensor_blocks(int64_t n) {
+/// Blocks of a grid-wide pass over `rows` rows: one a row, at most 1024 (the partials stay
+/// small and the count is fixed by the shape, so the sums are reproducible).
+int tensor_blocks(int64_t rows) {
+  return static_cast<int>(rows < 1 ? 1 : (rows < 1024 ? rows : 1024));
+}
+
+/// Blocks of the flat pass over n elements (the ties of an untransformed weight).
+int flat_blocks(int64_t n) {
   const int64_t want = (n + kThreads * 4 - 1) / (kThreads * 4);
   return static_cast<int>(want < 1 ? 1 : (want < 1024 ? want : 1024));
 }
@@ -544,7 +536,7 @@ std::pair<at::Tensor, at::Tensor> fused_weight_quantize_forward_cuda(
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
-    const int blocks = tensor_blocks(n);
+    const int blocks = tensor_blocks(rows);
     at::Tensor partial = at::empty({2, blocks}, wg.options());  // [2, blocks]
     min_max_partial_kernel<<<blocks, kThreads, 0, stream>>>(wg.data_ptr<float>(), rows, cols, t,
                                                             partial.data_ptr<float>());
@@ -568,7 +560,7 @@ namespace {
 void backward_sums(const at::Tensor& wg, const at::Tensor& gy, const at::Tensor& gx,
                    const at::Tensor& stats, const Transform& t, const Codes& c, bool per_row,
                    at::Tensor& d_su, at::Tensor& d_sl, at::Tensor& shares, at::Tensor& out) {
-  const int64_t rows = wg.size(0), cols = wg.size(1), n = wg.numel();
+  const int64_t rows = wg.size(0), cols = wg.size(1);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   float* gxp = gx.defined() ? gx.data_ptr<float>() : nullptr;
   with_float_or_bf16(gy.scalar_type(), "fused_weight_quantize gradient", [&](auto g) {
@@ -582,7 +574,7 @@ void backward_sums(const at::Tensor& wg, const at::Tensor& gy, const at::Tensor&
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
-    const int blocks = tensor_blocks(n);
+    const int blocks = tensor_blocks(rows);
     at::Tensor partial_f = at::empty({blocks}, wg.options());                      // [blocks]
     at::Tensor partial_n = at::empty({2, blocks}, wg.options().dtype(at::kInt));   // [2, blocks]
     backward_partial_kernel<G><<<blocks, kThreads, 0, stream>>>(
@@ -630,7 +622,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_weight_quantize_backward_cu
   const Transform none{nullptr, nullptr, false};
   backward_sums(wg, gy, gx, stats, none, c, per_row, d_su, d_sl, shares, out);
   if (per_row) return {gx, d_su, d_sl};
-  const int blocks = tensor_blocks(n);
+  const int blocks = flat_blocks(n);
   ties_tensor_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       wg.data_ptr<float>(), gx.data_ptr<float>(), n, stats.data_ptr<float>(),
       out.data_ptr<float>());

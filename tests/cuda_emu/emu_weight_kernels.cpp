@@ -102,7 +102,7 @@ Grads fused(const torch::Tensor& w, const torch::Tensor& su, const torch::Tensor
                static_cast<const float*>(stats.data_ptr<float>()), d_su.data_ptr<float>(),
                d_sl.data_ptr<float>(), static_cast<float*>(nullptr), cols, kNone, codes);
   } else {
-    const int blocks = tensor_blocks(n);
+    const int blocks = tensor_blocks(rows);
     auto partial = torch::empty({2, blocks});
     emu_launch(blocks, kThreads, 0, min_max_partial_kernel, wp, rows, cols, kNone,
                partial.data_ptr<float>());
@@ -120,7 +120,7 @@ Grads fused(const torch::Tensor& w, const torch::Tensor& su, const torch::Tensor
     emu_launch(1, kThreads, 0, chain_tensor_kernel, static_cast<const float*>(pf.data_ptr<float>()),
                static_cast<const int*>(pn.data_ptr<int>()), blocks, st, out.data_ptr<float>(),
                codes);
-    emu_launch(blocks, kThreads, 0, ties_tensor_kernel, wp, gx.data_ptr<float>(), n, st,
+    emu_launch(flat_blocks(n), kThreads, 0, ties_tensor_kernel, wp, gx.data_ptr<float>(), n, st,
                static_cast<const float*>(out.data_ptr<float>()));
     d_su = out.narrow(0, 0, 1);
     d_sl = out.narrow(0, 1, 1);
@@ -161,7 +161,7 @@ template <typename Out, typename G>
 ScaledGrads fused_scaled(const torch::Tensor& w, const torch::Tensor& col, const torch::Tensor& row,
                          bool divides, const torch::Tensor& su, const torch::Tensor& sl,
                          bool per_row, const Codes& codes, const torch::Tensor& gy_in) {
-  const int64_t rows = w.size(0), cols = w.size(1), n = w.numel();
+  const int64_t rows = w.size(0), cols = w.size(1);
   const int64_t groups = per_row ? rows : 1;
   const Transform t{col.data_ptr<float>(), row.defined() ? row.data_ptr<float>() : nullptr,
                     divides};
@@ -184,7 +184,7 @@ ScaledGrads fused_scaled(const torch::Tensor& w, const torch::Tensor& col, const
                static_cast<const float*>(st), d_su.data_ptr<float>(), d_sl.data_ptr<float>(),
                shares.data_ptr<float>(), cols, t, codes);
   } else {
-    const int blocks = tensor_blocks(n);
+    const int blocks = tensor_blocks(rows);
     auto partial = torch::empty({2, blocks});
     emu_launch(blocks, kThreads, 0, min_max_partial_kernel, wp, rows, cols, t,
                partial.data_ptr<float>());
@@ -299,7 +299,7 @@ int main() {
     bool per_row;
     int bits;
   };
-  // Per tensor: one block, then 41 blocks of partials; per row: rows shorter than a block,
+  // Per tensor: one block, then 40 blocks of partials (one a row); per row: rows shorter than a block,
   // longer than a block, of one warp (per-group 32) and of part of one.
   const Case cases[] = {{1, 300, false, 16}, {40, 1100, false, 8}, {96, 200, true, 8},
                         {12, 2100, true, 4}, {192, 32, true, 4},   {5, 20, true, 8}};

@@ -45,7 +45,7 @@ TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit fo
   };
   const Case cases[] = {{{300}, mq::Granularity::kPerTensor, 0, 16},
                         {{64, 96}, mq::Granularity::kPerTensor, 0, 8},
-                        {{512, 1100}, mq::Granularity::kPerTensor, 0, 8},  // 550 blocks
+                        {{512, 1100}, mq::Granularity::kPerTensor, 0, 8},  // 512 blocks
                         {{96, 200}, mq::Granularity::kPerChannel, 0, 8},
                         {{40, 2100}, mq::Granularity::kPerChannel, 0, 4},
                         {{48, 128}, mq::Granularity::kPerGroup, 32, 4}};
