@@ -163,8 +163,8 @@ torch::Tensor fused_weight_quantize(const torch::Tensor& wg, const torch::Tensor
   MQ_CHECK(fused_weight_quantize_supported(wg), "fused_weight_quantize: not available for a ",
            wg.defined() ? wg.sizes() : c10::IntArrayRef{}, " tensor in this build (expected a ",
            "contiguous 2-D fp32 CUDA tensor)");
-  const auto [qmin, qmax] = code_range(bits, symmetric);
 #ifdef MQ_HAVE_CUDA_KERNELS
+  const auto [qmin, qmax] = code_range(bits, symmetric);
   check_sigmoids(wg, sig_up, sig_low, per_row ? wg.size(0) : 1);
   check_out_dtype(out_dtype);
   const bool lwc = sig_up.defined();
@@ -180,14 +180,7 @@ torch::Tensor fused_weight_quantize(const torch::Tensor& wg, const torch::Tensor
                                             symmetric, lwc, per_row,
                                             static_cast<int64_t>(out_dtype));
 #else
-  (void)qmin;
-  (void)qmax;
-  (void)sig_up;
-  (void)sig_low;
-  (void)symmetric;
-  (void)per_row;
-  (void)out_dtype;
-  return wg;
+  return wg;  // not reached: the check above fails without the kernels
 #endif
 }
 
@@ -210,8 +203,8 @@ torch::Tensor fused_weight_quantize(const torch::Tensor& w, const WeightTransfor
            w.defined() ? w.sizes() : c10::IntArrayRef{}, " weight and its transform in this ",
            "build (expected a contiguous 2-D fp32 CUDA weight that needs no gradient, and fp32 ",
            "factors of its column and row counts on its device)");
-  const auto [qmin, qmax] = code_range(bits, symmetric);
 #ifdef MQ_HAVE_CUDA_KERNELS
+  const auto [qmin, qmax] = code_range(bits, symmetric);
   check_sigmoids(w, sig_up, sig_low, per_row ? w.size(0) : 1);
   check_out_dtype(out_dtype);
   const bool lwc = sig_up.defined();
@@ -231,14 +224,7 @@ torch::Tensor fused_weight_quantize(const torch::Tensor& w, const WeightTransfor
       col.defined(), row.defined(), t.row_divides, qmin, qmax, symmetric, lwc, per_row,
       static_cast<int64_t>(out_dtype));
 #else
-  (void)qmin;
-  (void)qmax;
-  (void)sig_up;
-  (void)sig_low;
-  (void)symmetric;
-  (void)per_row;
-  (void)out_dtype;
-  return w;
+  return w;  // not reached: the check above fails without the kernels
 #endif
 }
 
