@@ -29,6 +29,36 @@ torch::Tensor composed(const torch::Tensor& w, const mq::QuantSpec& spec, const 
   return mq::fake_quantize_composed(mq::grouped_weight(w, spec), p).reshape(w.sizes());
 }
 
+/// An enabled weight spec.
+mq::QuantSpec weight_spec(int64_t bits, bool symmetric, mq::Granularity granularity,
+                          int64_t group_size = 0) {
+  mq::QuantSpec spec;
+  spec.enabled = true;
+  spec.bits = bits;
+  spec.symmetric = symmetric;
+  spec.granularity = granularity;
+  spec.group_size = group_size;
+  return spec;
+}
+
+/// A quantizer on `dev` with random LWC bounds in [1, 4] when `lwc`; up / low get leaf copies
+/// of the bounds for the composed ops (undefined without LWC).
+mq::WeightFakeQuantizer lwc_quantizer(const mq::QuantSpec& spec, const std::vector<int64_t>& shape,
+                                      bool lwc, at::Generator& gen, const torch::Device& dev,
+                                      torch::Tensor& up, torch::Tensor& low) {
+  mq::WeightFakeQuantizer wq(mq::WeightFakeQuantizerOptions(spec, shape, "test.weight"));
+  if (lwc) {
+    wq->enable_lwc();
+    torch::NoGradGuard no_grad;
+    wq->upbound_factor.copy_(torch::rand(wq->upbound_factor.sizes(), gen) * 3 + 1);
+    wq->lowbound_factor.copy_(torch::rand(wq->lowbound_factor.sizes(), gen) * 3 + 1);
+  }
+  wq->to(dev);
+  up = lwc ? wq->upbound_factor.detach().clone().requires_grad_(true) : torch::Tensor();
+  low = lwc ? wq->lowbound_factor.detach().clone().requires_grad_(true) : torch::Tensor();
+  return wq;
+}
+
 }  // namespace
 
 TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit for bit",
@@ -52,12 +82,7 @@ TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit fo
   for (const Case& c : cases) {
     for (const bool symmetric : {false, true}) {
       for (const bool lwc : {false, true}) {
-        mq::QuantSpec spec;
-        spec.enabled = true;
-        spec.bits = c.bits;
-        spec.symmetric = symmetric;
-        spec.granularity = c.granularity;
-        spec.group_size = c.group_size;
+        const mq::QuantSpec spec = weight_spec(c.bits, symmetric, c.granularity, c.group_size);
         INFO("shape " << c10::IntArrayRef(c.shape) << ", " << mq::to_string(c.granularity) << " "
                       << c.group_size << ", " << c.bits << " bits, symmetric " << symmetric
                       << ", LWC " << lwc);
@@ -71,19 +96,8 @@ TEST_CASE("Fused weight quantizer on CUDA equals the composed ops, values bit fo
         for (const int64_t i : {int64_t{1}, n / 2}) flat[i] = lo;
         if (c.granularity == mq::Granularity::kPerGroup) flat[2] = hi;
 
-        mq::WeightFakeQuantizer wq(mq::WeightFakeQuantizerOptions(spec, c.shape, "test.weight"));
         torch::Tensor up, low;
-        if (lwc) {
-          wq->enable_lwc();
-          torch::NoGradGuard no_grad;
-          wq->upbound_factor.copy_(torch::rand(wq->upbound_factor.sizes(), gen) * 3 + 1);
-          wq->lowbound_factor.copy_(torch::rand(wq->lowbound_factor.sizes(), gen) * 3 + 1);
-        }
-        wq->to(dev);
-        if (lwc) {
-          up = wq->upbound_factor.detach().clone().requires_grad_(true);
-          low = wq->lowbound_factor.detach().clone().requires_grad_(true);
-        }
+        auto wq = lwc_quantizer(spec, c.shape, lwc, gen, dev, up, low);
         const auto gy = torch::randn(c.shape, gen).to(dev);  // [shape]
 
         auto wr = w.to(dev).requires_grad_(true);
@@ -134,11 +148,7 @@ TEST_CASE("Fused weight quantizer with the LET transform on CUDA equals the comp
     for (const bool symmetric : {false, true}) {
       for (const bool lwc : {false, true}) {
         for (const auto out_dtype : {torch::kFloat32, torch::kBFloat16}) {
-          mq::QuantSpec spec;
-          spec.enabled = true;
-          spec.bits = c.bits;
-          spec.symmetric = symmetric;
-          spec.granularity = c.granularity;
+          const mq::QuantSpec spec = weight_spec(c.bits, symmetric, c.granularity);
           INFO("shape " << c10::IntArrayRef(c.shape) << ", " << mq::to_string(c.granularity)
                         << ", " << c.bits << " bits, symmetric " << symmetric << ", LWC " << lwc
                         << ", row op " << c.row_op << ", out " << out_dtype);
@@ -153,19 +163,8 @@ TEST_CASE("Fused weight quantizer with the LET transform on CUDA equals the comp
             w[0][0] = 2.0;
             w[0][3] = 2.0;
           }
-          mq::WeightFakeQuantizer wq(mq::WeightFakeQuantizerOptions(spec, c.shape, "test.w"));
-          if (lwc) {
-            wq->enable_lwc();
-            torch::NoGradGuard no_grad;
-            wq->upbound_factor.copy_(torch::rand(wq->upbound_factor.sizes(), gen) * 3 + 1);
-            wq->lowbound_factor.copy_(torch::rand(wq->lowbound_factor.sizes(), gen) * 3 + 1);
-          }
-          wq->to(dev);
           torch::Tensor up, low;
-          if (lwc) {
-            up = wq->upbound_factor.detach().clone().requires_grad_(true);
-            low = wq->lowbound_factor.detach().clone().requires_grad_(true);
-          }
+          auto wq = lwc_quantizer(spec, c.shape, lwc, gen, dev, up, low);
           const auto gy = torch::randn(c.shape, gen).to(dev).to(out_dtype);  // [rows, cols]
           const auto leaf = [](const torch::Tensor& f) {
             return f.defined() ? f.detach().clone().requires_grad_(true) : f;
