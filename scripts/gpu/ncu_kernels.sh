@@ -23,7 +23,7 @@ cmd=("$ncu" --kernel-name "regex:$regex" --launch-skip "$skip" --launch-count "$
      --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis
      --section LaunchStats
      "${MQ:-build/mobilequant}" bench train --shape tinyllama-1.1b --precision bf16
-     --device cuda --quant w8a8 --let all --seqlen 2048 --batch 1 --steps 1 --warmup 0)
+     --device cuda --quant w8a8 --let all --seqlen 2048 --batch 1 --steps 1 --warmup 1)
 echo "${cmd[*]}" > "$out/command.txt"
 "${cmd[@]}" > "$out/report.txt" 2>&1
 rc=$?
