@@ -1,5 +1,5 @@
 // mobilequant/quant/fused_softmax_quantize_cuda.cu
-// One block per row (b, h, query i) of the [B, H, T, T] scores; the row lives in shared memory.
+// Softmax over the last axis of the [B, H, T, T] scores with its input and output quantizers.
 // Every step rounds as the composed ops do (fp32 arithmetic, --fmad=false, results cast to the
 // scores' dtype T where the composed ops produce a T tensor):
 //   forward   a = T(fq_in(x)); c = T(a * scale); c = -inf where j > i; p = softmax_fp32(c);
@@ -7,17 +7,21 @@
 //   backward  gp = T(fq_out'(gy)); gc = T(p * (gp - sum_j gp p)); gc = 0 where masked;
 //             ga = T(gc * scale); gx = fq_in'(ga)
 // fq' is fake_quantize_element.cuh's straight-through backward; its d scale / d offset terms
-// are summed per block (row), then over rows.
+// are summed per row, then over rows.
 //
 // Two forms of each kernel compute the same values:
-//   rows in registers  one block per row, one 16-byte vector of the row per thread (T a
-//                      multiple of the vector and at most kMaxRowThreads vectors): the row is
-//                      read once into registers; vectors past the query (the causal half) are
-//                      neither read nor computed, only written (their probability is 0, their
+//   rows in registers  a row's 16-byte vectors dealt to the threads of one warp (kWarpRows rows
+//                      a block) or, for long rows, of one block, at most kPer vectors a thread
+//                      (T a multiple of the vector, at most 32 * kMaxRowWarps * kPer of them).
+//                      Only the vectors that start at or before the query (the causal half)
+//                      are read and computed; the rest are only written (probability 0,
 //                      gradient 0). In the backward pass the masked keys add nothing to the
-//                      quantizers' sums while the output quantizer maps 0 inside its code range
-//                      (its offset in [qmin, qmax]); otherwise their incoming gradient is read
-//                      and summed as the composed ops do.
+//                      quantizers' sums while the output quantizer maps 0 inside its code
+//                      range (its offset in [qmin, qmax]); otherwise their incoming gradient is
+//                      read and summed as the composed ops do. A warp's reductions are its
+//                      shuffles alone. Each vector's divisions take the reciprocal path
+//                      together after one test (fake_quantize_element.cuh's fq_values,
+//                      fq_backwards): no branch per element.
 //   rows in shared     one 256-thread block per row, any T up to kMaxSoftmaxRow: the fallback.
 // The two differ from each other, as from the composed ops, only in the order of the sums.
 // Divisions by the quantizers' scales and by a row's sum go through div_rn (the bits of IEEE
@@ -29,6 +33,10 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+#include <type_traits>
 #include <utility>
 
 #include "mobilequant/quant/block_reduce.cuh"
@@ -170,10 +178,15 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
     for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
 }
 
-// ------------------------------------------------- rows in registers (a 16-byte vector a thread)
+// ------------------------------------------ rows in registers (kPer 16-byte vectors a thread)
 
-/// Most threads of a register kernel's block: rows of up to kMaxRowThreads vectors.
-constexpr int kMaxRowThreads = 512;
+// kPer: the 16-byte vectors a thread holds. A row of t values spans row_warps warps, its
+// t / vec vectors dealt to their threads in turn (vector k to thread k % threads), at most kPer
+// each.
+/// Rows of a block whose rows take one warp each (one row a block otherwise).
+constexpr int kWarpRows = 4;
+/// Most warps of one row: rows of up to 32 * kMaxRowWarps * kPer vectors.
+constexpr int kMaxRowWarps = 8;
 
 /// kVec consecutive T values from 16-byte-aligned p, raw.
 template <typename T, int kVec>
@@ -188,148 +201,284 @@ __device__ __forceinline__ float raw_at(const uint4& raw, int v) {
   return static_cast<float>(reinterpret_cast<const T*>(&raw)[v]);
 }
 
-/// Stores kVec fp32 values as T at 16-byte-aligned p.
+/// kVec fp32 values as T, packed in one 16-byte vector.
 template <typename T, int kVec>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[kVec]) {
+__device__ __forceinline__ uint4 pack_vec(const float (&in)[kVec]) {
+  static_assert(kVec * sizeof(T) == 16, "one 16-byte vector");
   uint4 raw;
   T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
   for (int v = 0; v < kVec; ++v) e[v] = static_cast<T>(in[v]);
-  *reinterpret_cast<uint4*>(p) = raw;
+  return raw;
 }
 
-/// The thread's vector of its block's row: c[v] <- exp(c - m) of the masked, scaled, quantized
-/// scores of element j0 + v (0 past the query), raw <- the scores as read (live threads only);
-/// returns the row's sum of exponentials. A thread whose vector starts past the query reads
-/// nothing.
+/// Stores kVec fp32 values as T at 16-byte-aligned p.
 template <typename T, int kVec>
-__device__ __forceinline__ float exp_vec(const T* __restrict__ xr, float (&c)[kVec], uint4& raw,
-                                         int j0, int query, float scale, const Quant& q) {
-  const bool live = j0 <= query;
-  float m = kNegInf;
-  if (live) {
-    raw = load_raw<T, kVec>(xr + j0);
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[kVec]) {
+  *reinterpret_cast<uint4*>(p) = pack_vec<T, kVec>(in);
+}
+
+/// A thread's place: its row, its index among the row's threads and their count.
+struct RowLane {
+  int64_t row;
+  int lane;   // 0 .. lanes - 1
+  int lanes;  // 32 * row_warps
+};
+__device__ __forceinline__ RowLane row_lane(int row_warps) {
+  if (row_warps == 1)
+    return RowLane{static_cast<int64_t>(blockIdx.x) * kWarpRows + threadIdx.x / 32,
+                   static_cast<int>(threadIdx.x % 32), 32};
+  return RowLane{static_cast<int64_t>(blockIdx.x), static_cast<int>(threadIdx.x),
+                 static_cast<int>(blockDim.x)};
+}
+
+/// Reduces over the threads of one row: a warp's shuffles, or the block (one row a block).
+template <typename Op, int kN>
+__device__ __forceinline__ void row_reduce(float (&v)[kN], int row_warps) {
+  if (row_warps == 1)
+    warp_reduce<Op>(v);
+  else
+    block_reduce<Op>(v);
+}
+
+/// c <- the masked, scaled, quantized scores of the vector raw, whose first element is j0.
+template <typename T, int kVec>
+__device__ __forceinline__ void scores_vec(const uint4& raw, float (&c)[kVec], int j0, int query,
+                                           float scale, const Quant& q) {
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) {
-      float a = raw_at<T>(raw, v);
-      if (q.in_on) a = round_to<T>(fq_value(a, q.s_in, q.o_in, q.lo_in, q.hi_in));
-      float cv = round_to<T>(__fmul_rn(a, scale));
-      if (j0 + v > query) cv = kNegInf;
-      c[v] = cv;
-      m = fmaxf(m, cv);
+  for (int v = 0; v < kVec; ++v) c[v] = raw_at<T>(raw, v);
+  if (q.in_on) {
+    fq_values(c, q.s_in, q.o_in, q.lo_in, q.hi_in);
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) c[v] = round_to<T>(c[v]);
+  }
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) {
+    const float cv = round_to<T>(__fmul_rn(c[v], scale));
+    c[v] = j0 + v > query ? kNegInf : cv;
+  }
+}
+
+/// c[i] <- exp(c - m) of the row's live vectors (those starting at or before the query), where
+/// c holds their scores on entry; returns the row's sum of exponentials. Vector i of the thread
+/// is the row's vector lane + lanes * i.
+template <typename T, int kVec, int kPer>
+__device__ __forceinline__ float exp_row(const T* __restrict__ xr, float (&c)[kPer][kVec],
+                                         const RowLane& rl, int live, int query, float scale,
+                                         const Quant& q, int row_warps) {
+  float m = kNegInf;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int k = rl.lane + rl.lanes * i;
+    if (k < live) {
+      scores_vec<T, kVec>(load_raw<T, kVec>(xr + k * kVec), c[i], k * kVec, query, scale, q);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) m = fmaxf(m, c[i][v]);
     }
   }
   float r[1] = {m};
-  block_reduce<MaxOp>(r);
+  row_reduce<MaxOp>(r, row_warps);
   float sum = 0.0f;
 #pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-    const float e = live ? expf(__fsub_rn(c[v], r[0])) : 0.0f;
-    c[v] = e;
-    sum = __fadd_rn(sum, e);
+  for (int i = 0; i < kPer; ++i) {
+    if (rl.lane + rl.lanes * i < live) {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const float e = expf(__fsub_rn(c[i][v], r[0]));
+        c[i][v] = e;
+        sum = __fadd_rn(sum, e);
+      }
+    }
   }
   r[0] = sum;
-  block_reduce<SumOp>(r);
+  row_reduce<SumOp>(r, row_warps);
   return r[0];
 }
 
-/// The thread's first element: vector threadIdx.x of the row.
+/// c <- c / sum, correctly rounded (0 for a masked key, as 0 / sum): the fp32 softmax output.
 template <int kVec>
-__device__ __forceinline__ int vec_start() {
-  return static_cast<int>(threadIdx.x) * kVec;
-}
-
-template <typename T, int kVec>
-__global__ void __launch_bounds__(kMaxRowThreads)
-    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int t, float scale,
-                                  QuantArgs qa) {
-  const Quant q = load_quant(qa);
-  const int64_t row = blockIdx.x;
-  const int query = static_cast<int>(row % t);
-  const int j0 = vec_start<kVec>();
-  const int64_t base = row * t;
-  float c[kVec];
-  uint4 raw;
-  const Divisor sum = divisor(exp_vec<T, kVec>(x + base, c, raw, j0, query, scale, q));
-  if (j0 >= t) return;
-  float out[kVec];
+__device__ __forceinline__ void probs_vec(float (&c)[kVec], const Divisor& sum) {
+  bool fast = true;
 #pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-    // c = 0 (a masked key) gives p = +0, as 0 / sum.
-    float p = c[v] != 0.0f ? round_to<T>(div_rn(c[v], sum)) : 0.0f;
-    if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
-    out[v] = p;
+  for (int v = 0; v < kVec; ++v) fast = fast & rcp_exact(c[v], sum);
+  if (fast) {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) c[v] = div_rcp(c[v], sum);
+  } else {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) c[v] = div_rn(c[v], sum);
   }
-  store_vec<T, kVec>(y + base + j0, out);
 }
 
-/// partial: [4, rows] as softmax_quantize_backward_kernel's.
+/// The rows of live vectors: those whose first element is at or before the query.
+template <int kVec>
+__device__ __forceinline__ int live_vectors(int query) {
+  return query / kVec + 1;
+}
+
+/// Rows of t values (t / kVec vectors); row_warps warps a row (kWarpRows rows a block when 1).
+template <typename T, int kVec, int kPer>
+__global__ void __launch_bounds__(32 * kMaxRowWarps)
+    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int t,
+                                  float scale, QuantArgs qa, int row_warps) {
+  const RowLane rl = row_lane(row_warps);
+  if (rl.row >= rows) return;  // a warp of the last block of one-warp rows
+  const Quant q = load_quant(qa);
+  const int query = static_cast<int>(rl.row % t);
+  const int vecs = t / kVec;
+  const int live = live_vectors<kVec>(query);
+  const T* xr = x + rl.row * t;
+  T* yr = y + rl.row * t;
+  float c[kPer][kVec];
+  const Divisor sum =
+      divisor(exp_row<T, kVec, kPer>(xr, c, rl, live, query, scale, q, row_warps));
+  // A key past the query: probability 0, quantized (not 0 where fq_out maps 0 outside its codes).
+  const float masked = q.out_on ? fq_value(0.0f, q.s_out, q.o_out, q.lo_out, q.hi_out) : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int k = rl.lane + rl.lanes * i;
+    if (k >= vecs) break;
+    float out[kVec];
+    if (k < live) {
+      probs_vec(c[i], sum);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) out[v] = round_to<T>(c[i][v]);
+      if (q.out_on) fq_values(out, q.s_out, q.o_out, q.lo_out, q.hi_out);
+    } else {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) out[v] = masked;
+    }
+    store_vec<T, kVec>(yr + k * kVec, out);
+  }
+}
+
+/// gp <- the gradient reaching probabilities p (incoming g) through the output quantizer,
+/// rounded to T as the composed ops round it; adds its d scale / d offset terms to acc[2] /
+/// acc[3] and gp * p to dot, element by element.
 template <typename T, int kVec>
-__global__ void __launch_bounds__(kMaxRowThreads)
+__device__ __forceinline__ void prob_grads(const float (&p)[kVec], const float (&g)[kVec],
+                                           const Quant& q, float (&acc)[4], float& dot,
+                                           float (&gp)[kVec]) {
+  if (q.out_on) {
+    float pr[kVec];
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) pr[v] = round_to<T>(p[v]);
+    fq_backwards(pr, g, q.s_out, q.o_out, q.lo_out, q.hi_out, acc[2], acc[3], gp);
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) gp[v] = round_to<T>(gp[v]);
+  } else {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) gp[v] = g[v];
+  }
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) dot = __fadd_rn(dot, __fmul_rn(gp[v], p[v]));
+}
+
+/// partial: [4, rows] (d in scale, d in offset, d out scale, d out offset per row). Rows as
+/// softmax_quantize_forward_regs's.
+template <typename T, int kVec, int kPer>
+__global__ void __launch_bounds__(32 * kMaxRowWarps)
     softmax_quantize_backward_regs(const T* __restrict__ x, const T* __restrict__ gy,
                                    T* __restrict__ gx, float* __restrict__ partial, int64_t rows,
-                                   int t, float scale, QuantArgs qa) {
+                                   int t, float scale, QuantArgs qa, int row_warps) {
+  const RowLane rl = row_lane(row_warps);
+  if (rl.row >= rows) return;
   const Quant q = load_quant(qa);
-  const int64_t row = blockIdx.x;
-  const int query = static_cast<int>(row % t);
-  const int j0 = vec_start<kVec>();
-  const int64_t base = row * t;
-  const bool live = j0 <= query;
-  float c[kVec];  // exp, then p
-  uint4 raw;      // the scores as read (live threads)
-  const Divisor sum = divisor(exp_vec<T, kVec>(x + base, c, raw, j0, query, scale, q));
+  const int query = static_cast<int>(rl.row % t);
+  const int vecs = t / kVec;
+  const int live = live_vectors<kVec>(query);
+  const int64_t base = rl.row * t;
+  float c[kPer][kVec];  // exp, then p
+  const Divisor sum =
+      divisor(exp_row<T, kVec, kPer>(x + base, c, rl, live, query, scale, q, row_warps));
   // A masked key has p = 0; its fq_out' terms vanish when fq_out maps 0 inside the code range.
+  // Otherwise the keys past the query count as the composed ops count them.
   const bool masked_silent = !q.out_on || (q.o_out >= q.lo_out && q.o_out <= q.hi_out);
-  float gp[kVec];
+  uint4 gp[kPer];  // the gradients reaching p, values of T (prob_grads rounds them to T)
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float dot = 0.0f;
-  if (j0 < t && (live || !masked_silent)) {
-    const uint4 g = load_raw<T, kVec>(gy + base + j0);
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) {
-      // The fp32 softmax output autograd saved (+0 for a masked key, as 0 / sum).
-      const float p = c[v] != 0.0f ? div_rn(c[v], sum) : 0.0f;
-      c[v] = p;
-      gp[v] = prob_grad<T>(p, raw_at<T>(g, v), q, acc, dot);
+  for (int i = 0; i < kPer; ++i) {
+    const int k = rl.lane + rl.lanes * i;
+    if (k >= vecs) break;
+    if (k < live) {
+      const uint4 raw = load_raw<T, kVec>(gy + base + k * kVec);
+      float g[kVec];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) g[v] = raw_at<T>(raw, v);
+      probs_vec(c[i], sum);
+      float gpv[kVec];
+      prob_grads<T, kVec>(c[i], g, q, acc, dot, gpv);
+      gp[i] = pack_vec<T, kVec>(gpv);
+    } else if (!masked_silent) {
+      const uint4 raw = load_raw<T, kVec>(gy + base + k * kVec);
+      float g[kVec], zero[kVec], unused[kVec];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        g[v] = raw_at<T>(raw, v);
+        zero[v] = 0.0f;
+      }
+      prob_grads<T, kVec>(zero, g, q, acc, dot, unused);
     }
   }
   float d[1] = {dot};
-  block_reduce<SumOp>(d);
-  if (j0 < t) {
-    float out[kVec];
+  row_reduce<SumOp>(d, row_warps);
 #pragma unroll
-    for (int v = 0; v < kVec; ++v) {
-      if (!live || j0 + v > query) {
-        out[v] = 0.0f;
-        continue;
+  for (int i = 0; i < kPer; ++i) {
+    const int k = rl.lane + rl.lanes * i;
+    if (k >= vecs) break;
+    const int j0 = k * kVec;
+    float out[kVec];
+    if (k < live) {
+      float ga[kVec];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const float gc = round_to<T>(__fmul_rn(c[i][v], __fsub_rn(raw_at<T>(gp[i], v), d[0])));
+        ga[v] = j0 + v > query ? 0.0f : round_to<T>(__fmul_rn(gc, scale));
       }
-      const float gc = round_to<T>(__fmul_rn(c[v], __fsub_rn(gp[v], d[0])));
-      float ga = round_to<T>(__fmul_rn(gc, scale));
-      if (q.in_on)
-        ga = fq_backward(raw_at<T>(raw, v), ga, q.s_in, q.o_in, q.lo_in, q.hi_in, acc[0], acc[1]);
-      out[v] = ga;
+      if (q.in_on) {
+        // The scores as read; a masked key's (its gradient 0) counts as 0, adding nothing.
+        const uint4 raw = load_raw<T, kVec>(x + base + j0);
+        float a[kVec];
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) a[v] = j0 + v > query ? 0.0f : raw_at<T>(raw, v);
+        fq_backwards(a, ga, q.s_in, q.o_in, q.lo_in, q.hi_in, acc[0], acc[1], out);
+      } else {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) out[v] = ga[v];
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) out[v] = 0.0f;
     }
     store_vec<T, kVec>(gx + base + j0, out);
   }
-  block_reduce<SumOp>(acc);
-  if (threadIdx.x == 0)
-    for (int k = 0; k < 4; ++k) partial[k * rows + row] = acc[k];
+  row_reduce<SumOp>(acc, row_warps);
+  if (rl.lane == 0)
+    for (int k = 0; k < 4; ++k) partial[k * rows + rl.row] = acc[k];
 }
 
-/// True if the register kernels take rows of t values of T at x (and at every other pointer,
-/// which comes from the same allocator): 16-byte vectors that tile the row, at most
-/// kMaxRowThreads of them.
-template <typename T>
-bool rows_fit_registers(int64_t t, const void* x) {
+/// Warps a row of t values of T takes in the register kernels of kPer vectors a thread, or 0
+/// where they do not take it: T not fp64, t a multiple of the 16-byte vector, at most
+/// 32 * kMaxRowWarps * kPer vectors, every pointer 16-byte aligned.
+template <typename T, int kPer>
+int row_warps_for(int64_t t, std::initializer_list<const void*> ptrs) {
   constexpr int64_t vec = 16 / sizeof(T);
-  return t % vec == 0 && t / vec <= kMaxRowThreads && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  if (std::is_same_v<T, double>) return 0;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
+  if (t % vec != 0) return 0;
+  const int64_t vecs = t / vec;
+  for (int w = 1; w <= kMaxRowWarps; w *= 2)
+    if (32 * w * kPer >= vecs) return w;
+  return 0;
 }
 
-/// Threads of a register kernel's block for rows of t values of T: one per vector, in warps.
-template <typename T>
-unsigned row_threads(int64_t t) {
-  const int64_t vecs = t / (16 / static_cast<int64_t>(sizeof(T)));
-  return static_cast<unsigned>((vecs + 31) / 32 * 32);
+/// The grid and block of a register kernel over `rows` rows of row_warps warps each.
+std::pair<unsigned, unsigned> row_launch(int64_t rows, int row_warps) {
+  if (row_warps == 1)
+    return {static_cast<unsigned>((rows + kWarpRows - 1) / kWarpRows), 32u * kWarpRows};
+  return {static_cast<unsigned>(rows), 32u * static_cast<unsigned>(row_warps)};
 }
 
 /// The kernels' view of the quantizers; q must stay alive until they ran.
@@ -342,6 +491,58 @@ QuantArgs make_quant(const at::Tensor& q, std::array<int64_t, 4> codes, std::arr
 /// q as contiguous fp32 on `device` (a no-op when it already is).
 at::Tensor ready(const at::Tensor& q, const at::Device& device) {
   return q.to(device, at::kFloat).contiguous();
+}
+
+}  // namespace
+
+// The launches (host code with the launch syntax, outside what the CUDA emulation compiles).
+namespace {
+
+/// Vectors a thread holds in the register kernels: 8, or MQ_SOFTMAX_VECTORS (4 or 8) where
+/// set (a tuning switch for `bench train`; both give the same values).
+int vectors_per_thread() {
+  static const int per = [] {
+    const char* e = std::getenv("MQ_SOFTMAX_VECTORS");
+    if (e == nullptr || *e == '\0') return 8;
+    const std::string v(e);
+    TORCH_CHECK(v == "4" || v == "8", "MQ_SOFTMAX_VECTORS: expected 4 or 8, got '", v, "'");
+    return std::stoi(v);
+  }();
+  return per;
+}
+
+/// Runs the register forward kernel of kPer vectors a thread if it takes these rows.
+template <typename T, int kPer>
+bool forward_regs(const at::Tensor& x, at::Tensor& y, int64_t rows, int64_t t, float scale,
+                  const QuantArgs& qp, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    const int w = row_warps_for<T, kPer>(t, {x.data_ptr(), y.data_ptr()});
+    if (w == 0) return false;
+    const auto [grid, block] = row_launch(rows, w);
+    softmax_quantize_forward_regs<T, 16 / sizeof(T), kPer><<<grid, block, 0, stream>>>(
+        x.data_ptr<T>(), y.data_ptr<T>(), rows, static_cast<int>(t), scale, qp, w);
+    return true;
+  }
+}
+
+/// Runs the register backward kernel of kPer vectors a thread if it takes these rows.
+template <typename T, int kPer>
+bool backward_regs(const at::Tensor& x, const at::Tensor& gy, at::Tensor& gx,
+                   at::Tensor& partial, int64_t rows, int64_t t, float scale,
+                   const QuantArgs& qp, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    const int w = row_warps_for<T, kPer>(t, {x.data_ptr(), gy.data_ptr(), gx.data_ptr()});
+    if (w == 0) return false;
+    const auto [grid, block] = row_launch(rows, w);
+    softmax_quantize_backward_regs<T, 16 / sizeof(T), kPer><<<grid, block, 0, stream>>>(
+        x.data_ptr<T>(), gy.data_ptr<T>(), gx.data_ptr<T>(), partial.data_ptr<float>(), rows,
+        static_cast<int>(t), scale, qp, w);
+    return true;
+  }
 }
 
 }  // namespace
@@ -362,13 +563,10 @@ at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale
   const size_t shmem = static_cast<size_t>(t) * sizeof(float);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_softmax_quantize", [&] {
-    constexpr int vec = 16 / sizeof(scalar_t);
-    if (rows_fit_registers<scalar_t>(t, x.data_ptr()) &&
-        reinterpret_cast<uintptr_t>(y.data_ptr()) % 16 == 0) {
-      softmax_quantize_forward_regs<scalar_t, vec>
-          <<<static_cast<unsigned>(rows), row_threads<scalar_t>(t), 0, stream>>>(
-              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), static_cast<int>(t), sc, qp);
-    } else {
+    const bool regs = vectors_per_thread() == 4
+                          ? forward_regs<scalar_t, 4>(x, y, rows, t, sc, qp, stream)
+                          : forward_regs<scalar_t, 8>(x, y, rows, t, sc, qp, stream);
+    if (!regs) {
       softmax_quantize_forward_kernel<scalar_t>
           <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
               x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), t, sc, qp);
@@ -396,16 +594,11 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
     const size_t shmem = 2 * static_cast<size_t>(t) * sizeof(float);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fused_softmax_quantize_backward", [&] {
-      constexpr int vec = 16 / sizeof(scalar_t);
-      if (rows_fit_registers<scalar_t>(t, x.data_ptr()) &&
-          reinterpret_cast<uintptr_t>(gy.data_ptr()) % 16 == 0 &&
-          reinterpret_cast<uintptr_t>(gx.data_ptr()) % 16 == 0) {
-        softmax_quantize_backward_regs<scalar_t, vec>
-            <<<static_cast<unsigned>(rows), row_threads<scalar_t>(t), 0, stream>>>(
-                x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
-                partial.data_ptr<float>(), rows, static_cast<int>(t), sc, qp);
-        return;
-      }
+      const bool regs =
+          vectors_per_thread() == 4
+              ? backward_regs<scalar_t, 4>(x, gy, gx, partial, rows, t, sc, qp, stream)
+              : backward_regs<scalar_t, 8>(x, gy, gx, partial, rows, t, sc, qp, stream);
+      if (regs) return;
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;
       if (shmem > 48 * 1024)
         C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -1,7 +1,7 @@
 // tests/cuda_emu/emu_softmax_kernels.cpp
 // The kernels of mobilequant/quant/fused_softmax_quantize_cuda.cu, run on the CPU under the
-// CUDA emulation (emu.h): the register kernels (one block per row, a 16-byte vector a thread,
-// the causal half skipped) against the composed torch ops, with the bounds of
+// CUDA emulation (emu.h): the register kernels (a row's 16-byte vectors dealt to one warp, or
+// to a block of 2 or 4 warps, the causal half skipped) against the composed torch ops, with the bounds of
 // tests/quant/test_fused_softmax_quantize (one output code step, plus a bf16 ulp in bf16;
 // gradients relative 1e-4 in fp32, 2e-2 in bf16, the output offset's against the size of its
 // terms), and against the shared-memory kernels on the same input, which they equal up to the
@@ -47,9 +47,11 @@ torch::Tensor fq(const torch::Tensor& x, const Q& q, const torch::Tensor& s,
   return ((c - o) * s).to(x.scalar_type());
 }
 
-template <typename T>
+/// kPer: the vectors a thread holds; row_warps: the warps a row takes (0: as the host code
+/// chooses).
+template <typename T, int kPer = 8>
 bool check(torch::ScalarType dtype, int64_t heads, int64_t t, const Q& in, const Q& out,
-           bool against_shared, at::Generator& gen) {
+           bool against_shared, at::Generator& gen, int row_warps = 0) {
   const int64_t rows = heads * t;
   const auto x = (torch::randn({1, heads, t, t}, gen) * 6).to(dtype);  // [1, H, T, T]
   const auto gy = torch::randn({1, heads, t, t}, gen).to(dtype);       // [1, H, T, T]
@@ -73,18 +75,22 @@ bool check(torch::ScalarType dtype, int64_t heads, int64_t t, const Q& in, const
   auto y = torch::empty_like(x), gx = torch::empty_like(x);
   auto partial = torch::zeros({4, rows});
   constexpr int kVec = 16 / sizeof(T);
-  if (!rows_fit_registers<T>(t, x.data_ptr())) {
-    std::printf("FAIL T %ld does not take the register kernels\n", static_cast<long>(t));
+  const int chosen = row_warps_for<T, kPer>(t, {x.data_ptr(), y.data_ptr(), gy.data_ptr(),
+                                         gx.data_ptr()});
+  if (chosen == 0 || row_warps < 0 || (row_warps > 0 && row_warps < chosen)) {
+    std::printf("FAIL T %ld does not take the register kernels (on %d warps)\n",
+                static_cast<long>(t), row_warps);
     return false;
   }
+  const int w = row_warps > 0 ? row_warps : chosen;
   const T* xp = static_cast<const T*>(x.data_ptr());
   const T* gp = static_cast<const T*>(gy.data_ptr());
-  const unsigned threads = row_threads<T>(t);
-  emu_launch(rows, threads, 0, softmax_quantize_forward_regs<T, kVec>, xp,
-             static_cast<T*>(y.data_ptr()), static_cast<int>(t), scale, qa);
-  emu_launch(rows, threads, 0, softmax_quantize_backward_regs<T, kVec>, xp, gp,
+  const auto [grid, threads] = row_launch(rows, w);
+  emu_launch(grid, threads, 0, softmax_quantize_forward_regs<T, kVec, kPer>, xp,
+             static_cast<T*>(y.data_ptr()), rows, static_cast<int>(t), scale, qa, w);
+  emu_launch(grid, threads, 0, softmax_quantize_backward_regs<T, kVec, kPer>, xp, gp,
              static_cast<T*>(gx.data_ptr()), partial.data_ptr<float>(), rows, static_cast<int>(t),
-             scale, qa);
+             scale, qa, w);
   const auto sums = partial.sum(1);  // [4]
 
   const bool fp32 = dtype == torch::kFloat32;
@@ -110,9 +116,9 @@ bool check(torch::ScalarType dtype, int64_t heads, int64_t t, const Q& in, const
     const double abs_err = std::abs(sums[k].item<double>() - leaves[k]->grad().item<double>());
     ok = ok && (errs[k + 1] <= tol || (k == 3 && abs_err <= tol * offset_terms));
   }
-  std::printf("%s %s T %ld, in %s, out %s (offset %.2f): max diff %.2g (bound %.2g); grads %.1e "
+  std::printf("%s %s T %ld, %d warp(s) a row, in %s, out %s (offset %.2f): max diff %.2g (bound %.2g); grads %.1e "
               "%.1e %.1e %.1e %.1e\n",
-              ok ? "ok  " : "FAIL", fp32 ? "fp32" : "bf16", static_cast<long>(t),
+              ok ? "ok  " : "FAIL", fp32 ? "fp32" : "bf16", static_cast<long>(t), w,
               in.on ? "on" : "off", out.on ? "on" : "off", out.o, diff.max().item<double>(), step,
               errs[0], errs[1], errs[2], errs[3], errs[4]);
   if (against_shared) {
@@ -153,6 +159,16 @@ int main() {
                                     make_q(8, 0.05, 0.9), true, gen);
   failures += !check<c10::BFloat16>(torch::kBFloat16, 1, 1024, make_q(8, -20, 18),
                                     make_q(8, 0, 0.9), false, gen);
+  // Rows on a block of 2 or 4 warps: the form rows longer than 32 * kPer vectors take.
+  failures += !check<c10::BFloat16>(torch::kBFloat16, 1, 136, make_q(8, -20, 18),
+                                    make_q(8, 0, 0.9), true, gen, 2);
+  failures += !check<float>(torch::kFloat32, 1, 200, make_q(16, -20, 18), make_q(8, 0.05, 0.9),
+                            true, gen, 4);
+  // Four vectors a thread (MQ_SOFTMAX_VECTORS=4): one warp, and rows over 2 warps.
+  failures += !check<c10::BFloat16, 4>(torch::kBFloat16, 2, 256, make_q(8, -20, 18),
+                                       make_q(16, 0, 0.9), true, gen);
+  failures += !check<c10::BFloat16, 4>(torch::kBFloat16, 1, 1032, make_q(8, -20, 18),
+                                       make_q(8, 0, 0.9), false, gen);
   std::printf("%d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }
