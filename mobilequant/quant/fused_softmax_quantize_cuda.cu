@@ -498,14 +498,15 @@ at::Tensor ready(const at::Tensor& q, const at::Device& device) {
 // The launches (host code with the launch syntax, outside what the CUDA emulation compiles).
 namespace {
 
-/// Vectors a thread holds in the register kernels: 8, or MQ_SOFTMAX_VECTORS (4 or 8) where
-/// set (a tuning switch for `bench train`; both give the same values).
+/// Vectors a thread holds in the register kernels: 4, or MQ_SOFTMAX_VECTORS (2, 4 or 8) where
+/// set (a tuning switch for `bench train`; all give the same values).
 int vectors_per_thread() {
   static const int per = [] {
     const char* e = std::getenv("MQ_SOFTMAX_VECTORS");
-    if (e == nullptr || *e == '\0') return 8;
+    if (e == nullptr || *e == '\0') return 4;
     const std::string v(e);
-    TORCH_CHECK(v == "4" || v == "8", "MQ_SOFTMAX_VECTORS: expected 4 or 8, got '", v, "'");
+    TORCH_CHECK(v == "2" || v == "4" || v == "8", "MQ_SOFTMAX_VECTORS: expected 2, 4 or 8, got '",
+                v, "'");
     return std::stoi(v);
   }();
   return per;
@@ -563,9 +564,10 @@ at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale
   const size_t shmem = static_cast<size_t>(t) * sizeof(float);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_softmax_quantize", [&] {
-    const bool regs = vectors_per_thread() == 4
-                          ? forward_regs<scalar_t, 4>(x, y, rows, t, sc, qp, stream)
-                          : forward_regs<scalar_t, 8>(x, y, rows, t, sc, qp, stream);
+    const int per = vectors_per_thread();
+    const bool regs = per == 2   ? forward_regs<scalar_t, 2>(x, y, rows, t, sc, qp, stream)
+                      : per == 4 ? forward_regs<scalar_t, 4>(x, y, rows, t, sc, qp, stream)
+                                 : forward_regs<scalar_t, 8>(x, y, rows, t, sc, qp, stream);
     if (!regs) {
       softmax_quantize_forward_kernel<scalar_t>
           <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
@@ -594,10 +596,11 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
     const size_t shmem = 2 * static_cast<size_t>(t) * sizeof(float);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fused_softmax_quantize_backward", [&] {
+      const int per = vectors_per_thread();
       const bool regs =
-          vectors_per_thread() == 4
-              ? backward_regs<scalar_t, 4>(x, gy, gx, partial, rows, t, sc, qp, stream)
-              : backward_regs<scalar_t, 8>(x, gy, gx, partial, rows, t, sc, qp, stream);
+          per == 2   ? backward_regs<scalar_t, 2>(x, gy, gx, partial, rows, t, sc, qp, stream)
+          : per == 4 ? backward_regs<scalar_t, 4>(x, gy, gx, partial, rows, t, sc, qp, stream)
+                     : backward_regs<scalar_t, 8>(x, gy, gx, partial, rows, t, sc, qp, stream);
       if (regs) return;
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;
       if (shmem > 48 * 1024)
