@@ -3,18 +3,23 @@
 // each operation rounded as the composed torch ops round it (fake_quantize_element.cuh: IEEE
 // division, from the reciprocal where one scale serves the whole tensor or row; the rest are
 // separate adds/multiplies with --fmad=false); and its backward pass, which autograd would
-// otherwise run as ~15 kernels over [x]-sized tensors.
+// otherwise run as ~15 kernels over [x]-sized tensors. Per tensor, on 16-byte-aligned data, both
+// move whole 16-byte vectors and test once a vector that every division takes the reciprocal
+// path (the same bits, no branch per element).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 #include <ATen/Dispatch.h>
 
 #include "mobilequant/quant/block_reduce.cuh"
 #include "mobilequant/quant/fake_quantize_element.cuh"
+#include "mobilequant/quant/vec16.cuh"
 
 namespace mq {
 
@@ -44,6 +49,29 @@ __global__ void fake_quantize_kernel(const T* __restrict__ x, T* __restrict__ y,
     const int64_t c = channel_of(i, mode, cols);
     y[i] = static_cast<T>(fq_value(static_cast<float>(x[i]), scale[c], offset[c], qmin, qmax));
   }
+}
+
+/// Per tensor, in 16-byte vectors of kVec values (x and y 16-byte aligned): a grid-stride loop
+/// over the n / kVec vectors (fq_values: one reciprocal-path test a vector, no branch per
+/// element), then the n % kVec values left.
+template <typename T, int kVec>
+__global__ void fake_quantize_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
+                                         const float* __restrict__ scale,
+                                         const float* __restrict__ offset, float qmin,
+                                         float qmax) {
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const Divisor s = divisor(scale[0]);
+  const float o = offset[0];
+  const int64_t vecs = n / kVec;
+  for (int64_t k = first; k < vecs; k += stride) {
+    float v[kVec];
+    unpack_vec<T, kVec>(load_raw<T, kVec>(x + k * kVec), v);
+    fq_values(v, s, o, qmin, qmax);
+    store_vec<T, kVec>(y + k * kVec, v);
+  }
+  for (int64_t i = vecs * kVec + first; i < n; i += stride)
+    y[i] = static_cast<T>(fq_value(static_cast<float>(x[i]), s, o, qmin, qmax));
 }
 
 /// The backward pass of the composed ops for element i (fake_quantize_element.cuh's
@@ -110,6 +138,38 @@ __global__ void fake_quantize_backward_reduce_kernel(
   }
 }
 
+/// fake_quantize_backward_reduce_kernel per tensor in 16-byte vectors of kVec values (x, gy and
+/// gx 16-byte aligned; fq_backwards: one reciprocal-path test a vector), then the n % kVec
+/// values left. sums: [2, gridDim.x].
+template <typename T, int kVec>
+__global__ void fake_quantize_backward_vec_kernel(const T* __restrict__ x,
+                                                  const T* __restrict__ gy, T* __restrict__ gx,
+                                                  float* __restrict__ sums, int64_t n,
+                                                  const float* __restrict__ scale,
+                                                  const float* __restrict__ offset, float qmin,
+                                                  float qmax) {
+  float acc[2] = {0.0f, 0.0f};  // d scale, d offset
+  const Divisor s = divisor(scale[0]);
+  const float o = offset[0];
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t vecs = n / kVec;
+  for (int64_t k = first; k < vecs; k += stride) {
+    float v[kVec], g[kVec], dv[kVec];
+    unpack_vec<T, kVec>(load_raw<T, kVec>(x + k * kVec), v);
+    unpack_vec<T, kVec>(load_raw<T, kVec>(gy + k * kVec), g);
+    fq_backwards(v, g, s, o, qmin, qmax, acc[0], acc[1], dv);
+    store_vec<T, kVec>(gx + k * kVec, dv);
+  }
+  for (int64_t i = vecs * kVec + first; i < n; i += stride)
+    backward_element(x, gy, gx, i, s, o, qmin, qmax, acc[0], acc[1]);
+  block_reduce<SumOp>(acc);
+  if (threadIdx.x == 0) {
+    sums[blockIdx.x] = acc[0];
+    sums[gridDim.x + blockIdx.x] = acc[1];
+  }
+}
+
 /// Grid for a grid-stride loop over n elements.
 int grid_for(int64_t n, int threads) {
   const int64_t want = (n + threads - 1) / threads;
@@ -142,6 +202,16 @@ at::Tensor fused_fake_quantize_cuda(const at::Tensor& x_in, const at::Tensor& sc
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_fake_quantize", [&] {
+    if constexpr (!std::is_same_v<scalar_t, double>) {
+      if (mode == 0 && aligned16({x.data_ptr(), y.data_ptr()})) {
+        constexpr int vec = 16 / sizeof(scalar_t);
+        fake_quantize_vec_kernel<scalar_t, vec>
+            <<<grid_for(std::max<int64_t>(n / vec, 1), kThreads), kThreads, 0, stream>>>(
+                x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, scale.data_ptr<float>(),
+                offset.data_ptr<float>(), lo, hi);
+        return;
+      }
+    }
     fake_quantize_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
         x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, scale.data_ptr<float>(),
         offset.data_ptr<float>(), mode, cols, lo, hi);
@@ -193,6 +263,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_fake_quantize_backward_cuda
   at::Tensor partial = at::empty({2, blocks}, x.options().dtype(at::kFloat));  // [2, blocks]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_fake_quantize_backward", [&] {
+    if constexpr (!std::is_same_v<scalar_t, double>) {
+      if (!per_row && aligned16({x.data_ptr(), gy.data_ptr(), gx.data_ptr()})) {
+        fake_quantize_backward_vec_kernel<scalar_t, 16 / sizeof(scalar_t)>
+            <<<blocks, kReduceThreads, 0, stream>>>(
+                x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
+                partial.data_ptr<float>(), n, scale.data_ptr<float>(), offset.data_ptr<float>(),
+                lo, hi);
+        return;
+      }
+    }
     if (per_row) {
       fake_quantize_backward_reduce_kernel<scalar_t, true><<<blocks, kReduceThreads, 0, stream>>>(
           x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),

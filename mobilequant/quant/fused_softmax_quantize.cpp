@@ -14,14 +14,18 @@ constexpr int64_t kMaxSoftmaxRow = 6144;
 
 #ifdef MQ_HAVE_CUDA_KERNELS
 /// Defined in fused_softmax_quantize_cuda.cu. q: [4] fp32 (in scale, in offset, out scale, out
-/// offset); codes: {in qmin, in qmax, out qmin, out qmax}; enabled: {in, out}.
-torch::Tensor fused_softmax_quantize_cuda(const torch::Tensor& scores, double scale,
-                                          const torch::Tensor& q, std::array<int64_t, 4> codes,
-                                          std::array<bool, 2> enabled);
-/// Defined there too: (d scores, [4] sums: d in scale, d in offset, d out scale, d out offset).
-std::pair<torch::Tensor, torch::Tensor> fused_softmax_quantize_backward_cuda(
-    const torch::Tensor& scores, const torch::Tensor& grad, double scale, const torch::Tensor& q,
+/// offset); codes: {in qmin, in qmax, out qmin, out qmax}; enabled: {in, out}. Returns the
+/// quantized probabilities and [2, rows] fp32 row statistics (maximum score, sum of
+/// exponentials) for the backward pass.
+std::pair<torch::Tensor, torch::Tensor> fused_softmax_quantize_cuda(
+    const torch::Tensor& scores, double scale, const torch::Tensor& q,
     std::array<int64_t, 4> codes, std::array<bool, 2> enabled);
+/// Defined there too, given the forward's row statistics: (d scores, [4] sums: d in scale,
+/// d in offset, d out scale, d out offset).
+std::pair<torch::Tensor, torch::Tensor> fused_softmax_quantize_backward_cuda(
+    const torch::Tensor& scores, const torch::Tensor& grad, const torch::Tensor& stats,
+    double scale, const torch::Tensor& q, std::array<int64_t, 4> codes,
+    std::array<bool, 2> enabled);
 #endif
 
 namespace {
@@ -36,12 +40,14 @@ struct FusedSoftmaxQuantizeFunction : torch::autograd::Function<FusedSoftmaxQuan
     const torch::Tensor q =
         torch::cat({s_in.reshape({1}), o_in.reshape({1}), s_out.reshape({1}), o_out.reshape({1})})
             .to(torch::kFloat32);  // [4]
-    ctx->save_for_backward({scores, q, s_in, s_out});
+    auto [probs, stats] =
+        fused_softmax_quantize_cuda(scores, scale, q, {codes[0], codes[1], codes[2], codes[3]},
+                                    {enabled[0] != 0, enabled[1] != 0});
+    ctx->save_for_backward({scores, q, s_in, s_out, stats});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["codes"] = codes;
     ctx->saved_data["enabled"] = enabled;
-    return fused_softmax_quantize_cuda(scores, scale, q, {codes[0], codes[1], codes[2], codes[3]},
-                                       {enabled[0] != 0, enabled[1] != 0});
+    return probs;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -50,7 +56,7 @@ struct FusedSoftmaxQuantizeFunction : torch::autograd::Function<FusedSoftmaxQuan
     const auto codes = ctx->saved_data["codes"].toIntVector();
     const auto enabled = ctx->saved_data["enabled"].toIntVector();
     auto [gx, sums] = fused_softmax_quantize_backward_cuda(
-        saved[0], grads[0], ctx->saved_data["scale"].toDouble(), saved[1],
+        saved[0], grads[0], saved[4], ctx->saved_data["scale"].toDouble(), saved[1],
         {codes[0], codes[1], codes[2], codes[3]}, {enabled[0] != 0, enabled[1] != 0});
     const auto& s_in = saved[2];
     const auto& s_out = saved[3];

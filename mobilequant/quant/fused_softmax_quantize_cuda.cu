@@ -41,6 +41,7 @@
 
 #include "mobilequant/quant/block_reduce.cuh"
 #include "mobilequant/quant/fake_quantize_element.cuh"
+#include "mobilequant/quant/vec16.cuh"
 
 namespace mq {
 
@@ -122,8 +123,10 @@ __device__ __forceinline__ float exp_row(float* buf, int64_t t, float m) {
   return r[0];
 }
 
+/// stats: [2, rows] (each row's maximum score and sum of exponentials).
 template <typename T>
 __global__ void softmax_quantize_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                                float* __restrict__ stats, int64_t rows,
                                                 int64_t t, float scale, QuantArgs qa) {
   extern __shared__ float buf[];  // [t]
   const Quant q = load_quant(qa);
@@ -132,7 +135,12 @@ __global__ void softmax_quantize_forward_kernel(const T* __restrict__ x, T* __re
   const T* xr = x + row * t;
   T* yr = y + row * t;
   const float m = load_row(xr, buf, t, query, scale, q);
-  const Divisor sum = divisor(exp_row(buf, t, m));
+  const float total = exp_row(buf, t, m);
+  if (threadIdx.x == 0) {
+    stats[row] = m;
+    stats[rows + row] = total;
+  }
+  const Divisor sum = divisor(total);
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
     float p = round_to<T>(div_rn(buf[j], sum));
     if (q.out_on) p = fq_value(p, q.s_out, q.o_out, q.lo_out, q.hi_out);
@@ -188,36 +196,6 @@ constexpr int kWarpRows = 4;
 /// Most warps of one row: rows of up to 32 * kMaxRowWarps * kPer vectors.
 constexpr int kMaxRowWarps = 8;
 
-/// kVec consecutive T values from 16-byte-aligned p, raw.
-template <typename T, int kVec>
-__device__ __forceinline__ uint4 load_raw(const T* __restrict__ p) {
-  static_assert(kVec * sizeof(T) == 16, "one 16-byte load");
-  return *reinterpret_cast<const uint4*>(p);
-}
-
-/// Element v of a raw vector, as fp32.
-template <typename T>
-__device__ __forceinline__ float raw_at(const uint4& raw, int v) {
-  return static_cast<float>(reinterpret_cast<const T*>(&raw)[v]);
-}
-
-/// kVec fp32 values as T, packed in one 16-byte vector.
-template <typename T, int kVec>
-__device__ __forceinline__ uint4 pack_vec(const float (&in)[kVec]) {
-  static_assert(kVec * sizeof(T) == 16, "one 16-byte vector");
-  uint4 raw;
-  T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) e[v] = static_cast<T>(in[v]);
-  return raw;
-}
-
-/// Stores kVec fp32 values as T at 16-byte-aligned p.
-template <typename T, int kVec>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[kVec]) {
-  *reinterpret_cast<uint4*>(p) = pack_vec<T, kVec>(in);
-}
-
 /// A thread's place: its row, its index among the row's threads and their count.
 struct RowLane {
   int64_t row;
@@ -259,13 +237,12 @@ __device__ __forceinline__ void scores_vec(const uint4& raw, float (&c)[kVec], i
   }
 }
 
-/// c[i] <- exp(c - m) of the row's live vectors (those starting at or before the query), where
-/// c holds their scores on entry; returns the row's sum of exponentials. Vector i of the thread
-/// is the row's vector lane + lanes * i.
+/// c[i] <- the scores of the thread's live vectors (those starting at or before the query);
+/// returns their maximum. Vector i of the thread is the row's vector lane + lanes * i.
 template <typename T, int kVec, int kPer>
-__device__ __forceinline__ float exp_row(const T* __restrict__ xr, float (&c)[kPer][kVec],
-                                         const RowLane& rl, int live, int query, float scale,
-                                         const Quant& q, int row_warps) {
+__device__ __forceinline__ float scores_row(const T* __restrict__ xr, float (&c)[kPer][kVec],
+                                            const RowLane& rl, int live, int query, float scale,
+                                            const Quant& q) {
   float m = kNegInf;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
@@ -276,23 +253,26 @@ __device__ __forceinline__ float exp_row(const T* __restrict__ xr, float (&c)[kP
       for (int v = 0; v < kVec; ++v) m = fmaxf(m, c[i][v]);
     }
   }
-  float r[1] = {m};
-  row_reduce<MaxOp>(r, row_warps);
+  return m;
+}
+
+/// c[i] <- exp(c - m) of the thread's live vectors; returns their sum.
+template <int kVec, int kPer>
+__device__ __forceinline__ float exp_row(float (&c)[kPer][kVec], const RowLane& rl, int live,
+                                         float m) {
   float sum = 0.0f;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     if (rl.lane + rl.lanes * i < live) {
 #pragma unroll
       for (int v = 0; v < kVec; ++v) {
-        const float e = expf(__fsub_rn(c[i][v], r[0]));
+        const float e = expf(__fsub_rn(c[i][v], m));
         c[i][v] = e;
         sum = __fadd_rn(sum, e);
       }
     }
   }
-  r[0] = sum;
-  row_reduce<SumOp>(r, row_warps);
-  return r[0];
+  return sum;
 }
 
 /// c <- c / sum, correctly rounded (0 for a masked key, as 0 / sum): the fp32 softmax output.
@@ -317,10 +297,12 @@ __device__ __forceinline__ int live_vectors(int query) {
 }
 
 /// Rows of t values (t / kVec vectors); row_warps warps a row (kWarpRows rows a block when 1).
+/// stats: [2, rows] (each row's maximum score and sum of exponentials, for the backward pass).
 template <typename T, int kVec, int kPer>
 __global__ void __launch_bounds__(32 * kMaxRowWarps)
-    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int t,
-                                  float scale, QuantArgs qa, int row_warps) {
+    softmax_quantize_forward_regs(const T* __restrict__ x, T* __restrict__ y,
+                                  float* __restrict__ stats, int64_t rows, int t, float scale,
+                                  QuantArgs qa, int row_warps) {
   const RowLane rl = row_lane(row_warps);
   if (rl.row >= rows) return;  // a warp of the last block of one-warp rows
   const Quant q = load_quant(qa);
@@ -330,8 +312,16 @@ __global__ void __launch_bounds__(32 * kMaxRowWarps)
   const T* xr = x + rl.row * t;
   T* yr = y + rl.row * t;
   float c[kPer][kVec];
-  const Divisor sum =
-      divisor(exp_row<T, kVec, kPer>(xr, c, rl, live, query, scale, q, row_warps));
+  float r[1] = {scores_row<T, kVec, kPer>(xr, c, rl, live, query, scale, q)};
+  row_reduce<MaxOp>(r, row_warps);
+  const float m = r[0];
+  r[0] = exp_row<kVec, kPer>(c, rl, live, m);
+  row_reduce<SumOp>(r, row_warps);
+  if (rl.lane == 0) {
+    stats[rl.row] = m;
+    stats[rows + rl.row] = r[0];
+  }
+  const Divisor sum = divisor(r[0]);
   // A key past the query: probability 0, quantized (not 0 where fq_out maps 0 outside its codes).
   const float masked = q.out_on ? fq_value(0.0f, q.s_out, q.o_out, q.lo_out, q.hi_out) : 0.0f;
 #pragma unroll
@@ -374,13 +364,15 @@ __device__ __forceinline__ void prob_grads(const float (&p)[kVec], const float (
   for (int v = 0; v < kVec; ++v) dot = __fadd_rn(dot, __fmul_rn(gp[v], p[v]));
 }
 
+/// stats: [2, rows], the forward pass's (each row's maximum score and sum of exponentials);
 /// partial: [4, rows] (d in scale, d in offset, d out scale, d out offset per row). Rows as
 /// softmax_quantize_forward_regs's.
 template <typename T, int kVec, int kPer>
 __global__ void __launch_bounds__(32 * kMaxRowWarps)
     softmax_quantize_backward_regs(const T* __restrict__ x, const T* __restrict__ gy,
-                                   T* __restrict__ gx, float* __restrict__ partial, int64_t rows,
-                                   int t, float scale, QuantArgs qa, int row_warps) {
+                                   T* __restrict__ gx, const float* __restrict__ stats,
+                                   float* __restrict__ partial, int64_t rows, int t, float scale,
+                                   QuantArgs qa, int row_warps) {
   const RowLane rl = row_lane(row_warps);
   if (rl.row >= rows) return;
   const Quant q = load_quant(qa);
@@ -388,9 +380,10 @@ __global__ void __launch_bounds__(32 * kMaxRowWarps)
   const int vecs = t / kVec;
   const int live = live_vectors<kVec>(query);
   const int64_t base = rl.row * t;
-  float c[kPer][kVec];  // exp, then p
-  const Divisor sum =
-      divisor(exp_row<T, kVec, kPer>(x + base, c, rl, live, query, scale, q, row_warps));
+  float c[kPer][kVec];  // scores, exp, then p
+  scores_row<T, kVec, kPer>(x + base, c, rl, live, query, scale, q);
+  exp_row<kVec, kPer>(c, rl, live, stats[rl.row]);
+  const Divisor sum = divisor(stats[rows + rl.row]);
   // A masked key has p = 0; its fq_out' terms vanish when fq_out maps 0 inside the code range.
   // Otherwise the keys past the query count as the composed ops count them.
   const bool masked_silent = !q.out_on || (q.o_out >= q.lo_out && q.o_out <= q.hi_out);
@@ -464,10 +457,7 @@ __global__ void __launch_bounds__(32 * kMaxRowWarps)
 template <typename T, int kPer>
 int row_warps_for(int64_t t, std::initializer_list<const void*> ptrs) {
   constexpr int64_t vec = 16 / sizeof(T);
-  if (std::is_same_v<T, double>) return 0;
-  for (const void* p : ptrs)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return 0;
-  if (t % vec != 0) return 0;
+  if (std::is_same_v<T, double> || !aligned16(ptrs) || t % vec != 0) return 0;
   const int64_t vecs = t / vec;
   for (int w = 1; w <= kMaxRowWarps; w *= 2)
     if (32 * w * kPer >= vecs) return w;
@@ -514,8 +504,8 @@ int vectors_per_thread() {
 
 /// Runs the register forward kernel of kPer vectors a thread if it takes these rows.
 template <typename T, int kPer>
-bool forward_regs(const at::Tensor& x, at::Tensor& y, int64_t rows, int64_t t, float scale,
-                  const QuantArgs& qp, cudaStream_t stream) {
+bool forward_regs(const at::Tensor& x, at::Tensor& y, at::Tensor& stats, int64_t rows, int64_t t,
+                  float scale, const QuantArgs& qp, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, double>) {
     return false;
   } else {
@@ -523,7 +513,8 @@ bool forward_regs(const at::Tensor& x, at::Tensor& y, int64_t rows, int64_t t, f
     if (w == 0) return false;
     const auto [grid, block] = row_launch(rows, w);
     softmax_quantize_forward_regs<T, 16 / sizeof(T), kPer><<<grid, block, 0, stream>>>(
-        x.data_ptr<T>(), y.data_ptr<T>(), rows, static_cast<int>(t), scale, qp, w);
+        x.data_ptr<T>(), y.data_ptr<T>(), stats.data_ptr<float>(), rows, static_cast<int>(t), scale,
+        qp, w);
     return true;
   }
 }
@@ -531,8 +522,8 @@ bool forward_regs(const at::Tensor& x, at::Tensor& y, int64_t rows, int64_t t, f
 /// Runs the register backward kernel of kPer vectors a thread if it takes these rows.
 template <typename T, int kPer>
 bool backward_regs(const at::Tensor& x, const at::Tensor& gy, at::Tensor& gx,
-                   at::Tensor& partial, int64_t rows, int64_t t, float scale,
-                   const QuantArgs& qp, cudaStream_t stream) {
+                   const at::Tensor& stats, at::Tensor& partial, int64_t rows, int64_t t,
+                   float scale, const QuantArgs& qp, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, double>) {
     return false;
   } else {
@@ -540,23 +531,25 @@ bool backward_regs(const at::Tensor& x, const at::Tensor& gy, at::Tensor& gx,
     if (w == 0) return false;
     const auto [grid, block] = row_launch(rows, w);
     softmax_quantize_backward_regs<T, 16 / sizeof(T), kPer><<<grid, block, 0, stream>>>(
-        x.data_ptr<T>(), gy.data_ptr<T>(), gx.data_ptr<T>(), partial.data_ptr<float>(), rows,
-        static_cast<int>(t), scale, qp, w);
+        x.data_ptr<T>(), gy.data_ptr<T>(), gx.data_ptr<T>(), stats.data_ptr<float>(),
+        partial.data_ptr<float>(), rows, static_cast<int>(t), scale, qp, w);
     return true;
   }
 }
 
 }  // namespace
 
-at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale,
-                                       const at::Tensor& q, std::array<int64_t, 4> codes,
-                                       std::array<bool, 2> enabled) {
+std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_cuda(const at::Tensor& scores_in,
+                                                              double scale, const at::Tensor& q,
+                                                              std::array<int64_t, 4> codes,
+                                                              std::array<bool, 2> enabled) {
   const c10::cuda::CUDAGuard guard(scores_in.device());
   const at::Tensor x = scores_in.contiguous();
   at::Tensor y = at::empty_like(x);
   const int64_t t = x.size(-1);
   const int64_t rows = x.numel() / t;
-  if (rows == 0) return y;
+  at::Tensor stats = at::empty({2, rows}, x.options().dtype(at::kFloat));  // [2, rows]
+  if (rows == 0) return {y, stats};
   const at::Tensor qd = ready(q, x.device());
   const QuantArgs qp = make_quant(qd, codes, enabled);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -565,22 +558,25 @@ at::Tensor fused_softmax_quantize_cuda(const at::Tensor& scores_in, double scale
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_softmax_quantize", [&] {
     const int per = vectors_per_thread();
-    const bool regs = per == 2   ? forward_regs<scalar_t, 2>(x, y, rows, t, sc, qp, stream)
-                      : per == 4 ? forward_regs<scalar_t, 4>(x, y, rows, t, sc, qp, stream)
-                                 : forward_regs<scalar_t, 8>(x, y, rows, t, sc, qp, stream);
+    const bool regs =
+        per == 2   ? forward_regs<scalar_t, 2>(x, y, stats, rows, t, sc, qp, stream)
+        : per == 4 ? forward_regs<scalar_t, 4>(x, y, stats, rows, t, sc, qp, stream)
+                   : forward_regs<scalar_t, 8>(x, y, stats, rows, t, sc, qp, stream);
     if (!regs) {
       softmax_quantize_forward_kernel<scalar_t>
           <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
-              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), t, sc, qp);
+              x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), stats.data_ptr<float>(), rows, t,
+              sc, qp);
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return y;
+  return {y, stats};
 }
 
 std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
-    const at::Tensor& scores_in, const at::Tensor& grad_in, double scale, const at::Tensor& q,
-    std::array<int64_t, 4> codes, std::array<bool, 2> enabled) {
+    const at::Tensor& scores_in, const at::Tensor& grad_in, const at::Tensor& stats_in,
+    double scale, const at::Tensor& q, std::array<int64_t, 4> codes,
+    std::array<bool, 2> enabled) {
   const c10::cuda::CUDAGuard guard(scores_in.device());
   const at::Tensor x = scores_in.contiguous();
   const at::Tensor gy = grad_in.to(x.scalar_type()).contiguous();
@@ -588,6 +584,9 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
   const int64_t t = x.size(-1);
   const int64_t rows = x.numel() / t;
   at::Tensor partial = at::zeros({4, rows}, x.options().dtype(at::kFloat));  // [4, rows]
+  TORCH_CHECK(stats_in.numel() == 2 * rows, "fused_softmax_quantize_backward: row statistics of ",
+              stats_in.numel(), " values for ", rows, " rows (expected ", 2 * rows, ")");
+  const at::Tensor stats = stats_in.to(x.device(), at::kFloat).contiguous();  // [2, rows]
   if (rows > 0) {
     const at::Tensor qd = ready(q, x.device());
     const QuantArgs qp = make_quant(qd, codes, enabled);
@@ -598,9 +597,10 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
                                     "fused_softmax_quantize_backward", [&] {
       const int per = vectors_per_thread();
       const bool regs =
-          per == 2   ? backward_regs<scalar_t, 2>(x, gy, gx, partial, rows, t, sc, qp, stream)
-          : per == 4 ? backward_regs<scalar_t, 4>(x, gy, gx, partial, rows, t, sc, qp, stream)
-                     : backward_regs<scalar_t, 8>(x, gy, gx, partial, rows, t, sc, qp, stream);
+          per == 2 ? backward_regs<scalar_t, 2>(x, gy, gx, stats, partial, rows, t, sc, qp, stream)
+          : per == 4
+              ? backward_regs<scalar_t, 4>(x, gy, gx, stats, partial, rows, t, sc, qp, stream)
+              : backward_regs<scalar_t, 8>(x, gy, gx, stats, partial, rows, t, sc, qp, stream);
       if (regs) return;
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;
       if (shmem > 48 * 1024)
