@@ -107,6 +107,8 @@ __global__ void fake_quantize_backward_kernel(const T* __restrict__ x, const T* 
 }
 
 constexpr int kReduceThreads = 256;
+/// Most blocks (of partial sums) of the per-tensor vector backward kernel.
+constexpr int64_t kMaxVecBlocks = 8192;
 
 /// Per tensor (kPerRow false: a grid-stride loop, one partial sum per block) or per row of a
 /// [rows, cols] x (kPerRow true: one block per row, the row's sums). sums: [2, gridDim.x], the
@@ -254,17 +256,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fused_fake_quantize_backward_cuda
     const at::Tensor sums = per_elem.view({2, -1, cols}).sum(1);  // [2, cols]
     return {gx, sums[0], sums[1]};
   }
-  // Per tensor: at most 1024 blocks of partial sums (a count fixed by n, so the sums are
-  // reproducible), then one small reduction. Per row: one block per row, no second pass.
+  // Per tensor: blocks of partial sums, a count fixed by n (so the sums are reproducible), then
+  // one small reduction: on 16-byte-aligned data about one vector a thread, at most
+  // kMaxVecBlocks blocks (a thread that loops waits on each vector's loads in turn); otherwise
+  // at most 1024 blocks. Per row: one block per row, no second pass.
   const bool per_row = mode == 1;
+  const bool vec_path = !per_row && x.scalar_type() != at::kDouble &&
+                        aligned16({x.data_ptr(), gy.data_ptr(), gx.data_ptr()});
   const int64_t rows = n / cols;
-  const int64_t want = (n + kReduceThreads * 4 - 1) / (kReduceThreads * 4);
-  const int blocks = per_row ? static_cast<int>(rows) : static_cast<int>(want < 1024 ? want : 1024);
+  const int64_t vec = 16 / static_cast<int64_t>(x.element_size());
+  const int64_t want = vec_path ? (n / vec + kReduceThreads - 1) / kReduceThreads
+                                : (n + kReduceThreads * 4 - 1) / (kReduceThreads * 4);
+  const int blocks =
+      per_row ? static_cast<int>(rows)
+              : static_cast<int>(std::clamp<int64_t>(want, 1, vec_path ? kMaxVecBlocks : 1024));
   at::Tensor partial = at::empty({2, blocks}, x.options().dtype(at::kFloat));  // [2, blocks]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_fake_quantize_backward", [&] {
     if constexpr (!std::is_same_v<scalar_t, double>) {
-      if (!per_row && aligned16({x.data_ptr(), gy.data_ptr(), gx.data_ptr()})) {
+      if (vec_path) {
         fake_quantize_backward_vec_kernel<scalar_t, 16 / sizeof(scalar_t)>
             <<<blocks, kReduceThreads, 0, stream>>>(
                 x.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
