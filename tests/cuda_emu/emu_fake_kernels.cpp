@@ -1,17 +1,14 @@
 // tests/cuda_emu/emu_fake_kernels.cpp
-// The per-tensor kernels of mobilequant/quant/fused_fake_quantize_cuda.cu, run on the CPU under
-// the CUDA emulation (emu.h): the 16-byte-vector kernels against the element kernels on the same
-// input, fp32 and bf16, with a tail that is not a whole vector and values off the reciprocal
-// path (zeros of both signs, tiny, huge, NaN) among ordinary ones: the values and the gradient
-// bit for bit (up to the sign of a zero), the d scale / d offset sums within relative 1e-5 (sums
-// in another order; the backward without the NaN); and the forward against the composed torch
-// ops. Exit status 0 when all
+// The per-tensor forward kernel of mobilequant/quant/fused_fake_quantize_cuda.cu in 16-byte
+// vectors, run on the CPU under the CUDA emulation (emu.h), against the element kernel on the
+// same input and against the composed torch ops, fp32 and bf16, with a tail that is not a whole
+// vector and values off the reciprocal path (zeros of both signs, tiny, huge, NaN) among
+// ordinary ones: the values bit for bit (up to the sign of a zero). Exit status 0 when all
 // hold. ctest label cuda-emu (`scripts/test.sh cuda-emu`).
 #include "fused_fake_quantize_cuda.inc"
 
 #include <torch/torch.h>
 
-#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -26,8 +23,6 @@ bool same_values(const torch::Tensor& a, const torch::Tensor& b) {
          torch::equal(a64.nan_to_num(0.0), b64.nan_to_num(0.0));
 }
 
-double rel(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
-
 template <typename T>
 bool check(torch::ScalarType dtype, int64_t n, at::Generator& gen) {
   auto x32 = torch::randn({n}, gen) * 3;  // [n]
@@ -36,12 +31,9 @@ bool check(torch::ScalarType dtype, int64_t n, at::Generator& gen) {
                             std::numeric_limits<float>::quiet_NaN()};
   for (int i = 0; i < 9 && 17 * i + 3 < n; ++i) x32[17 * i + 3] = specials[i];
   const auto x = x32.to(dtype);
-  const auto gy = torch::randn({n}, gen).to(dtype);  // [n]
-  if (n > 40) gy[40] = -0.0;
   const float s = 0.0371f, o = 121.25f, lo = 0.0f, hi = 255.0f;
   auto scale = torch::tensor({s}), offset = torch::tensor({o});
   const T* xp = static_cast<const T*>(x.data_ptr());  // [n]
-  const T* gp = static_cast<const T*>(gy.data_ptr());
   constexpr int kVec = 16 / sizeof(T);
   constexpr unsigned kBlock = 64, kGrid = 3;  // a grid-stride loop of several rounds
 
@@ -54,31 +46,11 @@ bool check(torch::ScalarType dtype, int64_t n, at::Generator& gen) {
              static_cast<const float*>(offset.data_ptr<float>()), 0, n, lo, hi);
   const auto xf = x.to(torch::kFloat32);
   const auto composed = ((torch::round(xf / s) + o).clamp(lo, hi) - o) * s;
-  bool ok = same_values(y_vec, y_elem) && same_values(y_vec.to(torch::kFloat32), composed.to(dtype).to(torch::kFloat32));
+  const bool ok = same_values(y_vec, y_elem) && same_values(y_vec, composed.to(dtype));
 
-  // The backward on the same values but the NaN (which would make d scale NaN in both).
-  const auto xb = x.nan_to_num(1.0, std::numeric_limits<double>::infinity(),
-                               -std::numeric_limits<double>::infinity());
-  xp = static_cast<const T*>(xb.data_ptr());
-  auto gx_vec = torch::empty_like(x), gx_elem = torch::empty_like(x);
-  auto part_vec = torch::zeros({2, kGrid}), part_elem = torch::zeros({2, kGrid});
-  emu_launch(kGrid, kBlock, 0, fake_quantize_backward_vec_kernel<T, kVec>, xp, gp,
-             static_cast<T*>(gx_vec.data_ptr()), part_vec.data_ptr<float>(), n,
-             scale.data_ptr<float>(), offset.data_ptr<float>(), lo, hi);
-  emu_launch(kGrid, kBlock, 0, fake_quantize_backward_reduce_kernel<T, false>, xp, gp,
-             static_cast<T*>(gx_elem.data_ptr()), part_elem.data_ptr<float>(), n,
-             static_cast<const float*>(scale.data_ptr<float>()),
-             static_cast<const float*>(offset.data_ptr<float>()), n, lo, hi);
-  const auto sv = part_vec.to(torch::kFloat64).sum(1), se = part_elem.to(torch::kFloat64).sum(1);
-  const double ds = rel(sv[0].item<double>(), se[0].item<double>());
-  const double dof = rel(sv[1].item<double>(), se[1].item<double>());
-  const bool grads_ok = same_values(gx_vec, gx_elem);
-  const bool sums_ok = ds <= 1e-5 && dof <= 1e-5;
-  ok = ok && grads_ok && sums_ok;
-  std::printf("%s %s n %ld: values %s, d x %s, d scale %.1e, d offset %.1e\n", ok ? "ok  " : "FAIL",
+  std::printf("%s %s n %ld: values %s\n", ok ? "ok  " : "FAIL",
               dtype == torch::kFloat32 ? "fp32" : "bf16", static_cast<long>(n),
-              same_values(y_vec, y_elem) ? "equal" : "DIFFER", grads_ok ? "equal" : "DIFFER", ds,
-              dof);
+              same_values(y_vec, y_elem) ? "equal to the element kernel's" : "DIFFER");
   return ok;
 }
 
