@@ -223,8 +223,7 @@ __device__ __forceinline__ void row_reduce(float (&v)[kN], int row_warps) {
 template <typename T, int kVec>
 __device__ __forceinline__ void scores_vec(const uint4& raw, float (&c)[kVec], int j0, int query,
                                            float scale, const Quant& q) {
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) c[v] = raw_at<T>(raw, v);
+  unpack_vec<T, kVec>(raw, c);
   if (q.in_on) {
     fq_values(c, q.s_in, q.o_in, q.lo_in, q.hi_in);
 #pragma unroll
@@ -290,7 +289,7 @@ __device__ __forceinline__ void probs_vec(float (&c)[kVec], const Divisor& sum) 
   }
 }
 
-/// The rows of live vectors: those whose first element is at or before the query.
+/// The row's live vectors: those whose first element is at or before the query.
 template <int kVec>
 __device__ __forceinline__ int live_vectors(int query) {
   return query / kVec + 1;
@@ -395,10 +394,8 @@ __global__ void __launch_bounds__(32 * kMaxRowWarps)
     const int k = rl.lane + rl.lanes * i;
     if (k >= vecs) break;
     if (k < live) {
-      const uint4 raw = load_raw<T, kVec>(gy + base + k * kVec);
       float g[kVec];
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) g[v] = raw_at<T>(raw, v);
+      unpack_vec<T, kVec>(load_raw<T, kVec>(gy + base + k * kVec), g);
       probs_vec(c[i], sum);
       float gpv[kVec];
       prob_grads<T, kVec>(c[i], g, q, acc, dot, gpv);
