@@ -33,9 +33,7 @@
 
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <initializer_list>
-#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -78,17 +76,26 @@ __device__ __forceinline__ Quant load_quant(const QuantArgs& a) {
                a.hi_in, a.lo_out, a.hi_out, a.in_on, a.out_on};
 }
 
-/// The gradient reaching probability p (incoming g) through the output quantizer, rounded to
-/// T as the composed ops round it; adds its d scale / d offset terms to acc[2] / acc[3] and
-/// gp * p to dot.
-template <typename T>
-__device__ __forceinline__ float prob_grad(float p, float g, const Quant& q, float (&acc)[4],
-                                           float& dot) {
-  if (q.out_on)
-    g = round_to<T>(fq_backward(round_to<T>(p), g, q.s_out, q.o_out, q.lo_out, q.hi_out, acc[2],
-                                acc[3]));
-  dot = __fadd_rn(dot, __fmul_rn(g, p));
-  return g;
+/// gp <- the gradient reaching probabilities p (incoming g) through the output quantizer,
+/// rounded to T as the composed ops round it; adds its d scale / d offset terms to acc[2] /
+/// acc[3] and gp * p to dot, element by element.
+template <typename T, int kVec>
+__device__ __forceinline__ void prob_grads(const float (&p)[kVec], const float (&g)[kVec],
+                                           const Quant& q, float (&acc)[4], float& dot,
+                                           float (&gp)[kVec]) {
+  if (q.out_on) {
+    float pr[kVec];
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) pr[v] = round_to<T>(p[v]);
+    fq_backwards(pr, g, q.s_out, q.o_out, q.lo_out, q.hi_out, acc[2], acc[3], gp);
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) gp[v] = round_to<T>(gp[v]);
+  } else {
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) gp[v] = g[v];
+  }
+#pragma unroll
+  for (int v = 0; v < kVec; ++v) dot = __fadd_rn(dot, __fmul_rn(gp[v], p[v]));
 }
 
 /// The masked, scaled, quantized scores of one row into buf (fp32 values of T); returns the
@@ -168,9 +175,12 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float dot = 0.0f;
   for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
-    const float p = div_rn(pbuf[j], sum);  // the fp32 softmax output autograd saved
-    pbuf[j] = p;
-    gbuf[j] = prob_grad<T>(p, static_cast<float>(gr[j]), q, acc, dot);
+    const float p[1] = {div_rn(pbuf[j], sum)};  // the fp32 softmax output autograd saved
+    const float g[1] = {static_cast<float>(gr[j])};
+    float gp[1];
+    prob_grads<T, 1>(p, g, q, acc, dot, gp);
+    pbuf[j] = p[0];
+    gbuf[j] = gp[0];
   }
   float d[1] = {dot};
   block_reduce<SumOp>(d);
@@ -195,6 +205,12 @@ __global__ void softmax_quantize_backward_kernel(const T* __restrict__ x,
 constexpr int kWarpRows = 4;
 /// Most warps of one row: rows of up to 32 * kMaxRowWarps * kPer vectors.
 constexpr int kMaxRowWarps = 8;
+
+/// Vectors a thread holds in the register kernels. On the H100, 1.1B shape, bf16, T 2048, the
+/// backward took 19.9 / 22.4 / 42.7 ms a step with 2 / 4 / 8 (fewer registers, more warps
+/// resident; results/2026-11-22-training/gpu/bench-bf16-a8be295/tuning.md). The kernels take
+/// any kPer; tests/cuda_emu drives 2, 4 and 8.
+constexpr int kVectorsPerThread = 2;
 
 /// A thread's place: its row, its index among the row's threads and their count.
 struct RowLane {
@@ -341,28 +357,6 @@ __global__ void __launch_bounds__(32 * kMaxRowWarps)
   }
 }
 
-/// gp <- the gradient reaching probabilities p (incoming g) through the output quantizer,
-/// rounded to T as the composed ops round it; adds its d scale / d offset terms to acc[2] /
-/// acc[3] and gp * p to dot, element by element.
-template <typename T, int kVec>
-__device__ __forceinline__ void prob_grads(const float (&p)[kVec], const float (&g)[kVec],
-                                           const Quant& q, float (&acc)[4], float& dot,
-                                           float (&gp)[kVec]) {
-  if (q.out_on) {
-    float pr[kVec];
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) pr[v] = round_to<T>(p[v]);
-    fq_backwards(pr, g, q.s_out, q.o_out, q.lo_out, q.hi_out, acc[2], acc[3], gp);
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) gp[v] = round_to<T>(gp[v]);
-  } else {
-#pragma unroll
-    for (int v = 0; v < kVec; ++v) gp[v] = g[v];
-  }
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) dot = __fadd_rn(dot, __fmul_rn(gp[v], p[v]));
-}
-
 /// stats: [2, rows], the forward pass's (each row's maximum score and sum of exponentials);
 /// partial: [4, rows] (d in scale, d in offset, d out scale, d out offset per row). Rows as
 /// softmax_quantize_forward_regs's.
@@ -485,22 +479,6 @@ at::Tensor ready(const at::Tensor& q, const at::Device& device) {
 // The launches (host code with the launch syntax, outside what the CUDA emulation compiles).
 namespace {
 
-/// Vectors a thread holds in the register kernels: 2, or MQ_SOFTMAX_VECTORS (2, 4 or 8) where
-/// set (a tuning switch for `bench train`; all give the same values). On the H100, 1.1B shape,
-/// bf16, T 2048: backward 19.9 / 22.4 / 42.7 ms a step with 2 / 4 / 8 (fewer registers, more
-/// warps resident).
-int vectors_per_thread() {
-  static const int per = [] {
-    const char* e = std::getenv("MQ_SOFTMAX_VECTORS");
-    if (e == nullptr || *e == '\0') return 2;
-    const std::string v(e);
-    TORCH_CHECK(v == "2" || v == "4" || v == "8", "MQ_SOFTMAX_VECTORS: expected 2, 4 or 8, got '",
-                v, "'");
-    return std::stoi(v);
-  }();
-  return per;
-}
-
 /// Runs the register forward kernel of kPer vectors a thread if it takes these rows.
 template <typename T, int kPer>
 bool forward_regs(const at::Tensor& x, at::Tensor& y, at::Tensor& stats, int64_t rows, int64_t t,
@@ -556,12 +534,7 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_cuda(const at::Tensor& 
   const size_t shmem = static_cast<size_t>(t) * sizeof(float);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                   "fused_softmax_quantize", [&] {
-    const int per = vectors_per_thread();
-    const bool regs =
-        per == 2   ? forward_regs<scalar_t, 2>(x, y, stats, rows, t, sc, qp, stream)
-        : per == 4 ? forward_regs<scalar_t, 4>(x, y, stats, rows, t, sc, qp, stream)
-                   : forward_regs<scalar_t, 8>(x, y, stats, rows, t, sc, qp, stream);
-    if (!regs) {
+    if (!forward_regs<scalar_t, kVectorsPerThread>(x, y, stats, rows, t, sc, qp, stream)) {
       softmax_quantize_forward_kernel<scalar_t>
           <<<static_cast<unsigned>(rows), kThreads, shmem, stream>>>(
               x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), stats.data_ptr<float>(), rows, t,
@@ -594,13 +567,9 @@ std::pair<at::Tensor, at::Tensor> fused_softmax_quantize_backward_cuda(
     const size_t shmem = 2 * static_cast<size_t>(t) * sizeof(float);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
                                     "fused_softmax_quantize_backward", [&] {
-      const int per = vectors_per_thread();
-      const bool regs =
-          per == 2 ? backward_regs<scalar_t, 2>(x, gy, gx, stats, partial, rows, t, sc, qp, stream)
-          : per == 4
-              ? backward_regs<scalar_t, 4>(x, gy, gx, stats, partial, rows, t, sc, qp, stream)
-              : backward_regs<scalar_t, 8>(x, gy, gx, stats, partial, rows, t, sc, qp, stream);
-      if (regs) return;
+      if (backward_regs<scalar_t, kVectorsPerThread>(x, gy, gx, stats, partial, rows, t, sc, qp,
+                                                     stream))
+        return;
       auto kernel = softmax_quantize_backward_kernel<scalar_t>;
       if (shmem > 48 * 1024)
         C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

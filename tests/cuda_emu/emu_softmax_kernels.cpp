@@ -47,9 +47,9 @@ torch::Tensor fq(const torch::Tensor& x, const Q& q, const torch::Tensor& s,
   return ((c - o) * s).to(x.scalar_type());
 }
 
-/// kPer: the vectors a thread holds; row_warps: the warps a row takes (0: as the host code
-/// chooses).
-template <typename T, int kPer = 8>
+/// kPer: the vectors a thread holds (the host code's by default); row_warps: the warps a row
+/// takes (0: as the host code chooses).
+template <typename T, int kPer = kVectorsPerThread>
 bool check(torch::ScalarType dtype, int64_t heads, int64_t t, const Q& in, const Q& out,
            bool against_shared, at::Generator& gen, int row_warps = 0) {
   const int64_t rows = heads * t;
@@ -172,7 +172,10 @@ int main() {
                                     make_q(8, 0, 0.9), true, gen, 2);
   failures += !check<float>(torch::kFloat32, 1, 200, make_q(16, -20, 18), make_q(8, 0.05, 0.9),
                             true, gen, 4);
-  // Four vectors a thread (MQ_SOFTMAX_VECTORS=4): one warp, and rows over 2 warps.
+  // Eight vectors a thread: one warp.
+  failures += !check<c10::BFloat16, 8>(torch::kBFloat16, 2, 256, make_q(8, -20, 18),
+                                       make_q(8, 0, 0.9), true, gen);
+  // Four vectors a thread: one warp, and rows over 2 warps.
   failures += !check<c10::BFloat16, 4>(torch::kBFloat16, 2, 256, make_q(8, -20, 18),
                                        make_q(16, 0, 0.9), true, gen);
   failures += !check<c10::BFloat16, 4>(torch::kBFloat16, 1, 1032, make_q(8, -20, 18),
