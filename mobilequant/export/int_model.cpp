@@ -151,6 +151,19 @@ std::pair<ActSite, ActSite> int_linear_io(WeightSite site) {
   throw make_error("int_linear_io: ", to_string(site), " is not a linear weight site");
 }
 
+EpsTerm to_eps_term(double e, const std::string& what) {
+  constexpr double kLimit = 4611686018427387904.0;  // 2^62
+  MQ_CHECK(std::isfinite(e) && e >= 0.0 && std::nearbyint(e) < kLimit, "integer model: ", what,
+           " eps term eps * C / s_in^2 = ", e, ", expected finite, >= 0 and < 2^62");
+  // The largest shift whose rounded value stays below 2^62 (so that value << (48 - shift) and
+  // the row's sum of squares << 48 fit the runtime's 128-bit accumulator).
+  for (int32_t shift = kEpsTermMaxShift; shift >= 0; --shift) {
+    const double v = std::nearbyint(std::ldexp(e, shift));
+    if (v < kLimit) return {static_cast<int64_t>(v), shift};
+  }
+  return {static_cast<int64_t>(std::nearbyint(e)), 0};  // unreachable: e < 2^62 above
+}
+
 double FixedPoint::value() const { return std::ldexp(static_cast<double>(multiplier), -shift); }
 
 FixedPoint to_fixed_point(double m, const std::string& what) {
@@ -343,8 +356,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       for (int64_t c = 0; c < C; ++c)
         gains[static_cast<size_t>(c)] = static_cast<double>(wh[c]) * sqrt_c / a(out).s();
       put_fixed(t, name + ".gain_", gains, name + " gain");
-      const double e_term = std::nearbyint(eps * static_cast<double>(C) / (a(in).s() * a(in).s()));
-      t[name + ".eps_term"] = torch::tensor({static_cast<int64_t>(e_term)}, torch::kInt64);
+      const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (a(in).s() * a(in).s()), name);
+      t[name + ".eps_term"] = torch::tensor({e_term.value}, torch::kInt64);
+      t[name + ".eps_shift"] = i32({e_term.shift});
       weights[name + ".weight"] = {{"bits", spec.bits},
                                    {"granularity", "per_tensor"},
                                    {"symmetric", spec.symmetric},
@@ -390,9 +404,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
     std::vector<double> gains(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) gains[static_cast<size_t>(c)] = wf[c].item<double>() * sqrt_c / s_f;
     put_fixed(t, "model.norm.gain_", gains, "model.norm gain");
-    const double e_term = std::nearbyint(eps * static_cast<double>(C) / (s_r * s_r));
-    MQ_CHECK(e_term < 9.0e18, "integer model: model.norm eps term ", e_term, " overflows int64");
-    t["model.norm.eps_term"] = torch::tensor({static_cast<int64_t>(e_term)}, torch::kInt64);
+    const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (s_r * s_r), "model.norm");
+    t["model.norm.eps_term"] = torch::tensor({e_term.value}, torch::kInt64);
+    t["model.norm.eps_shift"] = i32({e_term.shift});
   }
   {
     auto [lm_q, lm_s] = int16_rows(cfg.tie_word_embeddings ? model->model->embed_tokens->weight

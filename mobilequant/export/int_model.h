@@ -34,7 +34,20 @@ inline constexpr const char* kIntManifestFile = "manifest.json";
 inline constexpr const char* kIntTensorsFile = "model.safetensors";
 /// The manifest's "format" and "version".
 inline constexpr const char* kIntFormatName = "mobilequant-int";
-inline constexpr int64_t kIntFormatVersion = 1;
+inline constexpr int64_t kIntFormatVersion = 2;
+
+/// The most fraction bits of an RMSNorm eps term (docs/integer-model.md, "Tensors").
+inline constexpr int32_t kEpsTermMaxShift = 48;
+
+/// An RMSNorm's eps term e = eps * C / s_in^2 (in squared input codes) in fixed point:
+/// e ~ value * 2^-shift, shift the largest in [0, kEpsTermMaxShift] with value < 2^62.
+struct EpsTerm {
+  int64_t value = 0;  ///< >= 0
+  int32_t shift = 0;  ///< fraction bits, in [0, kEpsTermMaxShift]
+};
+
+/// The fixed-point form of e (finite, >= 0); throws naming `what` when e >= 2^62.
+EpsTerm to_eps_term(double e, const std::string& what);
 
 /// A real multiplier m in fixed point: m ~ multiplier * 2^-shift, |multiplier| in
 /// [2^30, 2^31) (0 when m is 0), shift >= 1 (docs/integer-model.md, "Requantization").

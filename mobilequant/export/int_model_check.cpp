@@ -187,6 +187,37 @@ class IntChecker {
     }
   }
 
+  /// Checks `{prefix}.eps_term` and `.eps_shift` against e = eps * C / s_in^2 (squared input
+  /// codes): the shift in [0, 48], the term in [0, 2^62), the shift as large as the term
+  /// allows (48, or a term >= 2^61), and term * 2^-shift within one unit of the last place
+  /// (2^-shift) of e.
+  void check_eps_term(const std::string& prefix, double s_in) {
+    const torch::Tensor et = get(prefix + ".eps_term", torch::kInt64, {1});
+    const torch::Tensor st = get(prefix + ".eps_shift", torch::kInt32, {1});
+    if (!et.defined() || !st.defined()) return;
+    const int64_t term = et.item<int64_t>();
+    const int32_t shift = st.item<int32_t>();
+    if (term < 0 || term >= (int64_t{1} << 62) || shift < 0 || shift > kEpsTermMaxShift) {
+      add(CheckRule::kRequant, trel_, prefix + ".eps_term", "eps term or shift out of range",
+          "term in [0, 2^62), shift in [0, 48]", std::to_string(term) + ", " + std::to_string(shift));
+      return;
+    }
+    if (shift < kEpsTermMaxShift && term < (int64_t{1} << 61)) {
+      add(CheckRule::kRequant, trel_, prefix + ".eps_term",
+          "keeps fewer fraction bits than it can (version 1 rounded it to an integer)",
+          "eps_shift 48, or a term >= 2^61", std::to_string(term) + ", " + std::to_string(shift));
+      return;
+    }
+    const double eps = manifest_["model"].value("rms_norm_eps", -1.0);
+    const double want = eps * static_cast<double>(C_) / (s_in * s_in);
+    if (!(std::isfinite(want) && want >= 0)) return;  // a bad eps or scale is reported elsewhere
+    const double got = std::ldexp(static_cast<double>(term), -shift);
+    if (std::abs(got - want) > std::ldexp(1.0, -shift) + std::ldexp(want, -50)) {
+      add(CheckRule::kRequant, trel_, prefix + ".eps_term",
+          "does not reproduce eps * C / s_in^2 (times 2^-eps_shift)", num(want), num(got));
+    }
+  }
+
   /// Checks codes [.., K] against their bits.
   void check_codes(const std::string& name, const torch::Tensor& codes, int64_t bits) {
     const int64_t hi = codes.to(torch::kInt64).max().item<int64_t>();
@@ -238,7 +269,7 @@ class IntChecker {
         gains[static_cast<size_t>(c)] = w_hat[c].item<double>() * std::sqrt(double(n)) / s_out;
       check_fixed(name + ".input_", {s_r_ / s_in});
       check_fixed(name + ".gain_", gains);
-      get(name + ".eps_term", torch::kInt64, {1});
+      check_eps_term(name, s_in);
     } else {
       const auto [in, out] = int_linear_io(ws);
       const double s_in = act_scale(l, in), s_out = act_scale(l, out);
@@ -305,7 +336,7 @@ class IntChecker {
     get("rope.sin", torch::kInt32, {P_, D_ / 2});
     get("model.norm.gain_multiplier", torch::kInt32, {C_});
     get("model.norm.gain_shift", torch::kInt32, {C_});
-    get("model.norm.eps_term", torch::kInt64, {1});
+    if (s_r_ > 0) check_eps_term("model.norm", s_r_);
     get("lm_head.weight_q", torch::kInt16, {V_, C_});
     get("lm_head.weight_scale", torch::kFloat32, {V_});
     (void)tied_;

@@ -2,6 +2,8 @@
 #include "mobilequant/runtime/int_model.h"
 
 #include <fstream>
+#include <tuple>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "mobilequant/core/error.h"
@@ -159,12 +161,22 @@ class Loader {
     nm.gain_m = read<int32_t>(prefix + ".gain_multiplier", {DType::kI32}, {c});
     nm.gain_n = read<int32_t>(prefix + ".gain_shift", {DType::kI32}, {c});
     for (int32_t s : nm.gain_n) check_shift(prefix + ".gain_shift", s);
-    nm.eps_term = read<int64_t>(prefix + ".eps_term", {DType::kI64}, {1})[0];
-    MQ_CHECK(nm.eps_term >= 0, "safetensors '", f_.path(), "': tensor '", prefix,
-             ".eps_term' is ", nm.eps_term, ", expected >= 0");
+    std::tie(nm.eps_term, nm.eps_shift) = eps_term(prefix);
     nm.in = act(prefix + ".input");
     nm.out = act(prefix + ".output");
     return nm;
+  }
+
+  /// The eps term `{prefix}.eps_term` (>= 0, below 2^62) and its `{prefix}.eps_shift` (fraction
+  /// bits in [0, 48]).
+  std::pair<int64_t, int32_t> eps_term(const std::string& prefix) const {
+    const int64_t e = read<int64_t>(prefix + ".eps_term", {DType::kI64}, {1})[0];
+    MQ_CHECK(e >= 0 && e < (int64_t{1} << 62), "safetensors '", f_.path(), "': tensor '", prefix,
+             ".eps_term' is ", e, ", expected in [0, 2^62)");
+    const int32_t f = read<int32_t>(prefix + ".eps_shift", {DType::kI32}, {1})[0];
+    MQ_CHECK(f >= 0 && f <= 48, "safetensors '", f_.path(), "': tensor '", prefix,
+             ".eps_shift' is ", f, ", expected in [0, 48]");
+    return {e, f};
   }
 
   const SafetensorsFile& file() const { return f_; }
@@ -194,7 +206,8 @@ IntModel IntModel::load(const std::string& int_dir) {
   MQ_CHECK(format == "mobilequant-int", "integer model ", where, ": format '", format,
            "', expected 'mobilequant-int'");
   const auto version = value_at<int>(manifest, "version", where);
-  MQ_CHECK(version == 1, "integer model ", where, ": version ", version, ", expected 1");
+  MQ_CHECK(version == 2, "integer model ", where, ": version ", version,
+           ", expected 2 (version 1 rounded the RMSNorm eps terms to integers: export the run again)");
 
   IntModel m;
   const json& mj = object_at(manifest, "model", manifest_path);
@@ -243,7 +256,7 @@ IntModel IntModel::load(const std::string& int_dir) {
   m.norm_gain_m = ld.read<int32_t>("model.norm.gain_multiplier", {DType::kI32}, {c});
   m.norm_gain_n = ld.read<int32_t>("model.norm.gain_shift", {DType::kI32}, {c});
   for (int32_t s : m.norm_gain_n) ld.check_shift("model.norm.gain_shift", s);
-  m.norm_eps_term = ld.read<int64_t>("model.norm.eps_term", {DType::kI64}, {1})[0];
+  std::tie(m.norm_eps_term, m.norm_eps_shift) = ld.eps_term("model.norm");
   m.lm_head_q = ld.read<int16_t>("lm_head.weight_q", {DType::kI16}, {v, c});
   m.lm_head_scale = ld.read<float>("lm_head.weight_scale", {DType::kF32}, {v});
   for (size_t i = 0; i < m.lm_head_q.size(); ++i) {

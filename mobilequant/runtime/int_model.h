@@ -35,7 +35,8 @@ struct IntNorm {
   Multiplier input;              ///< residual -> `{norm}.input` codes
   std::vector<int32_t> gain_m;   // [C] signed M_c
   std::vector<int32_t> gain_n;   // [C] n_c
-  int64_t eps_term = 0;          ///< E = round(eps * C / s_in^2)
+  int64_t eps_term = 0;          ///< E = round(eps * C / s_in^2 * 2^F)
+  int32_t eps_shift = 0;         ///< F, its fraction bits, in [0, 48]
   std::vector<int32_t> weight_q; // [C] the norm weight codes (validated; folded into gain)
   ActQuant in;                   ///< `{norm}.input`
   ActQuant out;                  ///< `{norm}.output`
@@ -78,6 +79,7 @@ class IntModel {
   std::vector<int32_t> norm_gain_m;        // [C] final norm signed M_c
   std::vector<int32_t> norm_gain_n;        // [C]
   int64_t norm_eps_term = 0;               ///< E of the final norm (at s_r)
+  int32_t norm_eps_shift = 0;              ///< its F
   std::vector<int16_t> lm_head_q;          // [V, C] symmetric per row
   std::vector<float> lm_head_scale;        // [V]
   VnniPackedI16 lm_head_packed;            // lm_head_q packed for vnni_lm_head (empty without VNNI)

@@ -324,10 +324,15 @@ bool rmsnorm_row_double(const int32_t* dr, int64_t c, const int32_t* gain_m,
 
 }  // namespace
 
-void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
+void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term, int32_t eps_shift,
                  const int32_t* gain_m, const int32_t* gain_n, int32_t z_out, int32_t lo,
                  int32_t hi, int threads, int32_t* out) {
   constexpr int kQ = 24;  // sqrt fraction bits
+  MQ_CHECK(eps_term >= 0 && eps_term < (int64_t{1} << 62) && eps_shift >= 0 && eps_shift <= 2 * kQ,
+           "int_rmsnorm: eps term ", eps_term, " * 2^-", eps_shift,
+           ", expected a term in [0, 2^62) and a shift in [0, 48]");
+  // E * 2^-F in units of 2^-48 (squared codes): < 2^110.
+  const UInt128 eps48 = static_cast<UInt128>(static_cast<uint64_t>(eps_term)) << (2 * kQ - eps_shift);
   // 2^-gain_n per channel; the double path needs them (and the row's 2^-(W - 24)) far from
   // the subnormal range, which gain_n in [0, 400] and W <= 168 guarantee.
   std::vector<double> chan_pow(static_cast<size_t>(c));  // [C]
@@ -340,16 +345,17 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term,
     for (int64_t i = b; i < e; ++i) {
       const int32_t* dr = d + i * c;
       int32_t* yr = out + i * c;
-      UInt128 den = static_cast<UInt128>(std::max<int64_t>(eps_term, 0));
+      UInt128 sum_sq = 0;  // sum_c d^2 < C * 2^62 <= 2^73
       for (int64_t k = 0; k < c; ++k) {
         const int64_t v = dr[k];
-        den += static_cast<UInt128>(static_cast<uint64_t>(v * v));
+        sum_sq += static_cast<UInt128>(static_cast<uint64_t>(v * v));
       }
+      const UInt128 den = (sum_sq << (2 * kQ)) + eps48;  // (sum + E 2^-F) * 2^48 < 2^122
       if (den == 0) {
         for (int64_t k = 0; k < c; ++k) yr[k] = clamp_code(z_out, lo, hi);
         continue;
       }
-      const UInt128 s = isqrt_u128(den << (2 * kQ));  // ~ sqrt(den) * 2^24
+      const UInt128 s = isqrt_u128(den);  // ~ sqrt(sum + E 2^-F) * 2^24
       const int w_bits = bit_length(s) + 40;
       const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // <= 2^41
       if (double_ok &&

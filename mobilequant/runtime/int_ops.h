@@ -224,11 +224,12 @@ void int_requant(const int32_t* a,  // [n]
 /// The integer square root floor(sqrt(v)) of an unsigned 128-bit value (Newton iteration).
 UInt128 isqrt_u128(UInt128 v);
 
-/// RMSNorm on centered values d (see the file comment): per row den = sum_c d^2 + eps_term,
+/// RMSNorm on centered values d (see the file comment): per row
+/// den = sum_c d^2 + eps_term * 2^-eps_shift (eps_term in [0, 2^62), eps_shift in [0, 48]),
 /// out[t, c] = clamp(z_out + round(d[t,c] * gain_m[c] * 2^-gain_n[c] / sqrt(den)), lo, hi);
 /// den == 0 gives z_out.
 void int_rmsnorm(const int32_t* d,       // [T, C]
-                 int64_t t, int64_t c, int64_t eps_term,
+                 int64_t t, int64_t c, int64_t eps_term, int32_t eps_shift,
                  const int32_t* gain_m,  // [C]
                  const int32_t* gain_n,  // [C]
                  int32_t z_out, int32_t lo, int32_t hi, int threads,

@@ -35,7 +35,7 @@ void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
                 x.data() + b * c);
     int32_t* d = scratch<int32_t, NormCenteredTag>(static_cast<size_t>((e - b) * c));  // x - z_in
     for (int64_t i = 0; i < (e - b) * c; ++i) d[i] = x[static_cast<size_t>(b * c + i)] - nm.in.zero_point;
-    int_rmsnorm(d, e - b, c, nm.eps_term, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point, 0,
+    int_rmsnorm(d, e - b, c, nm.eps_term, nm.eps_shift, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point, 0,
                 nm.out.qmax(), 1, y.data() + b * c);
   });
 }
@@ -411,7 +411,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   std::vector<int32_t> yn(static_cast<size_t>(t * c));  // [T, C]
   {
     StageTimer st(prof, "final_norm");
-    int_rmsnorm(r.data(), t, c, m.norm_eps_term, m.norm_gain_m.data(), m.norm_gain_n.data(), 0,
+    int_rmsnorm(r.data(), t, c, m.norm_eps_term, m.norm_eps_shift, m.norm_gain_m.data(), m.norm_gain_n.data(), 0,
                 -32767, 32767, threads, yn.data());
   }
   emit(-1, "model.norm.output", yn, {t, c});

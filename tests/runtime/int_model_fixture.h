@@ -67,6 +67,7 @@ struct TinyIntModelSpec {
   uint32_t seed = 1;
   std::string omit;                  ///< a tensor name to leave out
   std::string reshape;               ///< a tensor name to write with a wrong shape
+  bool bad_eps_shift = false;        ///< block 0's input_layernorm.eps_shift = 49 (out of range)
 };
 
 /// Writes manifest.json and model.safetensors of a random but valid integer model to `dir`.
@@ -131,7 +132,9 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     add_mult(prefix, 20, "input_multiplier", "input_shift");
     add(prefix + ".gain_multiplier", raw_tensor<int32_t>("I32", {s.c}, gm));
     add(prefix + ".gain_shift", raw_tensor<int32_t>("I32", {s.c}, gn));
-    add(prefix + ".eps_term", raw_tensor<int64_t>("I64", {1}, {int64_t{3}}));
+    add(prefix + ".eps_term", raw_tensor<int64_t>("I64", {1}, {int64_t{3} << 40}));
+    add(prefix + ".eps_shift",
+        raw_tensor<int32_t>("I32", {1}, {s.bad_eps_shift && prefix == "model.layers.0.input_layernorm" ? 49 : 40}));
   };
 
   std::vector<int16_t> emb;  // lm_head codes; the embedding rows are the same as residual codes
@@ -160,6 +163,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     add("model.norm.gain_multiplier", raw_tensor<int32_t>("I32", {s.c}, gm));
     add("model.norm.gain_shift", raw_tensor<int32_t>("I32", {s.c}, gn));
     add("model.norm.eps_term", raw_tensor<int64_t>("I64", {1}, {int64_t{5}}));
+    add("model.norm.eps_shift", raw_tensor<int32_t>("I32", {1}, {0}));
   }
   add("lm_head.weight_q", raw_tensor<int16_t>("I16", {s.v, s.c}, emb));
   add("lm_head.weight_scale", raw_tensor<float>("F32", {s.v}, emb_s));
@@ -214,7 +218,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
 
   nlohmann::json manifest = {
       {"format", "mobilequant-int"},
-      {"version", 1},
+      {"version", 2},
       {"model",
        {{"architecture", "llama"}, {"hidden_size", s.c}, {"intermediate_size", s.f},
         {"num_hidden_layers", s.layers}, {"num_attention_heads", s.h},

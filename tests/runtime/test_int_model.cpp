@@ -106,10 +106,24 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
   {
     std::ifstream in(dir / "manifest.json");
     auto j = nlohmann::json::parse(in);
-    j["version"] = 2;
+    j["version"] = 3;
     std::ofstream(dir / "manifest.json") << j.dump();
   }
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 2, expected 1"));
+                      Catch::Contains("version 3, expected 2"));
+  // Version 1 (integer eps terms) is refused with the reason and what to do.
+  {
+    std::ifstream in(dir / "manifest.json");
+    auto j = nlohmann::json::parse(in);
+    j["version"] = 1;
+    std::ofstream(dir / "manifest.json") << j.dump();
+  }
+  REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
+                      Catch::Contains("version 1, expected 2") && Catch::Contains("export the run again"));
+  // An eps shift out of range names its tensor.
+  spec.bad_eps_shift = true;
+  mq::test::write_tiny_int_model(dir, spec);
+  REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
+                      Catch::Contains("'model.layers.0.input_layernorm.eps_shift' is 49, expected in [0, 48]"));
   mq::remove_tree(dir.string());
 }
