@@ -1,6 +1,8 @@
 // mobilequant/models/decoder.cpp
 // The shared decoder of llama, gemma and stablelm. Numerics follow transformers:
-// norms in fp32 then cast back, RoPE tables in fp32, softmax in fp32.
+// norms in fp32 then cast back, RoPE tables in fp32, softmax in fp32. An fp64 model keeps its
+// norms and softmax in fp64 (the simulation's noise floor: eval --runtime int), where HF would
+// round them to fp32.
 #include "mobilequant/models/decoder.h"
 
 #include <cmath>
@@ -11,6 +13,12 @@
 namespace mq {
 
 namespace {
+
+/// The dtype norms and the softmax compute in: fp32 (as HF, for fp32, bf16 and fp16 inputs),
+/// fp64 for fp64 inputs.
+inline torch::ScalarType compute_dtype(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
 
 /// The activation the forward continues with at `site` (x itself without hooks).
 inline torch::Tensor at_site(ForwardHooks* hooks, int64_t layer, ActSite site,
@@ -83,20 +91,21 @@ torch::Tensor NormImpl::apply(NormKind kind, double eps, const torch::Tensor& x,
   const auto& bias = w.bias;
   switch (kind) {
     case NormKind::kRms: {
-      // LlamaRMSNorm: normalise in fp32, cast back, then scale by w in the weight's dtype.
-      auto xf = x.to(torch::kFloat32);                                       // [..., C]
+      // LlamaRMSNorm: normalise in fp32 (fp64 stays fp64), cast back, then scale by w in the
+      // weight's dtype.
+      auto xf = x.to(compute_dtype(x));                                      // [..., C]
       auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
       return weight * y.to(x.scalar_type());
     }
     case NormKind::kRmsOnePlus: {
-      // GemmaRMSNorm: (x * (1 + w)) in fp32, then cast back.
-      auto xf = x.to(torch::kFloat32);
+      // GemmaRMSNorm: (x * (1 + w)) in fp32 (fp64 stays fp64), then cast back.
+      auto xf = x.to(compute_dtype(x));                                      // [..., C]
       auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-      return (y * (1.0 + weight.to(torch::kFloat32))).to(x.scalar_type());
+      return (y * (1.0 + weight.to(compute_dtype(x)))).to(x.scalar_type());
     }
     case NormKind::kLayerNorm: {
       // nn.LayerNorm; under bf16 weights compute in fp32 as autocast would.
-      if (x.scalar_type() == torch::kFloat32)
+      if (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64)
         return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
       auto y = torch::layer_norm(x.to(torch::kFloat32), {x.size(-1)},
                                  weight.to(torch::kFloat32), bias.to(torch::kFloat32), eps);
@@ -213,7 +222,7 @@ torch::Tensor ForwardHooks::attention_probs(int64_t layer, const torch::Tensor& 
                      ? mask
                      : torch::ones({t, t}, torch::dtype(torch::kBool).device(scores.device())).tril();
   s = s.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  auto probs = torch::softmax(s.to(torch::kFloat32), -1).to(scores.scalar_type());
+  auto probs = torch::softmax(s.to(compute_dtype(s)), -1).to(scores.scalar_type());
   return activation(layer, ActSite::kPvBmmIn, probs);                        // [B, H, T, T]
 }
 

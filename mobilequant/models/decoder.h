@@ -69,7 +69,8 @@ class ForwardHooks {
   virtual torch::Tensor activation(int64_t layer, ActSite site, const torch::Tensor& x) = 0;
   /// The attention probabilities [B, H, T, T] of `layer` from the raw scores q k^T
   /// [B, H, T, T]: the qk_bmm.output site, times `scale`, masked (`mask` [B, 1, T, T] bool,
-  /// true = attend; undefined: causal), softmax in fp32 cast back to the scores' dtype, the
+  /// true = attend; undefined: causal), softmax in fp32 (fp64 for fp64 scores) cast back to
+  /// the scores' dtype, the
   /// pv_bmm.input site. Default: those ops, each site through activation(); a hook may
   /// compute the same in fewer passes.
   virtual torch::Tensor attention_probs(int64_t layer, const torch::Tensor& scores, double scale,
@@ -80,7 +81,7 @@ class ForwardHooks {
 class NormImpl : public torch::nn::Module {
  public:
   NormImpl(NormKind kind, int64_t dim, double eps);
-  /// x: [..., dim] -> [..., dim]; computed in fp32 as transformers does.
+  /// x: [..., dim] -> [..., dim]; computed in fp32 as transformers does (fp64 inputs in fp64).
   torch::Tensor forward(const torch::Tensor& x);
   /// The same norm with explicit weights (stored form, see NormWeights).
   static torch::Tensor apply(NormKind kind, double eps, const torch::Tensor& x,
