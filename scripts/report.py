@@ -71,8 +71,9 @@ int (the output directory of scripts/int_beside.sh)
   the paper's (one row per method, per preset the columns "simulated" = the run's figure from
   results.json, its whole test set, and "integer" = the integer runtime), then one line per
   run and task with the export's simulation on the same windows as the integer runtime, their
-  relative difference, the greedy agreement, the fp64 simulation's agreement (the noise
-  floor) and the positions. The first metric of every task. A subset (`limit` in
+  relative difference, the greedy agreement, the fp64 simulation's agreement with the fp32 one
+  (the noise floor), the integer runtime against the fp64 simulation (perplexity difference and
+  greedy agreement) and the positions. The first metric of every task. A subset (`limit` in
   eval_int.json) is named under the table: its "integer" figure then covers fewer documents
   than "simulated", so compare it with "simulated (same windows)".
 
@@ -1417,12 +1418,13 @@ class IntRow:
     """One run and task of an int_beside.sh directory."""
 
     def __init__(self, path, model, method, preset, task, metric, run_value, sim, integer,
-                 sim64, agreement, floor64, positions, documents, limit):
+                 sim64, agreement, floor64, positions, documents, limit, agreement64=None):
         self.path, self.model, self.method, self.preset = path, model, method, preset
         self.task, self.metric, self.run_value = task, metric, run_value
         self.sim, self.integer, self.sim64 = sim, integer, sim64
         self.agreement, self.floor64, self.positions = agreement, floor64, positions
         self.documents, self.limit = documents, limit
+        self.agreement64 = agreement64
 
 
 def int_rows(path):
@@ -1446,7 +1448,8 @@ def int_rows(path):
                                m["simulated"], m["integer"], m.get("simulated_fp64"),
                                r.get("greedy_agreement"),
                                r.get("greedy_agreement_fp64_vs_fp32_simulation"),
-                               r.get("positions"), r.get("documents"), limit))
+                               r.get("positions"), r.get("documents"), limit,
+                               r.get("greedy_agreement_with_fp64_simulation")))
         return rows
     except (KeyError, IndexError, TypeError) as e:
         raise ReportError(f"{epath} or {rpath}: missing or malformed entry ({e!r})")
@@ -1495,15 +1498,17 @@ def render_int(rows, notes):
             out.write("\n")
         out.write(f"### {model_short(model)}: every run, on the integer runtime's windows\n\n")
         out.write("| preset | method | task | metric | simulated (run) | simulated (same windows) "
-                  "| integer | Δ | greedy agreement | fp64 vs fp32 agreement | documents | "
-                  "positions | run |\n")
-        out.write("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+                  "| integer | Δ | greedy agreement | fp64 vs fp32 agreement | simulated fp64 "
+                  "| Δ vs fp64 | agreement with fp64 | documents | positions | run |\n")
+        out.write("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
         for r in sorted(mrows, key=lambda r: (preset_rank(r.preset), method_rank(r.method),
                                               r.task)):
             rel = (r.integer - r.sim) / r.sim if r.sim else None
+            rel64 = (r.integer - r.sim64) / r.sim64 if r.sim64 else None
             out.write(f"| {preset_label(r.preset)} | {method_label(r.method)} | {r.task} | "
                       f"{r.metric} | {fmt(r.run_value)} | {fmt(r.sim)} | {fmt(r.integer)} | "
                       f"{pct(rel, True)} | {pct(r.agreement)} | {pct(r.floor64)} | "
+                      f"{fmt(r.sim64)} | {pct(rel64, True)} | {pct(r.agreement64)} | "
                       f"{r.documents} | {r.positions} | {os.path.basename(r.path)} |\n")
         out.write("\n")
     for n in notes:
@@ -1516,13 +1521,16 @@ def render_int_csv(rows):
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["model", "preset", "method", "task", "metric", "simulated_run",
                 "simulated_same_windows", "integer", "simulated_fp64", "relative_difference",
-                "greedy_agreement", "greedy_agreement_fp64_vs_fp32", "documents", "limit",
-                "positions", "run"])
+                "greedy_agreement", "greedy_agreement_fp64_vs_fp32",
+                "relative_difference_vs_fp64", "greedy_agreement_with_fp64", "documents",
+                "limit", "positions", "run"])
     for r in rows:
         rel = (r.integer - r.sim) / r.sim if r.sim else ""
+        rel64 = (r.integer - r.sim64) / r.sim64 if r.sim64 else ""
+        a64 = "" if r.agreement64 is None else r.agreement64
         w.writerow([r.model, r.preset, r.method, r.task, r.metric, r.run_value, r.sim,
-                    r.integer, r.sim64, rel, r.agreement, r.floor64, r.documents, r.limit,
-                    r.positions, r.path])
+                    r.integer, r.sim64, rel, r.agreement, r.floor64, rel64, a64, r.documents,
+                    r.limit, r.positions, r.path])
     return out.getvalue()
 
 
