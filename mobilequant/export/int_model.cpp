@@ -90,10 +90,11 @@ torch::Tensor i32(const std::vector<int32_t>& v) {
 
 /// Adds name.multiplier / name.shift (or name.<stem>_multiplier / _shift) for the values `m`.
 void put_fixed(TensorMap& out, const std::string& base, const std::vector<double>& m,
-               const std::string& what) {
+               const std::string& what, int32_t min_shift = 1) {
   std::vector<int32_t> mult, shift;
   for (size_t i = 0; i < m.size(); ++i) {
-    const FixedPoint fp = to_fixed_point(m[i], what + (m.size() > 1 ? "[" + std::to_string(i) + "]" : ""));
+    const FixedPoint fp = to_fixed_point(
+        m[i], what + (m.size() > 1 ? "[" + std::to_string(i) + "]" : ""), min_shift);
     mult.push_back(fp.multiplier);
     shift.push_back(fp.shift);
   }
@@ -130,10 +131,10 @@ std::vector<IntOpMultiplier> int_block_op_multipliers(const std::function<double
       {"self_attn.qk_bmm", s(A::kQkBmmIn) * s(A::kQkBmmIn2) / s(A::kQkBmmOut)},
       {"self_attn.softmax", 1.0 / s(A::kPvBmmIn)},
       {"self_attn.pv_bmm", s(A::kPvBmmIn) * s(A::kPvBmmIn2) / s(A::kPvBmmOut)},
-      {"resid_add_1", s(A::kOProjOut) / s_r},
+      {"resid_add_1", s(A::kOProjOut) / s_r, kResidualAddMinShift},
       {"mlp.act_fn", s(A::kGateOut) * s(A::kActIn2) / s(A::kActOut)},
       {"mlp.mul", s(A::kActOut) * s(A::kUpOut) / s(A::kDownIn)},
-      {"resid_add_2", s(A::kDownOut) / s_r},
+      {"resid_add_2", s(A::kDownOut) / s_r, kResidualAddMinShift},
   };
 }
 
@@ -166,7 +167,7 @@ EpsTerm to_eps_term(double e, const std::string& what) {
 
 double FixedPoint::value() const { return std::ldexp(static_cast<double>(multiplier), -shift); }
 
-FixedPoint to_fixed_point(double m, const std::string& what) {
+FixedPoint to_fixed_point(double m, const std::string& what, int32_t min_shift) {
   MQ_CHECK(std::isfinite(m), "integer model: multiplier ", what, " = ", m,
            ", expected a finite value");
   FixedPoint fp;
@@ -179,8 +180,8 @@ FixedPoint to_fixed_point(double m, const std::string& what) {
     mult >>= 1;
     --shift;
   }
-  MQ_CHECK(shift >= 1, "integer model: multiplier ", what, " = ", m,
-           " is too large for a fixed-point multiplier (expected below 2^30)");
+  MQ_CHECK(shift >= min_shift, "integer model: multiplier ", what, " = ", m,
+           " is too large for a fixed-point multiplier (expected below 2^", 31 - min_shift, ")");
   if (shift > 126) return fp;  // below 2^-95: zero for any 64-bit accumulator
   fp.multiplier = static_cast<int32_t>(m < 0 ? -mult : mult);
   fp.shift = static_cast<int32_t>(shift);
@@ -257,15 +258,25 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   nlohmann::ordered_json weights = nlohmann::ordered_json::object();
   nlohmann::ordered_json doc = nlohmann::ordered_json::object();
 
-  // The residual scale, and the embeddings as residual codes (int32 at s_r).
+  // The residual scale (a power of two: residual adds are exact), and the embeddings as int32
+  // codes at s_r 2^k (residual codes after a left shift by k).
   const torch::Tensor emb = model->model->embed_tokens->weight.detach().to(
       torch::kCPU, torch::kFloat64);  // [V, C]
-  double bound = std::max(emb.abs().max().item<double>(), 1e-30);
+  const double emb_max = std::max(emb.abs().max().item<double>(), 1e-30);
+  double bound = emb_max;
   for (int64_t l = 0; l < L; ++l)
     bound += enc.act(l, ActSite::kOProjOut).abs_max() + enc.act(l, ActSite::kDownOut).abs_max();
-  const double s_r = bound / kTwo30;
-  t["model.embed_tokens.weight_q"] = torch::round(emb / s_r).to(torch::kInt32).contiguous();  // [V, C]
-  doc["model.embed_tokens.weight_q"] = "I32 [V, C] round(E / s_r): embedding rows as residual codes";
+  int bound_exp = 0;
+  (void)std::frexp(bound, &bound_exp);  // bound < 2^bound_exp
+  const double s_r = std::ldexp(1.0, bound_exp - kResidualHeadroomBits);
+  int32_t emb_shift = 0;  // the smallest k with max|E| / (s_r 2^k) <= 2^30
+  while (emb_max / std::ldexp(s_r, emb_shift) > kTwo30) ++emb_shift;
+  t["model.embed_tokens.weight_q"] =
+      torch::round(emb / std::ldexp(s_r, emb_shift)).to(torch::kInt32).contiguous();  // [V, C]
+  t["model.embed_tokens.shift"] = i32({emb_shift});
+  doc["model.embed_tokens.weight_q"] =
+      "I32 [V, C] round(E / (s_r 2^k)): embedding rows as residual codes >> k";
+  doc["model.embed_tokens.shift"] = "I32 [1] k: residual codes = weight_q << k";
 
   // Rotary tables, Q30.
   const int64_t P = cfg.max_position_embeddings;
@@ -369,7 +380,7 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
 
     // Attention and MLP operators.
     for (const IntOpMultiplier& op : int_block_op_multipliers([&](ActSite x) { return a(x).s(); }, s_r))
-      put_fixed(t, pre + op.name + ".", {op.value}, pre + op.name);
+      put_fixed(t, pre + op.name + ".", {op.value}, pre + op.name, op.min_shift);
 
     // exp table of the softmax: k = c_max - c steps of the scores below the row maximum.
     {
@@ -404,7 +415,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
     std::vector<double> gains(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) gains[static_cast<size_t>(c)] = wf[c].item<double>() * sqrt_c / s_f;
     put_fixed(t, "model.norm.gain_", gains, "model.norm gain");
-    const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (s_r * s_r), "model.norm");
+    // The final norm reads r >> kFinalNormShift: scale s_r 2^kFinalNormShift.
+    const double s_fin = std::ldexp(s_r, kFinalNormShift);
+    const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (s_fin * s_fin), "model.norm");
     t["model.norm.eps_term"] = torch::tensor({e_term.value}, torch::kInt64);
     t["model.norm.eps_shift"] = i32({e_term.shift});
   }
@@ -432,7 +445,8 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
                 {"hidden_act", "silu"},
                 {"tie_word_embeddings", cfg.tie_word_embeddings}};
   m["preset"] = quant.name;
-  m["residual"] = {{"bits", 32}, {"scale", s_r}, {"bound", bound}};
+  m["residual"] = {{"bits", 64}, {"scale", s_r}, {"bound", bound},
+                  {"final_norm_shift", kFinalNormShift}};
   m["final_norm_output"] = {{"bits", 16}, {"scale", s_f}, {"zero_point", 0}};
   m["activations"] = acts;
   m["weights"] = weights;

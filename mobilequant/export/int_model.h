@@ -34,7 +34,7 @@ inline constexpr const char* kIntManifestFile = "manifest.json";
 inline constexpr const char* kIntTensorsFile = "model.safetensors";
 /// The manifest's "format" and "version".
 inline constexpr const char* kIntFormatName = "mobilequant-int";
-inline constexpr int64_t kIntFormatVersion = 2;
+inline constexpr int64_t kIntFormatVersion = 3;
 
 /// The most fraction bits of an RMSNorm eps term (docs/integer-model.md, "Tensors").
 inline constexpr int32_t kEpsTermMaxShift = 48;
@@ -50,23 +50,34 @@ struct EpsTerm {
 EpsTerm to_eps_term(double e, const std::string& what);
 
 /// A real multiplier m in fixed point: m ~ multiplier * 2^-shift, |multiplier| in
-/// [2^30, 2^31) (0 when m is 0), shift >= 1 (docs/integer-model.md, "Requantization").
+/// [2^30, 2^31) (0 when m is 0), shift >= 1 (a residual add's may be down to -62: a left
+/// shift) (docs/integer-model.md, "Requantization").
 struct FixedPoint {
   int32_t multiplier = 0;  ///< signed
-  int32_t shift = 1;       ///< >= 1
+  int32_t shift = 1;       ///< >= min_shift of to_fixed_point (1 unless said)
   /// The real value it represents (double).
   double value() const;
 };
 
-/// m as a FixedPoint. Throws mq::Error naming `what` when m is not finite or |m| >= 2^30 (no
-/// shift >= 1 holds it). Values below 2^-95 become 0.
-FixedPoint to_fixed_point(double m, const std::string& what);
+/// m as a FixedPoint with shift >= min_shift. Throws mq::Error naming `what` when m is not
+/// finite or too large for that (|m| >= 2^(31 - min_shift)). Values below 2^-95 become 0.
+FixedPoint to_fixed_point(double m, const std::string& what, int32_t min_shift = 1);
 
 /// A block operator's requantization (docs/integer-model.md, "the other operators").
 struct IntOpMultiplier {
-  std::string name;  ///< tensor prefix inside the block, e.g. "self_attn.qk_bmm"
-  double value;      ///< the real multiplier m
+  std::string name;    ///< tensor prefix inside the block, e.g. "self_attn.qk_bmm"
+  double value;        ///< the real multiplier m
+  int32_t min_shift = 1;  ///< the smallest shift it may take (< 1: a left shift, residual adds)
 };
+
+/// The residual stream: int64 codes at a power-of-two scale s_r = 2^(e - kResidualHeadroomBits)
+/// for the bound B <= 2^e, so |r| <= 2^61 and every residual add (an fp32 scale over s_r) is
+/// exact (docs/integer-model.md, "The residual stream").
+inline constexpr int kResidualHeadroomBits = 61;
+/// The final norm reads the residual shifted right by this many bits (int32 values).
+inline constexpr int kFinalNormShift = 31;
+/// The smallest shift of a residual-add multiplier (m up to 2^92).
+inline constexpr int32_t kResidualAddMinShift = -62;
 
 /// The operator multipliers of one block from its activation scales `s` (per site) and the
 /// residual scale `s_r`: the writer stores them, the linter recomputes them.

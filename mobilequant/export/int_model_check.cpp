@@ -96,6 +96,15 @@ class IntChecker {
     if (!(std::isfinite(s_r_) && s_r_ > 0))
       add(CheckRule::kScale, mrel_, "residual.scale", "must be finite and positive", "> 0",
           num(s_r_));
+    if (manifest_["residual"].value("bits", int64_t{0}) != 64)
+      add(CheckRule::kSchema, mrel_, "residual.bits", "the residual is int64", "64",
+          manifest_["residual"].value("bits", json()).dump());
+    final_norm_shift_ = manifest_["residual"].value("final_norm_shift", -1);
+    if (final_norm_shift_ < 1 || final_norm_shift_ > 62) {
+      add(CheckRule::kSchema, mrel_, "residual.final_norm_shift", "missing or out of range",
+          "[1, 62]", std::to_string(final_norm_shift_));
+      final_norm_shift_ = 0;
+    }
     try {
       t_ = read_safetensors(dir_ + "/" + trel_, /*keep_dtype=*/true);
     } catch (const Error& e) {
@@ -160,7 +169,8 @@ class IntChecker {
 
   /// Checks that (multiplier, shift) tensors named `base`multiplier/shift of `n` entries
   /// reproduce `want` (one real value per entry) to 2^-30 relative.
-  void check_fixed(const std::string& base, const std::vector<double>& want) {
+  void check_fixed(const std::string& base, const std::vector<double>& want,
+                   int32_t min_shift = 1) {
     const int64_t n = static_cast<int64_t>(want.size());
     const torch::Tensor mt = get(base + "multiplier", torch::kInt32, {n});
     const torch::Tensor st = get(base + "shift", torch::kInt32, {n});
@@ -170,9 +180,10 @@ class IntChecker {
     for (int64_t i = 0; i < n; ++i) {
       const std::string key = base + "multiplier" + (n > 1 ? "[" + std::to_string(i) + "]" : "");
       const int64_t mabs = std::llabs(static_cast<int64_t>(mp[i]));
-      if (sp[i] < 1 || (mabs != 0 && (mabs < (int64_t{1} << 30) || mabs >= (int64_t{1} << 31)))) {
+      if (sp[i] < min_shift || sp[i] > 126 ||
+          (mabs != 0 && (mabs < (int64_t{1} << 30) || mabs >= (int64_t{1} << 31)))) {
         add(CheckRule::kRequant, trel_, key, "multiplier or shift out of range",
-            "|M| in [2^30, 2^31) or 0, shift >= 1",
+            "|M| in [2^30, 2^31) or 0, shift in [" + std::to_string(min_shift) + ", 126]",
             std::to_string(mp[i]) + ", " + std::to_string(sp[i]));
         return;
       }
@@ -320,7 +331,7 @@ class IntChecker {
     if (ok && s_r_ > 0) {
       for (const IntOpMultiplier& op :
            int_block_op_multipliers([&](ActSite a) { return s.count(a) ? s[a] : 1.0; }, s_r_))
-        check_fixed(pre + op.name + ".", {op.value});
+        check_fixed(pre + op.name + ".", {op.value}, op.min_shift);
     }
     const int64_t sb = m_.quant.act(ActSite::kQkBmmOut).bits;
     get(pre + "self_attn.softmax.exp_lut", torch::kInt32, {int64_t{1} << sb});
@@ -332,11 +343,15 @@ class IntChecker {
 
   void check_model_level() {
     get("model.embed_tokens.weight_q", torch::kInt32, {V_, C_});
+    const torch::Tensor es = get("model.embed_tokens.shift", torch::kInt32, {1});
+    if (es.defined() && (es.item<int32_t>() < 0 || es.item<int32_t>() > 31))
+      add(CheckRule::kSchema, trel_, "model.embed_tokens.shift", "out of range", "[0, 31]",
+          std::to_string(es.item<int32_t>()));
     get("rope.cos", torch::kInt32, {P_, D_ / 2});
     get("rope.sin", torch::kInt32, {P_, D_ / 2});
     get("model.norm.gain_multiplier", torch::kInt32, {C_});
     get("model.norm.gain_shift", torch::kInt32, {C_});
-    if (s_r_ > 0) check_eps_term("model.norm", s_r_);
+    if (s_r_ > 0) check_eps_term("model.norm", std::ldexp(s_r_, final_norm_shift_));
     get("lm_head.weight_q", torch::kInt16, {V_, C_});
     get("lm_head.weight_scale", torch::kFloat32, {V_});
     (void)tied_;
@@ -357,6 +372,7 @@ class IntChecker {
   int64_t C_ = 0, F_ = 0, H_ = 0, KV_ = 0, D_ = 0, V_ = 0, P_ = 0;
   bool tied_ = false;
   double s_r_ = 0.0;
+  int final_norm_shift_ = 0;
 };
 
 }  // namespace

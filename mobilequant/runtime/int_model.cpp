@@ -65,17 +65,17 @@ class Loader {
 
   /// An I32 [1] multiplier pair `prefix.mult_key`, `prefix.shift_key`, range-checked.
   Multiplier multiplier(const std::string& prefix, const std::string& mult_key = "multiplier",
-                        const std::string& shift_key = "shift") const {
+                        const std::string& shift_key = "shift", int32_t min_shift = 1) const {
     Multiplier m;
     m.m = read<int32_t>(prefix + "." + mult_key, {DType::kI32}, {1})[0];
     m.shift = read<int32_t>(prefix + "." + shift_key, {DType::kI32}, {1})[0];
-    check_shift(prefix + "." + shift_key, m.shift);
+    check_shift(prefix + "." + shift_key, m.shift, min_shift);
     return m;
   }
 
-  void check_shift(const std::string& name, int32_t shift) const {
-    MQ_CHECK(shift >= 1 && shift <= 126, "safetensors '", f_.path(), "': tensor '", name,
-             "': shift ", shift, " outside the supported [1, 126]");
+  void check_shift(const std::string& name, int32_t shift, int32_t min_shift = 1) const {
+    MQ_CHECK(shift >= min_shift && shift <= 126, "safetensors '", f_.path(), "': tensor '", name,
+             "': shift ", shift, " outside the supported [", min_shift, ", 126]");
   }
 
   /// The encoding of activation site `site` from the manifest.
@@ -206,8 +206,9 @@ IntModel IntModel::load(const std::string& int_dir) {
   MQ_CHECK(format == "mobilequant-int", "integer model ", where, ": format '", format,
            "', expected 'mobilequant-int'");
   const auto version = value_at<int>(manifest, "version", where);
-  MQ_CHECK(version == 2, "integer model ", where, ": version ", version,
-           ", expected 2 (version 1 rounded the RMSNorm eps terms to integers: export the run again)");
+  MQ_CHECK(version == 3, "integer model ", where, ": version ", version,
+           ", expected 3 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
+           "kept the residual in int32 at a coarse scale: export the run again)");
 
   IntModel m;
   const json& mj = object_at(manifest, "model", manifest_path);
@@ -239,8 +240,14 @@ IntModel IntModel::load(const std::string& int_dir) {
              mj.at("hidden_act").dump(), ", expected \"silu\"");
   }
   m.preset_ = manifest.value("preset", std::string());
-  m.residual_scale = value_at<double>(object_at(manifest, "residual", manifest_path), "scale",
-                                      where + " residual");
+  const json& residual = object_at(manifest, "residual", manifest_path);
+  m.residual_scale = value_at<double>(residual, "scale", where + " residual");
+  const auto residual_bits = value_at<int>(residual, "bits", where + " residual");
+  MQ_CHECK(residual_bits == 64, "integer model ", where, ": residual bits ", residual_bits,
+           ", expected 64");
+  m.final_norm_shift = value_at<int>(residual, "final_norm_shift", where + " residual");
+  MQ_CHECK(m.final_norm_shift >= 1 && m.final_norm_shift <= 62, "integer model ", where,
+           ": residual final_norm_shift ", m.final_norm_shift, ", expected in [1, 62]");
   m.final_norm_scale = value_at<float>(object_at(manifest, "final_norm_output", manifest_path),
                                        "scale", where + " final_norm_output");
 
@@ -251,6 +258,9 @@ IntModel IntModel::load(const std::string& int_dir) {
                 p = cfg.max_positions;
 
   m.embed_q = ld.read<int32_t>("model.embed_tokens.weight_q", {DType::kI32}, {v, c});
+  m.embed_shift = ld.read<int32_t>("model.embed_tokens.shift", {DType::kI32}, {1})[0];
+  MQ_CHECK(m.embed_shift >= 0 && m.embed_shift <= 31, "safetensors '", f.path(),
+           "': tensor 'model.embed_tokens.shift' is ", m.embed_shift, ", expected in [0, 31]");
   m.rope_cos = ld.read<int32_t>("rope.cos", {DType::kI32}, {p, d / 2});
   m.rope_sin = ld.read<int32_t>("rope.sin", {DType::kI32}, {p, d / 2});
   m.norm_gain_m = ld.read<int32_t>("model.norm.gain_multiplier", {DType::kI32}, {c});
@@ -283,10 +293,10 @@ IntModel IntModel::load(const std::string& int_dir) {
     L.qk_bmm = ld.multiplier(pre + "self_attn.qk_bmm");
     L.softmax = ld.multiplier(pre + "self_attn.softmax");
     L.pv_bmm = ld.multiplier(pre + "self_attn.pv_bmm");
-    L.resid_add_1 = ld.multiplier(pre + "resid_add_1");
+    L.resid_add_1 = ld.multiplier(pre + "resid_add_1", "multiplier", "shift", -62);
     L.act_fn = ld.multiplier(pre + "mlp.act_fn");
     L.mul = ld.multiplier(pre + "mlp.mul");
-    L.resid_add_2 = ld.multiplier(pre + "resid_add_2");
+    L.resid_add_2 = ld.multiplier(pre + "resid_add_2", "multiplier", "shift", -62);
     MQ_CHECK(L.softmax.m >= 0 && L.softmax.shift <= 64, "safetensors '", f.path(), "': tensor '",
              pre, "self_attn.softmax.multiplier': (", L.softmax.m, ", ", L.softmax.shift,
              ") must be >= 0 with shift <= 64");

@@ -74,7 +74,8 @@ class IntModel {
   /// The preset name the manifest records ("w8a8", …).
   const std::string& preset() const { return preset_; }
 
-  std::vector<int32_t> embed_q;            // [V, C] embedding rows as residual codes (s_r)
+  std::vector<int32_t> embed_q;            // [V, C] embedding rows as residual codes >> k
+  int32_t embed_shift = 0;                 ///< k: residual codes = embed_q << k
   std::vector<int32_t> rope_cos, rope_sin; // [P, D/2] Q30
   std::vector<int32_t> norm_gain_m;        // [C] final norm signed M_c
   std::vector<int32_t> norm_gain_n;        // [C]
@@ -84,7 +85,8 @@ class IntModel {
   std::vector<float> lm_head_scale;        // [V]
   VnniPackedI16 lm_head_packed;            // lm_head_q packed for vnni_lm_head (empty without VNNI)
   float final_norm_scale = 0.0f;           ///< s_f
-  double residual_scale = 0.0;             ///< s_r
+  double residual_scale = 0.0;             ///< s_r (int64 residual codes, a power of two)
+  int final_norm_shift = 31;               ///< the final norm reads r >> this (int32)
 
  private:
   IntModelConfig config_;

@@ -277,9 +277,9 @@ void int_linear_u8(const uint8_t* xu, const uint32_t* x_sum, int64_t t, const Ac
 
 // ---------------------------------------------------------------- requant, RMSNorm
 
-void int_requant(const int32_t* a, int64_t n, Multiplier m, int32_t z, int32_t lo, int32_t hi,
+void int_requant(const int64_t* a, int64_t n, Multiplier m, int32_t z, int32_t lo, int32_t hi,
                  int32_t* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = clamp_code(requant32(a[i], m.m, m.shift) + z, lo, hi);
+  for (int64_t i = 0; i < n; ++i) y[i] = clamp_code(requant(a[i], m.m, m.shift) + z, lo, hi);
 }
 
 UInt128 isqrt_u128(UInt128 v) {
@@ -622,14 +622,31 @@ void int_mul(const int32_t* a, int32_t z_a, const int32_t* b, int32_t z_b, int64
   });
 }
 
-void int_residual_add(int32_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {
+void int_residual_add(int64_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {
+  MQ_CHECK(m.shift >= -62 && m.shift <= 126, "int_residual_add: shift ", m.shift,
+           " outside [-62, 126]");
   for (int64_t i = 0; i < n; ++i) {
-    r[i] = saturate32(static_cast<int64_t>(r[i]) + requant32(x[i] - z_x, m.m, m.shift));
+    const int64_t d = static_cast<int64_t>(x[i]) - z_x;
+    const Int128 add = m.shift >= 1 ? static_cast<Int128>(requant(d, m.m, m.shift))
+                                    : (static_cast<Int128>(d) * m.m) * (Int128{1} << -m.shift);
+    const Int128 sum = static_cast<Int128>(r[i]) + add;
+    r[i] = sum > INT64_MAX ? INT64_MAX : sum < INT64_MIN ? INT64_MIN : static_cast<int64_t>(sum);
   }
 }
 
-void int_embed(const int32_t* table, const int32_t* tokens, int64_t t, int64_t c, int32_t* r) {
-  for (int64_t i = 0; i < t; ++i) std::copy_n(table + tokens[i] * c, c, r + i * c);
+void int_embed(const int32_t* table, int32_t shift, const int32_t* tokens, int64_t t, int64_t c,
+               int64_t* r) {
+  for (int64_t i = 0; i < t; ++i) {
+    const int32_t* row = table + tokens[i] * c;
+    for (int64_t k = 0; k < c; ++k) r[i * c + k] = static_cast<int64_t>(row[k]) * (int64_t{1} << shift);
+  }
+}
+
+void int_residual_to_i32(const int64_t* r, int64_t n, int shift, int32_t* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const Int128 q = (static_cast<Int128>(r[i]) + (Int128{1} << (shift - 1))) >> shift;
+    y[i] = q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : static_cast<int32_t>(q);
+  }
 }
 
 // ---------------------------------------------------------------- lm_head

@@ -216,8 +216,8 @@ void int_linear_u8(const uint8_t* xu,       // [T, K]
                    const ActQuant& out, int threads, Uint8Gemm& gemm,
                    int32_t* y);             // [T, N] codes of `out`
 
-/// y[i] = clamp(requant(a[i], m) + z, lo, hi) for int64 inputs (e.g. residual -> norm input).
-void int_requant(const int32_t* a,  // [n]
+/// y[i] = clamp(requant(a[i], m) + z, lo, hi) for int64 inputs (the residual -> norm input).
+void int_requant(const int64_t* a,  // [n]
                  int64_t n, Multiplier m, int32_t z, int32_t lo, int32_t hi,
                  int32_t* y);       // [n]
 
@@ -287,16 +287,24 @@ void int_mul(const int32_t* a,  // [n]
              int32_t z_b, int64_t n, Multiplier m, const ActQuant& out,
              int32_t* y);       // [n]
 
-/// Residual add: r = saturate_int32(r + requant(x - z_x, m)).
-void int_residual_add(int32_t* r,        // [n] residual (in place)
+/// Residual add: r = saturate_int64(r + (x - z_x) M 2^-n), rounded half up when n >= 1, a left
+/// shift (exact) when n <= 0 (n >= -62): the residual's scale is a power of two, so an fp32
+/// branch scale over it is exactly M 2^-n.
+void int_residual_add(int64_t* r,        // [n] residual (in place)
                       const int32_t* x,  // [n] branch codes
                       int32_t z_x, int64_t n, Multiplier m);
 
-/// Embedding: r[t, c] = E[tok_t, c] (the rows are stored as residual codes at s_r).
-void int_embed(const int32_t* table,       // [V, C] residual codes
+/// Embedding: r[t, c] = E[tok_t, c] << shift (the rows are stored as residual codes >> shift).
+void int_embed(const int32_t* table,       // [V, C] residual codes >> shift
+               int32_t shift,              // in [0, 31]
                const int32_t* tokens,      // [T]
                int64_t t, int64_t c,
-               int32_t* r);                // [T, C]
+               int64_t* r);                // [T, C]
+
+/// The final norm's input: y[i] = round_half_up(r[i] / 2^shift), saturated to int32.
+void int_residual_to_i32(const int64_t* r,  // [n]
+                         int64_t n, int shift,
+                         int32_t* y);       // [n]
 
 /// lm_head: logits[t, v] = s_f * s_lm[v] * sum_c w[v, c] y[t, c] (int64 accumulator; the only
 /// float step).

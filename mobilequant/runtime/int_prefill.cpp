@@ -26,7 +26,7 @@ struct NormCenteredTag;
 
 /// RMSNorm of a block (docs 2.1-2.2): residual -> input codes -> centered -> normalized codes,
 /// one pass over each chunk of rows.
-void block_norm(const IntNorm& nm, const std::vector<int32_t>& r,  // [T, C]
+void block_norm(const IntNorm& nm, const std::vector<int64_t>& r,  // [T, C]
                 int64_t t, int64_t c, int threads,
                 std::vector<int32_t>& x,                          // [T, C] input codes
                 std::vector<int32_t>& y) {                        // [T, C] output codes
@@ -245,7 +245,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   if (!context) context = std::make_unique<Uint8Gemm>(threads);
   Uint8Gemm& gemm = *context;
 
-  std::vector<int32_t> r(static_cast<size_t>(t * c));           // [T, C] residual (int32, s_r)
+  std::vector<int64_t> r(static_cast<size_t>(t * c));           // [T, C] residual (int64, s_r)
   std::vector<int32_t> x(static_cast<size_t>(t * c));           // [T, C] norm input codes
   std::vector<int32_t> xn(static_cast<size_t>(t * c));          // [T, C] norm output codes
   std::vector<int32_t> q(static_cast<size_t>(t * nh * d));      // [T, H, D] q_proj.output
@@ -269,7 +269,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   // 1. Embedding rows -> residual.
   {
     StageTimer st(prof, "embed");
-    int_embed(m.embed_q.data(), tokens.data(), t, c, r.data());
+    int_embed(m.embed_q.data(), m.embed_shift, tokens.data(), t, c, r.data());
   }
 
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
@@ -404,15 +404,21 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
                          L.resid_add_2);
       });
     }
-    emit(l, "residual", r, {t, c});
+    if (tap) {
+      std::vector<int32_t> r32(r.size());  // [T, C] at s_r 2^final_norm_shift
+      int_residual_to_i32(r.data(), static_cast<int64_t>(r.size()), m.final_norm_shift, r32.data());
+      emit(l, "residual", r32, {t, c});
+    }
   }
 
-  // 3. Final norm on the int32 residual: codes in [-32767, 32767] at s_f.
+  // 3. Final norm on the residual >> final_norm_shift (int32): codes in [-32767, 32767] at s_f.
   std::vector<int32_t> yn(static_cast<size_t>(t * c));  // [T, C]
   {
     StageTimer st(prof, "final_norm");
-    int_rmsnorm(r.data(), t, c, m.norm_eps_term, m.norm_eps_shift, m.norm_gain_m.data(), m.norm_gain_n.data(), 0,
-                -32767, 32767, threads, yn.data());
+    std::vector<int32_t> r32(r.size());  // [T, C]
+    int_residual_to_i32(r.data(), static_cast<int64_t>(r.size()), m.final_norm_shift, r32.data());
+    int_rmsnorm(r32.data(), t, c, m.norm_eps_term, m.norm_eps_shift, m.norm_gain_m.data(),
+                m.norm_gain_n.data(), 0, -32767, 32767, threads, yn.data());
   }
   emit(-1, "model.norm.output", yn, {t, c});
   std::vector<int16_t> y16(yn.begin(), yn.end());  // [T, C]

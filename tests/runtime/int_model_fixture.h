@@ -144,6 +144,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
   for (const int16_t e : emb) emb32.push_back(int32_t{e} * 4096);
   for (int64_t i = 0; i < s.v; ++i) emb_s.push_back(0.0001f);
   add("model.embed_tokens.weight_q", raw_tensor<int32_t>("I32", {s.v, s.c}, emb32));
+  add("model.embed_tokens.shift", raw_tensor<int32_t>("I32", {1}, {0}));
   std::vector<int32_t> cs, sn;
   for (int64_t pos = 0; pos < s.p; ++pos) {
     for (int64_t i = 0; i < s.d / 2; ++i) {
@@ -218,7 +219,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
 
   nlohmann::json manifest = {
       {"format", "mobilequant-int"},
-      {"version", 2},
+      {"version", 3},
       {"model",
        {{"architecture", "llama"}, {"hidden_size", s.c}, {"intermediate_size", s.f},
         {"num_hidden_layers", s.layers}, {"num_attention_heads", s.h},
@@ -226,7 +227,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
         {"max_positions", s.p}, {"rms_norm_eps", 1e-5}, {"hidden_act", "silu"},
         {"tie_word_embeddings", s.tied}}},
       {"preset", "w8a8"},
-      {"residual", {{"bits", 32}, {"scale", 1e-6}, {"bound", 1073.741824}}},
+      {"residual", {{"bits", 64}, {"scale", 1e-6}, {"bound", 1073.741824}, {"final_norm_shift", 1}}},
       {"final_norm_output", {{"bits", 16}, {"scale", 0.0005}, {"zero_point", 0}}},
       {"activations", acts},
       {"weights", weights},

@@ -106,11 +106,11 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
   {
     std::ifstream in(dir / "manifest.json");
     auto j = nlohmann::json::parse(in);
-    j["version"] = 3;
+    j["version"] = 4;
     std::ofstream(dir / "manifest.json") << j.dump();
   }
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 3, expected 2"));
+                      Catch::Contains("version 4, expected 3"));
   // Version 1 (integer eps terms) is refused with the reason and what to do.
   {
     std::ifstream in(dir / "manifest.json");
@@ -119,7 +119,7 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
     std::ofstream(dir / "manifest.json") << j.dump();
   }
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 1, expected 2") && Catch::Contains("export the run again"));
+                      Catch::Contains("version 1, expected 3") && Catch::Contains("export the run again"));
   // An eps shift out of range names its tensor.
   spec.bad_eps_shift = true;
   mq::test::write_tiny_int_model(dir, spec);

@@ -408,23 +408,44 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
       }
     }
   }
-  std::vector<int32_t> r(n), r0;
-  for (auto& e : r) e = static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 32)) - (1ll << 31));
-  r[0] = INT32_MAX;  // saturates
-  r0 = r;
-  const Multiplier mr{random_m(g), 12};
-  mq::rt::int_residual_add(r.data(), b.data(), 128, n, mr);
-  for (int64_t i = 0; i < n; ++i) {
-    REQUIRE(r[i] == clampi(int64_t{r0[i]} + ref_requant(b[i] - 128, mr.m, mr.shift), INT32_MIN, INT32_MAX));
+  // The int64 residual: rounded adds (shift >= 1) and exact left shifts (shift <= 0),
+  // saturating at the int64 range.
+  for (const int32_t shift : {12, 1, 0, -20, -62}) {
+    INFO("shift " << shift);
+    std::vector<int64_t> r(n), r0;
+    for (auto& e : r) e = static_cast<int64_t>(g() % (1ull << 62)) - (int64_t{1} << 61);
+    r[0] = INT64_MAX;  // saturates (b[0] - 128 > 0 below)
+    b[0] = 255;
+    r0 = r;
+    const Multiplier mr{random_m(g), shift};
+    mq::rt::int_residual_add(r.data(), b.data(), 128, n, mr);
+    for (int64_t i = 0; i < n; ++i) {
+      const Int128 d = int64_t{b[i]} - 128;
+      const Int128 add = shift >= 1 ? (d * mr.m + (Int128{1} << (shift - 1))) >> shift
+                                    : d * mr.m * (Int128{1} << -shift);
+      const Int128 want = static_cast<Int128>(r0[i]) + add;
+      const int64_t sat = want > INT64_MAX ? INT64_MAX : want < INT64_MIN ? INT64_MIN
+                                                                          : static_cast<int64_t>(want);
+      REQUIRE(r[i] == sat);
+    }
   }
   const int64_t vocab = 5, c = 6;
-  std::vector<int32_t> table(vocab * c);  // residual codes
+  std::vector<int32_t> table(vocab * c);  // residual codes >> shift
   for (auto& e : table) e = static_cast<int32_t>(g() % 2000000000) - 1000000000;
   const std::vector<int32_t> tok = {3, 0, 4};
-  std::vector<int32_t> re(3 * c);
-  mq::rt::int_embed(table.data(), tok.data(), 3, c, re.data());
-  for (int64_t i = 0; i < 3; ++i)
-    for (int64_t k = 0; k < c; ++k) REQUIRE(re[i * c + k] == table[tok[i] * c + k]);
+  std::vector<int64_t> re(3 * c);
+  for (const int32_t shift : {0, 7, 31}) {
+    mq::rt::int_embed(table.data(), shift, tok.data(), 3, c, re.data());
+    for (int64_t i = 0; i < 3; ++i)
+      for (int64_t k = 0; k < c; ++k)
+        REQUIRE(re[i * c + k] == static_cast<int64_t>(table[tok[i] * c + k]) * (int64_t{1} << shift));
+  }
+  // The final norm's input: r >> shift rounded half up, saturated to int32.
+  const std::vector<int64_t> rr = {0, 1, -1, (int64_t{3} << 30), -(int64_t{3} << 30),
+                                   (int64_t{5} << 29), -(int64_t{5} << 29), INT64_MAX, INT64_MIN};
+  std::vector<int32_t> y32(rr.size());
+  mq::rt::int_residual_to_i32(rr.data(), static_cast<int64_t>(rr.size()), 31, y32.data());
+  CHECK(y32 == std::vector<int32_t>{0, 0, 0, 2, -1, 1, -1, INT32_MAX, INT32_MIN});
 }
 
 TEST_CASE("int_lm_head equals the naive int64 dot product exactly", "[unit]") {
