@@ -35,8 +35,6 @@ struct LinearShiftTag;
 struct LinearRoundTag;
 struct LinearRawTag;
 
-/// Saturates an int64 to int32.
-inline int32_t saturate32(int64_t v) { return clamp_code(v, INT32_MIN, INT32_MAX); }
 
 /// round_half_up(v / 2^s) for a signed 128-bit v with |v| < 2^126; s >= 1.
 inline Int128 round_shift(Int128 v, int s) {

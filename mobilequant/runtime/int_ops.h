@@ -18,8 +18,9 @@
 //   fp32 ~32 GMAC/s. So the W8A8 linears run at about fp32 speed here, not faster; a
 //   vpmaddubsw kernel (exact for 4-bit weights: 255 * 15 * 2 < 2^15) or VNNI would be the
 //   next step.
-// - RMSNorm: out = clamp(z_out + round(d * m_c / sqrt(den))), den = sum d^2 + E (unsigned
-//   128-bit, so the int32 residual of the final norm cannot overflow it). sqrt is
+// - RMSNorm: out = clamp(z_out + round(d * m_c / sqrt(den))), den = sum d^2 + E 2^-F (unsigned
+//   128-bit in units of 2^-48, so the final norm's int32 input (the residual >> 31) cannot
+//   overflow it). sqrt is
 //   s = floor(sqrt(den * 4^24)) by an integer Newton iteration on UInt128, so
 //   s / 2^24 approximates sqrt(den) from below with relative error < 2^-24. Per row the
 //   reciprocal r = floor(2^W / s) with W = bitlen(s) + 40 (r in (2^39, 2^41]) is taken once;

@@ -35,8 +35,8 @@ void block_norm(const IntNorm& nm, const std::vector<int64_t>& r,  // [T, C]
                 x.data() + b * c);
     int32_t* d = scratch<int32_t, NormCenteredTag>(static_cast<size_t>((e - b) * c));  // x - z_in
     for (int64_t i = 0; i < (e - b) * c; ++i) d[i] = x[static_cast<size_t>(b * c + i)] - nm.in.zero_point;
-    int_rmsnorm(d, e - b, c, nm.eps_term, nm.eps_shift, nm.gain_m.data(), nm.gain_n.data(), nm.out.zero_point, 0,
-                nm.out.qmax(), 1, y.data() + b * c);
+    int_rmsnorm(d, e - b, c, nm.eps_term, nm.eps_shift, nm.gain_m.data(), nm.gain_n.data(),
+                nm.out.zero_point, 0, nm.out.qmax(), 1, y.data() + b * c);
   });
 }
 

@@ -10,7 +10,8 @@
 // Activation taps: PrefillOptions::observer, when set, receives the codes of every activation
 // site of every block, named as in manifest.json's "activations" without the layer prefix
 // ("input_layernorm.input", "self_attn.q_proj.output", …, "mlp.w2.output"), plus "residual"
-// after each block (int32 values, not codes) and, with layer -1, "model.norm.output" [T, C].
+// after each block (the int64 residual shifted right by final_norm_shift, as the final norm
+// reads it: int32 values, not codes) and, with layer -1, "model.norm.output" [T, C].
 // Attention sites have shape [T, heads, D]; "self_attn.qk_bmm.output" and
 // "self_attn.pv_bmm.input" are [H, T, T] with the masked (j > i) entries of qk_bmm.output set to
 // 0 and those of pv_bmm.input set to clamp(z_p).
