@@ -8,17 +8,12 @@
 #include <cmath>
 #include <set>
 
+#include "mobilequant/core/dtype.h"
 #include "mobilequant/core/error.h"
 
 namespace mq {
 
 namespace {
-
-/// The dtype norms and the softmax compute in: fp32 (as HF, for fp32, bf16 and fp16 inputs),
-/// fp64 for fp64 inputs.
-inline torch::ScalarType compute_dtype(const torch::Tensor& x) {
-  return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-}
 
 /// The activation the forward continues with at `site` (x itself without hooks).
 inline torch::Tensor at_site(ForwardHooks* hooks, int64_t layer, ActSite site,

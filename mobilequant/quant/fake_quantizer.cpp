@@ -6,16 +6,12 @@
 
 #include <cmath>
 
+#include "mobilequant/core/dtype.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/quant/fused_weight_quantize.h"
 
 namespace mq {
 namespace {
-
-/// fp64 for fp64 tensors (gradient checks), else fp32: the dtype quantization runs in.
-torch::ScalarType compute_dtype(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-}
 
 /// Registers `value` under `name`, or replaces the tensor already registered under it (LibTorch's
 /// register_parameter throws on an existing name). Returns the registered handle.

@@ -5,16 +5,12 @@
 // clamped scale) so that results agree bit for bit. No state: fake_quantizer.cpp composes these.
 #include "mobilequant/quant/primitives.h"
 
+#include "mobilequant/core/dtype.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/quant/fused_fake_quantize.h"
 
 namespace mq {
 namespace {
-
-/// The dtype the arithmetic runs in: fp64 for fp64 inputs (gradient checks), else fp32.
-torch::ScalarType compute_dtype(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-}
 
 /// Checks that `p` can be applied: both tensors defined and a non-empty code range.
 void check_qparams(const QParams& p, const char* where) {

@@ -35,7 +35,6 @@ struct LinearShiftTag;
 struct LinearRoundTag;
 struct LinearRawTag;
 
-
 /// round_half_up(v / 2^s) for a signed 128-bit v with |v| < 2^126; s >= 1.
 inline Int128 round_shift(Int128 v, int s) {
   if (s >= 127) return 0;
@@ -642,8 +641,7 @@ void int_embed(const int32_t* table, int32_t shift, const int32_t* tokens, int64
 
 void int_residual_to_i32(const int64_t* r, int64_t n, int shift, int32_t* y) {
   for (int64_t i = 0; i < n; ++i) {
-    const Int128 q = (static_cast<Int128>(r[i]) + (Int128{1} << (shift - 1))) >> shift;
-    y[i] = q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : static_cast<int32_t>(q);
+    y[i] = clamp_code(static_cast<int64_t>(round_shift(r[i], shift)), INT32_MIN, INT32_MAX);
   }
 }
 
