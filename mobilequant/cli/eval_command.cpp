@@ -445,7 +445,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("-o,--output", a->output, "Write the results as JSON to this file");
   cmd->add_option("--runtime", a->runtime,
                   "torch (default) or int: the integer runtime on an export directory (-m "
-                  "EXPORT), side by side with the export's simulated model")
+                  "EXPORT), side by side with the export's simulated model in fp32 and in fp64")
       ->check(CLI::IsMember({"torch", "int"}));
   cmd->add_option("--threads", a->threads, "Threads of the integer runtime (0: every core)");
   cmd->callback([a, cmd] {
