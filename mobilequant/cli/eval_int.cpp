@@ -4,7 +4,8 @@
 // export's hf/ and reference/ files (the like-for-like simulation: the same integer offsets).
 // Per task it prints both perplexities, their relative difference and the greedy agreement:
 // the fraction of positions (every position of every window) where the two models' argmax
-// tokens are equal. A third pass runs the simulation in fp64: its agreement with the fp32
+// tokens are equal. A third pass runs the simulation in fp64, on the export's weight codes
+// (derived in fp32, as the export derives them): its agreement with the fp32
 // simulation is the noise floor of the comparison (the fp32 simulation's own rounding decides
 // codes that lie near a rounding boundary, and later 16-bit sites amplify those flips), the
 // best agreement any implementation that is not bit-identical to the fp32 simulation can show.
@@ -103,11 +104,11 @@ void run_eval_int(const EvalConfig& a,
       return l;
     };
     ex.model->to(torch::kFloat64);
-    ex.model->invalidate_weight_cache();
+    ex.model->set_export_codes(true);  // the export's weight codes, not ones derived in fp64
     const EvalOutcome sim64 =
         evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, sim64_logits);
     ex.model->to(torch::kFloat32);
-    ex.model->invalidate_weight_cache();
+    ex.model->set_export_codes(false);
     const double floor64 = positions64 > 0 ? static_cast<double>(agree64) / positions64 : 0.0;
     const double agreement64 =
         positions64 > 0 ? static_cast<double>(agree_int64) / positions64 : 0.0;

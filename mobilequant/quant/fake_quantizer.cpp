@@ -132,6 +132,19 @@ torch::Tensor WeightFakeQuantizerImpl::forward_transformed(const torch::Tensor& 
                                spec.granularity == Granularity::kPerChannel, out_dtype);  // [w]
 }
 
+torch::Tensor WeightFakeQuantizerImpl::forward_export_codes(const torch::Tensor& w) {
+  const QuantSpec& spec = options.spec();
+  if (!spec.enabled) return w;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w32 = w.to(torch::kFloat32);         // [w]
+  const QParams p = qparams(w32);                           // fp32 [groups, 1] or [1]
+  const torch::Tensor q = quantize(grouped_weight(w32, spec), p);  // [groups, g] codes
+  QParams pw = p;
+  pw.scale = p.scale.to(w.scalar_type());    // exact: widening an fp32 value
+  pw.offset = p.offset.to(w.scalar_type());
+  return dequantize(q, pw).reshape(w.sizes()).to(w.scalar_type());  // [w]
+}
+
 torch::Tensor WeightFakeQuantizerImpl::clip(const torch::Tensor& w) const {
   if (!lwc_enabled()) return w;
   check_shape(w);

@@ -54,6 +54,12 @@ class WeightFakeQuantizerImpl : public torch::nn::Module {
   /// LWC bounds and (composed path) w.
   torch::Tensor forward_transformed(const torch::Tensor& w, const WeightTransform& t,
                                     torch::ScalarType out_dtype);
+  /// forward(w) as the integer export quantizes: the range, the scale, the offset and the
+  /// codes computed from w rounded to fp32, in fp32; then (q - offset) * scale in w's dtype,
+  /// exact in fp64. An fp64 model so runs on the export's own codes (its fp64 arithmetic
+  /// would otherwise move the codes whose w / scale lands near a rounding tie). Under no-grad;
+  /// identity when the spec is disabled. w: shape of the options -> same shape and dtype.
+  torch::Tensor forward_export_codes(const torch::Tensor& w);
   /// Registers `upbound_factor` and `lowbound_factor` (shape [1], [out, 1] or [groups, 1]),
   /// both `init`, learnable, fp32 on the CPU (module->to() moves them; forward also moves a
   /// copy to the weight's device and dtype, keeping the gradient). Calling it again resets

@@ -171,6 +171,16 @@ LayerWeights QuantizedModelImpl::layer_weights(int64_t layer, const LayerWeights
   const bool use_cache = cache_on_ && !torch::GradMode::is_enabled();
   if (use_cache && cache_valid_[static_cast<size_t>(layer)])
     return cache_[static_cast<size_t>(layer)];
+  LayerWeights w = export_codes_ && quant_on_ ? export_code_weights(layer, stored)
+                                              : simulated_weights(layer, stored);
+  if (use_cache) {
+    cache_[static_cast<size_t>(layer)] = w;
+    cache_valid_[static_cast<size_t>(layer)] = true;
+  }
+  return w;
+}
+
+LayerWeights QuantizedModelImpl::simulated_weights(int64_t layer, const LayerWeights& stored) {
   auto& q = *layer_ptrs_[static_cast<size_t>(layer)];
   LayerWeights w = stored;
   const NormKind norm = model_->config().norm;
@@ -187,26 +197,42 @@ LayerWeights QuantizedModelImpl::layer_weights(int64_t layer, const LayerWeights
     transforms = linear_transforms(*q.scales);
     w = apply_smooth_scales(w, *q.scales, norm, in_quantizer);
   }
-  if (quant_on_) {
-    const torch::ScalarType linear_dtype = linear_weight_dtype(stored.q_proj.weight);
-    for (const WeightSite site : EnumValues<WeightSite>::values()) {
-      auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
-      if (wq.is_empty()) continue;
-      torch::Tensor& t = weight_of(w, site);
-      if (in_quantizer[static_cast<size_t>(site)]) {
-        t = wq->forward_transformed(t, transforms[static_cast<size_t>(site)], linear_dtype);
-      } else if (is_norm(site) && norm == NormKind::kRmsOnePlus) {
-        t = wq(1.0 + t) - 1.0;  // quantize the multiplier 1 + w the norm computes
-      } else {
-        t = wq(t);
-      }
+  if (!quant_on_) return w;
+  const torch::ScalarType linear_dtype = linear_weight_dtype(stored.q_proj.weight);
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
+    if (wq.is_empty()) continue;
+    torch::Tensor& t = weight_of(w, site);
+    if (in_quantizer[static_cast<size_t>(site)]) {
+      t = wq->forward_transformed(t, transforms[static_cast<size_t>(site)], linear_dtype);
+    } else if (is_norm(site) && norm == NormKind::kRmsOnePlus) {
+      t = wq(1.0 + t) - 1.0;  // quantize the multiplier 1 + w the norm computes
+    } else {
+      t = wq(t);
     }
   }
-  if (use_cache) {
-    cache_[static_cast<size_t>(layer)] = w;
-    cache_valid_[static_cast<size_t>(layer)] = true;
+  return w;
+}
+
+LayerWeights QuantizedModelImpl::export_code_weights(int64_t layer, const LayerWeights& stored) {
+  auto& q = *layer_ptrs_[static_cast<size_t>(layer)];
+  MQ_CHECK(q.scales.is_empty(), "QuantizedModel: block ", layer, " has LET scales; the ",
+           "export's codes (set_export_codes) are defined for a folded model only");
+  LayerWeights w = stored;
+  const bool one_plus = model_->config().norm == NormKind::kRmsOnePlus;
+  for (const WeightSite site : EnumValues<WeightSite>::values()) {
+    auto& wq = q.weight_quantizers[static_cast<size_t>(site)];
+    if (wq.is_empty()) continue;
+    torch::Tensor& t = weight_of(w, site);
+    t = is_norm(site) && one_plus ? wq->forward_export_codes(1.0 + t) - 1.0  // multiplier 1 + w
+                                  : wq->forward_export_codes(t);
   }
   return w;
+}
+
+void QuantizedModelImpl::set_export_codes(bool on) {
+  export_codes_ = on;
+  invalidate_weight_cache();
 }
 
 torch::Tensor QuantizedModelImpl::activation(int64_t layer, ActSite site, const torch::Tensor& x) {

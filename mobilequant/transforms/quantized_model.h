@@ -98,6 +98,11 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   void set_weight_cache(bool on);
   /// Drops cached weights.
   void invalidate_weight_cache();
+  /// Quantizes every weight as the integer export does (WeightFakeQuantizer::
+  /// forward_export_codes: codes and quantization parameters from the fp32 weight, in fp32),
+  /// whatever the model's dtype: the fp64 simulation of an export then runs on its codes.
+  /// Folded models only (throws mq::Error naming the block when LET scales are present).
+  void set_export_codes(bool on);
 
   /// Sets every enabled activation quantizer's range from calibration statistics (per-tensor
   /// min/max, or per channel where the spec says so). Throws mq::Error naming a site the
@@ -158,6 +163,11 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
   template <class F>
   void for_each_act_quantizer(F&& fn) const;
 
+  /// layer_weights without the cache: the LET scales, then the fake quantizers.
+  LayerWeights simulated_weights(int64_t layer, const LayerWeights& stored);
+  /// layer_weights under set_export_codes.
+  LayerWeights export_code_weights(int64_t layer, const LayerWeights& stored);
+
   CausalLm model_;
   torch::nn::ModuleList layers_{nullptr};
   std::vector<QuantizedLayerImpl*> layer_ptrs_;  // layers_'s entries, for the per-site hot path
@@ -165,6 +175,7 @@ class QuantizedModelImpl : public torch::nn::Module, public ForwardHooks {
       std::vector<ActFakeQuantizer>(kNumActSites, ActFakeQuantizer(nullptr));
   bool quant_on_ = true;
   bool cache_on_ = false;
+  bool export_codes_ = false;
   std::vector<LayerWeights> cache_;            // per block, when cache_on_ (else empty)
   std::vector<bool> cache_valid_;
   ActivationObserver observer_;

@@ -179,6 +179,45 @@ TEST_CASE("LWC: bounds start at 4.0 with the right shapes, scale the weight's mi
   }
 }
 
+TEST_CASE("WeightFakeQuantizer::forward_export_codes dequantizes the fp32 codes exactly",
+          "[unit]") {
+  torch::manual_seed(23);
+  const auto w = torch::randn({6, 16});  // [6, 16] fp32
+  const auto w64 = w.to(torch::kFloat64);
+  int fp64_differs = 0;
+  for (bool sym : {false, true}) {
+    for (Granularity g :
+         {Granularity::kPerTensor, Granularity::kPerChannel, Granularity::kPerGroup}) {
+      const QuantSpec spec = make_spec(4, sym, g, g == Granularity::kPerGroup ? 8 : 0);
+      CAPTURE(spec.describe());
+      mq::WeightFakeQuantizer wq(mq::WeightFakeQuantizerOptions(spec, {6, 16}, "w"));
+      wq->enable_lwc();
+      const int64_t groups = wq->upbound_factor.numel();
+      set_bound(wq->upbound_factor, torch::linspace(-1.0, 3.0, groups));
+      set_bound(wq->lowbound_factor, torch::linspace(2.0, 0.5, groups));
+      torch::NoGradGuard no_grad;
+      const auto q32 = wq->forward(w);  // [6, 16] fp32
+      // fp32 in: the plain forward, bit for bit.
+      REQUIRE(torch::equal(wq->forward_export_codes(w), q32));
+      // fp64 in (an fp64 model): the exact product (q - o) s of the fp32 codes and scales, so
+      // that rounding it to fp32 gives the fp32 forward, and (x / s) + o is the code exactly.
+      wq->to(torch::kFloat64);
+      const auto e64 = wq->forward_export_codes(w64);  // [6, 16] fp64
+      REQUIRE(e64.scalar_type() == torch::kFloat64);
+      REQUIRE(torch::equal(e64.to(torch::kFloat32), q32));
+      const mq::QParams p = wq->qparams(w);  // fp32, from the fp32 weight
+      const auto codes = mq::quantize(mq::grouped_weight(w, spec), p);  // [groups, g]
+      const auto back = mq::grouped_weight(e64, spec) / p.scale.to(torch::kFloat64) +
+                        p.offset.to(torch::kFloat64);
+      REQUIRE(torch::equal(back, codes.to(torch::kFloat64)));
+      // The fp64 forward derives its own scales: not the export's weights.
+      if (!torch::equal(wq->forward(w64), e64)) ++fp64_differs;
+      wq->to(torch::kFloat32);
+    }
+  }
+  CHECK(fp64_differs > 0);
+}
+
 TEST_CASE("LWC bound gradients equal central finite differences of the STE function (fp64)",
           "[unit]") {
   // With the STE the gradient is the derivative of the function in which the detached parts

@@ -206,6 +206,39 @@ TEST_CASE("Quantized model: folding LET and LWC keeps the quantized forward", "[
   }
 }
 
+TEST_CASE("Quantized model: set_export_codes runs an fp64 model on its fp32 weight codes; "
+          "LET scales are an error",
+          "[unit]") {
+  auto lm = load_tiny("tiny-llama");
+  auto [ids, mask] = golden_batch("tiny-llama");
+  torch::NoGradGuard no_grad;
+  const mq::ActStats stats = mq::collect_act_stats(lm.model, ids, 1);  // of the float model
+  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(preset("w4a8")));
+  qm->set_act_ranges(stats);
+  const mq::LayerWeights stored32 = lm.model->layer(0)->weights();
+  const mq::LayerWeights w32 = qm->layer_weights(0, stored32);
+  qm->to(torch::kFloat64);
+  qm->set_export_codes(true);
+  const mq::LayerWeights stored64 = lm.model->layer(0)->weights();
+  REQUIRE(stored64.q_proj.weight.scalar_type() == torch::kFloat64);
+  const mq::LayerWeights w64 = qm->layer_weights(0, stored64);
+  for (const mq::WeightSite site : mq::EnumValues<mq::WeightSite>::values()) {
+    INFO("site " << mq::to_string(site));
+    const torch::Tensor& a = mq::weight_of(w64, site);
+    REQUIRE(a.scalar_type() == torch::kFloat64);
+    CHECK(torch::equal(a.to(torch::kFloat32), mq::weight_of(w32, site)));
+  }
+  CHECK(torch::isfinite(qm->forward(ids, mask)).all().item<bool>());
+  qm->set_export_codes(false);
+  qm->to(torch::kFloat32);
+
+  mq::QuantizedModel let(lm.model, mq::QuantizedModelOptions(preset("w4a8")).let(mq::LetPairs{}));
+  let->set_act_ranges(stats);
+  let->set_export_codes(true);
+  REQUIRE_THROWS_WITH(let->forward(ids, mask),
+                      Catch::Contains("block 0 has LET scales") && Catch::Contains("folded"));
+}
+
 TEST_CASE("Quantized model: save and load give the same logits", "[unit]") {
   auto lm = load_tiny("tiny-llama");
   auto [ids, mask] = golden_batch("tiny-llama");
