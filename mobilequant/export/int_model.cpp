@@ -152,6 +152,25 @@ std::pair<ActSite, ActSite> int_linear_io(WeightSite site) {
   throw make_error("int_linear_io: ", to_string(site), " is not a linear weight site");
 }
 
+int32_t exp_lut_bits(int64_t max_positions) {
+  MQ_CHECK(max_positions >= 1, "exp_lut_bits: max_positions ", max_positions, ", expected >= 1");
+  int32_t log2_p = 0;  // ceil(log2(max_positions))
+  while ((int64_t{1} << log2_p) < max_positions) ++log2_p;
+  const int32_t bits = std::min(kExpLutMaxBits, 62 - log2_p);
+  MQ_CHECK(bits >= 30, "exp_lut_bits: ", max_positions, " positions leave the softmax's ",
+           "exponential table ", bits, " fraction bits (expected at least 30)");
+  return bits;
+}
+
+std::vector<int64_t> exp_lut(double step, int64_t size, int32_t bits) {
+  MQ_CHECK(std::isfinite(step) && step > 0, "exp_lut: step ", step, ", expected finite and > 0");
+  std::vector<int64_t> lut(static_cast<size_t>(size));
+  for (int64_t k = 0; k < size; ++k)
+    lut[static_cast<size_t>(k)] =
+        std::llround(std::ldexp(std::exp(-static_cast<double>(k) * step), bits));
+  return lut;
+}
+
 EpsTerm to_eps_term(double e, const std::string& what) {
   constexpr double kLimit = 4611686018427387904.0;  // 2^62
   MQ_CHECK(std::isfinite(e) && e >= 0.0 && std::nearbyint(e) < kLimit, "integer model: ", what,
@@ -280,6 +299,7 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
 
   // Rotary tables, Q30.
   const int64_t P = cfg.max_position_embeddings;
+  const int32_t exp_bits = exp_lut_bits(P);  // the softmax table's fraction bits
   {
     auto [cos, sin] = model->rope_tables(P, torch::kCPU);  // [1, 1, P, D] fp32
     auto q30 = [&](const torch::Tensor& x) {
@@ -356,16 +376,20 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       const WeightFakeQuantizer& wq = ql->weight_quantizers[static_cast<size_t>(ws)];
       const QParams p = wq->qparams(w);                                            // [1]
       const torch::Tensor codes = quantize(w, p) - p.qmin;                         // [C] int32
-      const torch::Tensor w_hat = dequantize(codes + p.qmin, p).to(torch::kFloat32);  // [C]
+      // Exactly (q - o) * s, in fp64: the fp32 product would move the gains by up to 2^-24.
+      QParams p64 = p;
+      p64.scale = p.scale.to(torch::kFloat64);
+      p64.offset = p.offset.to(torch::kFloat64);
+      const torch::Tensor w_hat = dequantize(codes + p.qmin, p64);  // [C] fp64
       t[name + ".weight_q"] = codes.to(spec.bits <= 8 ? torch::kUInt8 : torch::kUInt16).contiguous();
       const Enc& we = enc.weight(l, ws);
       t[name + ".weight_scale"] = torch::tensor({static_cast<float>(we.s())}, torch::kFloat32);
       t[name + ".weight_zero_point"] = i32({static_cast<int32_t>(we.z())});
       put_fixed(t, name + ".input_", {s_r / a(in).s()}, name + " residual -> input");
       std::vector<double> gains(static_cast<size_t>(C));
-      const float* wh = w_hat.data_ptr<float>();
+      const double* wh = w_hat.data_ptr<double>();
       for (int64_t c = 0; c < C; ++c)
-        gains[static_cast<size_t>(c)] = static_cast<double>(wh[c]) * sqrt_c / a(out).s();
+        gains[static_cast<size_t>(c)] = wh[c] * sqrt_c / a(out).s();
       put_fixed(t, name + ".gain_", gains, name + " gain");
       const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (a(in).s() * a(in).s()), name);
       t[name + ".eps_term"] = torch::tensor({e_term.value}, torch::kInt64);
@@ -386,10 +410,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
     {
       const Enc& sc = a(ActSite::kQkBmmOut);
       const double step = sc.s() / std::sqrt(static_cast<double>(D));
-      std::vector<int32_t> lut(static_cast<size_t>(sc.umax() + 1));
-      for (size_t k = 0; k < lut.size(); ++k)
-        lut[k] = static_cast<int32_t>(std::llround(kTwo30 * std::exp(-static_cast<double>(k) * step)));
-      t[pre + "self_attn.softmax.exp_lut"] = i32(lut);
+      const std::vector<int64_t> lut = exp_lut(step, sc.umax() + 1, exp_bits);
+      t[pre + "self_attn.softmax.exp_lut"] =
+          torch::tensor(lut, torch::kInt64).contiguous();  // [2^b]
     }
     // sigmoid table: for each gate code, the act_fn.input2 code, in the simulation's fp32.
     {
@@ -447,13 +470,15 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   m["preset"] = quant.name;
   m["residual"] = {{"bits", 64}, {"scale", s_r}, {"bound", bound},
                   {"final_norm_shift", kFinalNormShift}};
+  m["softmax"] = {{"exp_bits", exp_bits}};
   m["final_norm_output"] = {{"bits", 16}, {"scale", s_f}, {"zero_point", 0}};
   m["activations"] = acts;
   m["weights"] = weights;
   doc["<layer>.<linear>.weight_q"] = "U8 [N, K] codes (U8 [N, K/2] packed, low nibble first, when bits <= 4)";
   doc["<layer>.<linear>.requant_multiplier"] = "I32 [N] or [1]: s_in * s_w / s_out";
   doc["<layer>.<norm>.gain_multiplier"] = "I32 [C]: w_hat * sqrt(C) / s_out (signed)";
-  doc["<layer>.self_attn.softmax.exp_lut"] = "I32 [2^b] round(2^30 exp(-k s_scores / sqrt(D)))";
+  doc["<layer>.self_attn.softmax.exp_lut"] =
+      "I64 [2^b] round(2^F exp(-k s_scores / sqrt(D))), F = softmax.exp_bits";
   doc["<layer>.mlp.act_fn.sigmoid_lut"] = "I32 [2^b] act_fn.input2 code per gate code";
   doc["layout"] = "docs/integer-model.md";
   m["tensors"] = doc;

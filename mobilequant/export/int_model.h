@@ -34,10 +34,24 @@ inline constexpr const char* kIntManifestFile = "manifest.json";
 inline constexpr const char* kIntTensorsFile = "model.safetensors";
 /// The manifest's "format" and "version".
 inline constexpr const char* kIntFormatName = "mobilequant-int";
-inline constexpr int64_t kIntFormatVersion = 3;
+inline constexpr int64_t kIntFormatVersion = 4;
 
 /// The most fraction bits of an RMSNorm eps term (docs/integer-model.md, "Tensors").
 inline constexpr int32_t kEpsTermMaxShift = 48;
+
+/// The most fraction bits of the softmax's exponential table: past 52 bits the double
+/// exp() that builds it carries no more.
+inline constexpr int32_t kExpLutMaxBits = 52;
+
+/// Fraction bits F of the softmax's exponential table for rows of up to `max_positions`
+/// scores: the largest F <= kExpLutMaxBits with max_positions * 2^F <= 2^62, so that a row's
+/// sum of exponentials fits in 62 bits (docs/integer-model.md, step 2.6). Throws when F would
+/// be below 30 (more than 2^32 positions).
+int32_t exp_lut_bits(int64_t max_positions);
+
+/// The softmax's exponential table: round(2^bits exp(-k step)) for k = 0 .. size - 1, where
+/// step = s(qk_bmm.output) / sqrt(D) is the real distance between two score codes.
+std::vector<int64_t> exp_lut(double step, int64_t size, int32_t bits);
 
 /// An RMSNorm's eps term e = eps * C / s_in^2 (in squared input codes) in fixed point:
 /// e ~ value * 2^-shift, shift the largest in [0, kEpsTermMaxShift] with value < 2^62.

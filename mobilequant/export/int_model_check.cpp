@@ -66,7 +66,7 @@ class IntChecker {
           manifest_.is_object() ? manifest_.value("format", std::string("none")) : "not an object");
       return false;
     }
-    for (const char* key : {"model", "residual", "final_norm_output", "activations"}) {
+    for (const char* key : {"model", "residual", "softmax", "final_norm_output", "activations"}) {
       if (!manifest_.contains(key) || !manifest_[key].is_object()) {
         add(CheckRule::kSchema, mrel_, key, "missing or not an object");
         return false;
@@ -104,6 +104,14 @@ class IntChecker {
       add(CheckRule::kSchema, mrel_, "residual.final_norm_shift", "missing or out of range",
           "[1, 62]", std::to_string(final_norm_shift_));
       final_norm_shift_ = 0;
+    }
+    exp_bits_ = manifest_["softmax"].value("exp_bits", -1);
+    if (P_ < 1 || P_ > (int64_t{1} << 32) || exp_bits_ != exp_lut_bits(P_)) {
+      add(CheckRule::kSchema, mrel_, "softmax.exp_bits",
+          "not the fraction bits of the exponential table for model.max_positions",
+          P_ >= 1 && P_ <= (int64_t{1} << 32) ? std::to_string(exp_lut_bits(P_)) : "none",
+          manifest_["softmax"].value("exp_bits", json()).dump());
+      exp_bits_ = -1;
     }
     try {
       t_ = read_safetensors(dir_ + "/" + trel_, /*keep_dtype=*/true);
@@ -165,6 +173,22 @@ class IntChecker {
             "zero_point does not fit int32", "|z| < 2^31", std::to_string(z));
     }
     return std::isfinite(s) && s > 0 ? s : 0.0;
+  }
+
+  /// Checks that the softmax's exponential table `lut` (I64) is exp_lut(step, size,
+  /// softmax.exp_bits), entry for entry.
+  void check_exp_lut(const std::string& name, const torch::Tensor& lut, double step) {
+    const std::vector<int64_t> want = exp_lut(step, lut.numel(), exp_bits_);
+    const int64_t* got = lut.data_ptr<int64_t>();
+    for (size_t k = 0; k < want.size(); ++k) {
+      if (got[k] != want[k]) {
+        add(CheckRule::kRequant, trel_, name + "[" + std::to_string(k) + "]",
+            "does not reproduce round(2^F exp(-k s(qk_bmm.output) / sqrt(D))), F = " +
+                std::to_string(exp_bits_),
+            std::to_string(want[k]), std::to_string(got[k]));
+        return;
+      }
+    }
   }
 
   /// Checks that (multiplier, shift) tensors named `base`multiplier/shift of `n` entries
@@ -273,8 +297,8 @@ class IntChecker {
       const ActSite in = ws == WeightSite::kInputNorm ? ActSite::kInputNormIn : ActSite::kPostNormIn;
       const ActSite out = ws == WeightSite::kInputNorm ? ActSite::kInputNormOut : ActSite::kPostNormOut;
       const double s_in = act_scale(l, in), s_out = act_scale(l, out);
-      const torch::Tensor w_hat = ((codes - zp.to(torch::kInt64)).to(torch::kFloat32) * sc)
-                                      .to(torch::kFloat64);  // [C]
+      const torch::Tensor w_hat =
+          (codes - zp.to(torch::kInt64)).to(torch::kFloat64) * sc.to(torch::kFloat64);  // [C]
       std::vector<double> gains(static_cast<size_t>(n));
       for (int64_t c = 0; c < n; ++c)
         gains[static_cast<size_t>(c)] = w_hat[c].item<double>() * std::sqrt(double(n)) / s_out;
@@ -334,7 +358,10 @@ class IntChecker {
         check_fixed(pre + op.name + ".", {op.value}, op.min_shift);
     }
     const int64_t sb = m_.quant.act(ActSite::kQkBmmOut).bits;
-    get(pre + "self_attn.softmax.exp_lut", torch::kInt32, {int64_t{1} << sb});
+    const torch::Tensor lut = get(pre + "self_attn.softmax.exp_lut", torch::kInt64, {int64_t{1} << sb});
+    if (lut.defined() && exp_bits_ >= 0 && s.count(ActSite::kQkBmmOut) && s[ActSite::kQkBmmOut] > 0)
+      check_exp_lut(pre + "self_attn.softmax.exp_lut", lut,
+                    s[ActSite::kQkBmmOut] / std::sqrt(static_cast<double>(D_)));
     const int64_t gb = m_.quant.act(ActSite::kGateOut).bits;
     const torch::Tensor sig = get(pre + "mlp.act_fn.sigmoid_lut", torch::kInt32, {int64_t{1} << gb});
     if (sig.defined())
@@ -373,6 +400,7 @@ class IntChecker {
   bool tied_ = false;
   double s_r_ = 0.0;
   int final_norm_shift_ = 0;
+  int exp_bits_ = -1;  // softmax.exp_bits, -1 when missing or wrong
 };
 
 }  // namespace

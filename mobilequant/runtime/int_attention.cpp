@@ -126,7 +126,7 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
     const auto dzz = static_cast<uint32_t>(d * int64_t{aq.q.zero_point} * aq.k.zero_point);
     const int64_t z_s = aq.scores.zero_point;
     int32_t* srow = scratch<int32_t, ScoreRowTag>(static_cast<size_t>(i1));  // [i1]
-    uint32_t* erow = scratch<uint32_t, ExpRowTag>(static_cast<size_t>(i1));  // [i1]
+    uint64_t* erow = scratch<uint64_t, ExpRowTag>(static_cast<size_t>(i1));  // [i1]
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = i0 + r, n = i + 1;
       const int32_t* lo = sc_lo + r * i1;
@@ -145,7 +145,7 @@ void causal_head_rows(const CausalHead& h, const AttentionQuant& aq, const int32
       if (s != nullptr) std::fill(sr + n, sr + t, 0);
       uint64_t sum = 0;
       for (int64_t j = 0; j < n; ++j) {
-        const auto e = static_cast<uint32_t>(aq.exp_lut[c_max - sr[j]]);
+        const auto e = static_cast<uint64_t>(aq.exp_lut[c_max - sr[j]]);
         erow[j] = e;
         sum += e;
       }

@@ -32,7 +32,7 @@ struct AttentionQuant {
   ActQuant k;                   ///< qk_bmm.input2
   Multiplier qk;                ///< scores requantization
   ActQuant scores;              ///< qk_bmm.output
-  const int32_t* exp_lut = nullptr;  ///< [exp_lut_size] softmax exponentials
+  const int64_t* exp_lut = nullptr;  ///< [exp_lut_size] softmax exponentials
   int64_t exp_lut_size = 0;
   Multiplier softmax;           ///< softmax normalization
   ActQuant probs;               ///< pv_bmm.input (z_p, qmax)
@@ -73,8 +73,8 @@ bool causal_head_narrow(const AttentionQuant& aq, int64_t d);
 /// clamp(z_p) for j > i; c[i, :]. Equal to int_qk / int_softmax_row / int_pv exactly. s and p
 /// may be null (not written). q's and c's rows are ldq and ldc elements apart (0: D), so that
 /// a head can be read from and written into [T, H, D] in place. Runs on the calling thread
-/// (`gemm` with one thread). Requires the exp_lut entries in [0, 2^31) (IntModel::load checks
-/// [0, 2^30]).
+/// (`gemm` with one thread). Requires T * max(exp_lut) <= 2^62 (IntModel::load checks it for
+/// T <= max_positions).
 void causal_head_rows(const CausalHead& h, const AttentionQuant& aq,
                       const int32_t* q,  // [T, ldq] the head's q codes (first D of each row)
                       int64_t i0, int64_t i1, Uint8Gemm& gemm,

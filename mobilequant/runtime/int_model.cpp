@@ -187,8 +187,9 @@ class Loader {
   const json& manifest_;
 };
 
-/// Checks that every LUT entry is a code of `q` (sigmoid) or in [0, 2^30] (exp).
-void check_range(const std::vector<int32_t>& v, int64_t lo, int64_t hi, const std::string& file,
+/// Checks that every LUT entry is a code of `q` (sigmoid) or in [0, 2^exp_bits] (exp).
+template <class T>
+void check_range(const std::vector<T>& v, int64_t lo, int64_t hi, const std::string& file,
                  const std::string& name) {
   for (size_t i = 0; i < v.size(); ++i) {
     MQ_CHECK(v[i] >= lo && v[i] <= hi, "safetensors '", file, "': tensor '", name, "': entry ",
@@ -206,9 +207,10 @@ IntModel IntModel::load(const std::string& int_dir) {
   MQ_CHECK(format == "mobilequant-int", "integer model ", where, ": format '", format,
            "', expected 'mobilequant-int'");
   const auto version = value_at<int>(manifest, "version", where);
-  MQ_CHECK(version == 3, "integer model ", where, ": version ", version,
-           ", expected 3 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
-           "kept the residual in int32 at a coarse scale: export the run again)");
+  MQ_CHECK(version == 4, "integer model ", where, ": version ", version,
+           ", expected 4 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
+           "kept the residual in int32 at a coarse scale, versions 1 to 3 kept 30 bits of the "
+           "softmax's exponentials: export the run again)");
 
   IntModel m;
   const json& mj = object_at(manifest, "model", manifest_path);
@@ -248,6 +250,13 @@ IntModel IntModel::load(const std::string& int_dir) {
   m.final_norm_shift = value_at<int>(residual, "final_norm_shift", where + " residual");
   MQ_CHECK(m.final_norm_shift >= 1 && m.final_norm_shift <= 62, "integer model ", where,
            ": residual final_norm_shift ", m.final_norm_shift, ", expected in [1, 62]");
+  const int exp_bits = value_at<int>(object_at(manifest, "softmax", manifest_path), "exp_bits",
+                                     where + " softmax");
+  MQ_CHECK(exp_bits >= 0 && exp_bits <= 62 &&
+               cfg.max_positions <= (int64_t{1} << (62 - exp_bits)),
+           "integer model ", where, ": softmax exp_bits ", exp_bits, " with max_positions ",
+           cfg.max_positions, ": a row's sum of exponentials, max_positions * 2^exp_bits, must "
+           "not pass 2^62");
   m.final_norm_scale = value_at<float>(object_at(manifest, "final_norm_output", manifest_path),
                                        "scale", where + " final_norm_output");
 
@@ -317,8 +326,8 @@ IntModel IntModel::load(const std::string& int_dir) {
     L.w2_in = ld.act(pre + "mlp.w2.input");
     L.w2_out = ld.act(pre + "mlp.w2.output");
     const int64_t exp_size = int64_t{1} << L.qk_out.bits;
-    L.exp_lut = ld.read<int32_t>(pre + "self_attn.softmax.exp_lut", {DType::kI32}, {exp_size});
-    check_range(L.exp_lut, 0, int64_t{1} << 30, f.path(), pre + "self_attn.softmax.exp_lut");
+    L.exp_lut = ld.read<int64_t>(pre + "self_attn.softmax.exp_lut", {DType::kI64}, {exp_size});
+    check_range(L.exp_lut, 0, int64_t{1} << exp_bits, f.path(), pre + "self_attn.softmax.exp_lut");
     const int64_t sig_size = int64_t{1} << L.w1_out.bits;
     L.sigmoid_lut = ld.read<int32_t>(pre + "mlp.act_fn.sigmoid_lut", {DType::kI32}, {sig_size});
     check_range(L.sigmoid_lut, 0, L.act_in2.qmax(), f.path(), pre + "mlp.act_fn.sigmoid_lut");

@@ -50,7 +50,7 @@ struct IntLayer {
   IntLinearWeights w1, w3, w2;                      ///< [F, C], [F, C], [C, F]
   Multiplier rope_q, rope_k, v_requant, qk_bmm, softmax, pv_bmm, resid_add_1;
   Multiplier act_fn, mul, resid_add_2;
-  std::vector<int32_t> exp_lut;      // [2^b(qk_bmm.output)]
+  std::vector<int64_t> exp_lut;      // [2^b(qk_bmm.output)], entries in [0, 2^exp_bits]
   std::vector<int32_t> sigmoid_lut;  // [2^b(w1.output)]
   ActQuant q_out, k_out, v_out;               ///< self_attn.{q,k,v}_proj.output
   ActQuant qk_in, qk_in2, qk_out;             ///< self_attn.qk_bmm.{input,input2,output}

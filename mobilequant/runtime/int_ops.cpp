@@ -463,7 +463,7 @@ void int_qk(const int32_t* q, const int32_t* k, int64_t t, int64_t d, int32_t z_
   }
 }
 
-void int_softmax_row(const int32_t* s, int64_t n, const int32_t* exp_lut, int64_t lut_size,
+void int_softmax_row(const int32_t* s, int64_t n, const int64_t* exp_lut, int64_t lut_size,
                      Multiplier m, const ActQuant& out, int32_t* p) {
   MQ_CHECK(m.m >= 0 && m.shift >= 1 && m.shift <= 64, "softmax: multiplier (", m.m, ", ",
            m.shift, ") must be >= 0 with shift in [1, 64]");

@@ -93,31 +93,38 @@ inline int64_t requant32(int32_t a, int32_t m, int32_t n) {
   return (static_cast<int64_t>(a) * m + (int64_t{1} << (n - 1))) >> n;
 }
 
-/// The softmax normalization of one row (docs step 2.6): for the row's exponential sum S > 0
-/// and the multiplier (M >= 0, n in [1, 64]), quotient(e) = round_half_up(e M / (S 2^n)) =
-/// floor(((e M >> (n-1)) + S) / 2S) for e M >= 0, exactly: one multiplication by the row's
-/// reciprocal floor((2^64 - 1) / 2S), which is at most 2 below the quotient, then correction.
+/// The softmax normalization of one row (docs step 2.6): for the row's exponential sum
+/// S in (0, 2^62] and the multiplier (M in [0, 2^31), n in [1, 64]), quotient(e) for
+/// e <= S is round_half_up(e M / (S 2^n)) = floor(x / 2S), x = (e M >> (n-1)) + S < 2^95,
+/// exactly. The quotient is below 2^30 + 1 (e <= S); the double estimate x / 2S is within
+/// 2^-20 of it (relative error under 2^-50), and is corrected in 128-bit integers.
 class SoftmaxDivider {
  public:
   SoftmaxDivider(uint64_t sum, Multiplier m)
-      : sum_(sum), div_(2 * sum), m_(static_cast<uint64_t>(m.m)), sh_(m.shift - 1),
-        recip_(static_cast<uint64_t>(((static_cast<UInt128>(1) << 64) - 1) / (2 * sum))) {}
+      : sum_(sum), div_(static_cast<UInt128>(sum) * 2), m_(static_cast<uint64_t>(m.m)),
+        sh_(m.shift - 1), inv_(0.5 / static_cast<double>(sum)) {}
   /// floor(((e M >> (n-1)) + S) / 2S).
   uint64_t quotient(uint64_t e) const {
-    const uint64_t x = static_cast<uint64_t>((static_cast<UInt128>(e) * m_) >> sh_) + sum_;
-    uint64_t q = static_cast<uint64_t>((static_cast<UInt128>(x) * recip_) >> 64);
-    uint64_t r = x - q * div_;  // q <= x / 2S: no wrap
-    while (r >= div_) {
+    const UInt128 x = ((static_cast<UInt128>(e) * m_) >> sh_) + sum_;
+    auto q = static_cast<uint64_t>(static_cast<double>(x) * inv_);  // floor(x/2S) (+ 1)
+    UInt128 qd = static_cast<UInt128>(q) * div_;
+    while (qd > x) {
+      --q;
+      qd -= div_;
+    }
+    while (x - qd >= div_) {
       ++q;
-      r -= div_;
+      qd += div_;
     }
     return q;
   }
 
  private:
-  uint64_t sum_, div_, m_;
+  uint64_t sum_;
+  UInt128 div_;
+  uint64_t m_;
   int sh_;
-  uint64_t recip_;
+  double inv_;
 };
 
 /// Splits n codes in [0, 2^16) into their low bytes lo and, if `wide`, their high bytes hi
@@ -257,9 +264,10 @@ void int_qk(const int32_t* q,  // [T, D] codes
 
 /// Softmax of one row of n valid scores (docs step 2.6): c_max = max s; e_j =
 /// exp_lut[c_max - s_j]; S = sum e_j; p_j = clamp(z_p + round(e_j M / (S 2^n))), exactly.
+/// Requires n * max(exp_lut) <= 2^62 (IntModel::load checks it for n <= max_positions).
 void int_softmax_row(const int32_t* s,        // [n] score codes
                      int64_t n,
-                     const int32_t* exp_lut,  // [lut_size]
+                     const int64_t* exp_lut,  // [lut_size], entries in [0, 2^62]
                      int64_t lut_size, Multiplier m, const ActQuant& out,
                      int32_t* p);             // [n] probability codes
 

@@ -114,8 +114,11 @@ TEST_CASE("integer model: the export writes every documented tensor and passes t
   CHECK(qs.size(0) == q.size(0));
   CHECK(t.at("model.layers.0.input_layernorm.weight_q").scalar_type() == torch::kUInt16);
   CHECK(t.at("model.layers.0.self_attn.softmax.exp_lut").size(0) == 65536);
-  CHECK(t.at("model.layers.0.self_attn.softmax.exp_lut")[0].item<int64_t>() == (1 << 30));
   const auto j = mq::test::read_json_file(dir / kManifest);
+  const int exp_bits = j["softmax"]["exp_bits"].get<int>();
+  CHECK(exp_bits == mq::exp_lut_bits(j["model"]["max_positions"].get<int64_t>()));
+  CHECK(t.at("model.layers.0.self_attn.softmax.exp_lut").scalar_type() == torch::kInt64);
+  CHECK(t.at("model.layers.0.self_attn.softmax.exp_lut")[0].item<int64_t>() == (int64_t{1} << exp_bits));
   CHECK(j["format"] == "mobilequant-int");
   CHECK(j["activations"].contains("model.layers.0.self_attn.qk_bmm.output"));
   CHECK(j["activations"]["model.layers.0.self_attn.qk_bmm.output"]["bits"] == 16);
@@ -188,6 +191,39 @@ TEST_CASE("export check rule requant: an RMSNorm eps term that does not reproduc
   CHECK_FALSE(has_finding(f, CheckRule::kRequant, kTensors, "model.norm.eps_term"));
 }
 
+TEST_CASE("export check rule requant: a softmax exponential table that does not reproduce "
+          "round(2^F exp(-k step))",
+          "[unit]") {
+  const auto dir = mq::test::export_copy("int_exp_lut");
+  edit_tensors(dir, [](mq::TensorMap& t) {
+    t.at("model.layers.0.self_attn.softmax.exp_lut")[1] += 1;
+    // The table of format v3, 30 fraction bits, under a manifest that says more.
+    auto& l1 = t.at("model.layers.1.self_attn.softmax.exp_lut");
+    l1 = torch::round(l1.to(torch::kFloat64) / std::ldexp(1.0, 22)).to(torch::kInt64);
+  });
+  const auto f = mq::check_export(dir.string());
+  INFO(mq::format_findings(f));
+  CHECK(has_finding(f, CheckRule::kRequant, kTensors, "model.layers.0.self_attn.softmax.exp_lut[1]"));
+  CHECK(has_finding(f, CheckRule::kRequant, kTensors, "model.layers.1.self_attn.softmax.exp_lut[0]"));
+}
+
+TEST_CASE("integer model: the softmax's exponentials keep the most fraction bits the row "
+          "length allows",
+          "[unit]") {
+  CHECK(mq::exp_lut_bits(1) == 52);
+  CHECK(mq::exp_lut_bits(1024) == 52);
+  CHECK(mq::exp_lut_bits(2048) == 51);   // TinyLlama: 2^11 * 2^51 = 2^62
+  CHECK(mq::exp_lut_bits(8192) == 49);   // SmolLM2
+  CHECK(mq::exp_lut_bits(8193) == 48);
+  CHECK(mq::exp_lut_bits(int64_t{1} << 32) == 30);
+  REQUIRE_THROWS_WITH(mq::exp_lut_bits((int64_t{1} << 32) + 1),
+                      Catch::Contains("29 fraction bits") && Catch::Contains("at least 30"));
+  const std::vector<int64_t> lut = mq::exp_lut(0.25, 4, 52);
+  REQUIRE(lut.size() == 4);
+  CHECK(lut[0] == (int64_t{1} << 52));
+  CHECK(lut[3] == std::llround(std::ldexp(std::exp(-0.75), 52)));
+}
+
 TEST_CASE("integer model: eps terms keep 48 fraction bits, fewer only when the term is large",
           "[unit]") {
   const mq::EpsTerm small = mq::to_eps_term(0.52, "small");
@@ -228,6 +264,7 @@ TEST_CASE("export check: integer model manifest with a bad scale, zero-point or 
   acts["model.layers.1.self_attn.pv_bmm.input"]["zero_point"] = 0.5;
   acts["model.layers.0.self_attn.qk_bmm.output"]["bits"] = 8;
   acts.erase("model.layers.1.mlp.w2.input");
+  j["softmax"]["exp_bits"] = 30;  // v3's precision, not the most max_positions allows
   mq::test::write_json_file(dir / kManifest, j);
   mq::test::restamp(dir);
   const auto f = mq::check_export(dir.string());
@@ -236,6 +273,7 @@ TEST_CASE("export check: integer model manifest with a bad scale, zero-point or 
   CHECK(has_finding(f, CheckRule::kOffset, kManifest, "model.layers.1.self_attn.pv_bmm.input"));
   CHECK(has_finding(f, CheckRule::kBitwidth, kManifest, "model.layers.0.self_attn.qk_bmm.output"));
   CHECK(has_finding(f, CheckRule::kCoverage, kManifest, "model.layers.1.mlp.w2.input"));
+  CHECK(has_finding(f, CheckRule::kSchema, kManifest, "softmax.exp_bits"));
 }
 
 TEST_CASE("export check: a truncated integer model is a checksum and a schema finding",
@@ -275,15 +313,16 @@ RuntimeVsSim runtime_vs_sim(const std::string& model_path, const std::string& pr
 
   torch::NoGradGuard no_grad;
   RuntimeVsSim r;
-  // The simulation in fp64: the same model and codes, other rounding of the float ops.
+  // The simulation in fp64: the same model and weight codes (the export's, derived in fp32),
+  // other rounding of the float ops.
   std::vector<torch::Tensor> sim64;
   qm->to(torch::kFloat64);
-  qm->invalidate_weight_cache();
+  qm->set_export_codes(true);
   for (const auto& p : prompts)
     sim64.push_back(qm->forward(torch::tensor(std::vector<int64_t>(p.begin(), p.end())).unsqueeze(0))[0]
                         .to(torch::kFloat64));  // [T, V]
   qm->to(torch::kFloat32);
-  qm->invalidate_weight_cache();
+  qm->set_export_codes(false);
   size_t k = 0;
   for (const auto& p : prompts) {
     const auto ids = torch::tensor(std::vector<int64_t>(p.begin(), p.end())).unsqueeze(0);  // [1, T]
@@ -344,22 +383,24 @@ std::vector<std::vector<int32_t>> random_prompts(int64_t vocab, std::vector<int6
 // the quantization error itself (sim vs float) when the floor is tiny; its argmax agreement
 // with the fp32 simulation may trail the fp64 simulation's by at most 2% of the positions.
 //
-// Against the fp64 simulation, which rounds far closer to exact arithmetic, the runtime must do
-// at least as well as the fp32 simulation: its argmax agrees with the fp64 simulation's at
-// least as often as the fp32 simulation's does, and its mean logit distance is no larger (or,
-// when that floor is tiny, within 1% of the quantization error: the int16 lm_head's own).
-// (The runtime's departures from exact arithmetic are its 2^-31 multipliers, Q30 tables, the
-// residual's grid and the int16 lm_head: below fp32 rounding once code flips compound.)
+// Against the fp64 simulation on the export's weight codes, which rounds far closer to exact
+// arithmetic, the runtime must meet the issue's criterion, greedy agreement >= 99%, and do at
+// least as well as the fp32 simulation; its mean logit distance must be within 1% of the
+// quantization error (the int16 lm_head's own). (The runtime's departures from exact
+// arithmetic are its 2^-31 multipliers, its 2^-F exponentials and the int16 lm_head.)
 constexpr double kFloorFactor = 2.0;
 constexpr double kQuantFraction = 0.01;
 constexpr double kAgreementSlack = 0.02;
+constexpr double kAgreementWithExact = 0.99;
 
 void check_within_floor(const RuntimeVsSim& r) {
   CHECK(r.mean_int <= std::max(kFloorFactor * r.mean_64, kQuantFraction * r.mean_quant));
   CHECK(static_cast<double>(r.argmax_same) >=
         static_cast<double>(r.argmax_same_64) - kAgreementSlack * static_cast<double>(r.positions));
+  CHECK(static_cast<double>(r.argmax_int_64) >=
+        kAgreementWithExact * static_cast<double>(r.positions));
   CHECK(r.argmax_int_64 >= r.argmax_same_64);
-  CHECK(r.mean_int_64 <= std::max(r.mean_64, kQuantFraction * r.mean_quant));
+  CHECK(r.mean_int_64 <= kQuantFraction * r.mean_quant);
 }
 
 }  // namespace

@@ -59,6 +59,10 @@ inline void write_safetensors(const std::string& path,
   }
 }
 
+/// Fraction bits of the fixture's softmax exponentials: the most the format allows
+/// (export's kExpLutMaxBits; 64 positions would allow 56).
+inline constexpr int kFixtureExpBits = 52;
+
 /// The shape of the synthetic model (defaults: the brief's tiny 2-layer model).
 struct TinyIntModelSpec {
   int64_t c = 16, f = 32, h = 2, kv = 1, d = 8, v = 50, p = 64, layers = 2;
@@ -205,21 +209,21 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     add_mult(pre + "mlp.act_fn", 38);
     add_mult(pre + "mlp.mul", 38);
     add_mult(pre + "resid_add_2", 22);
-    std::vector<int32_t> exp_lut, sig_lut;
-    for (int64_t i = 0; i < (int64_t{1} << qk_bits); ++i) {
-      exp_lut.push_back(static_cast<int32_t>(std::lround(1073741824.0 * std::exp(-0.01 * i))));
-    }
+    std::vector<int64_t> exp_lut;
+    std::vector<int32_t> sig_lut;
+    for (int64_t i = 0; i < (int64_t{1} << qk_bits); ++i)
+      exp_lut.push_back(std::llround(std::ldexp(std::exp(-0.01 * i), kFixtureExpBits)));
     for (int64_t u = 0; u < 256; ++u) {
       sig_lut.push_back(static_cast<int32_t>(
           std::lround(255.0 / (1.0 + std::exp(-0.05 * static_cast<double>(u - 128))))));
     }
-    add(pre + "self_attn.softmax.exp_lut", raw_tensor<int32_t>("I32", {1 << qk_bits}, exp_lut));
+    add(pre + "self_attn.softmax.exp_lut", raw_tensor<int64_t>("I64", {1 << qk_bits}, exp_lut));
     add(pre + "mlp.act_fn.sigmoid_lut", raw_tensor<int32_t>("I32", {256}, sig_lut));
   }
 
   nlohmann::json manifest = {
       {"format", "mobilequant-int"},
-      {"version", 3},
+      {"version", 4},
       {"model",
        {{"architecture", "llama"}, {"hidden_size", s.c}, {"intermediate_size", s.f},
         {"num_hidden_layers", s.layers}, {"num_attention_heads", s.h},
@@ -228,6 +232,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
         {"tie_word_embeddings", s.tied}}},
       {"preset", "w8a8"},
       {"residual", {{"bits", 64}, {"scale", 1e-6}, {"bound", 1073.741824}, {"final_norm_shift", 1}}},
+      {"softmax", {{"exp_bits", kFixtureExpBits}}},
       {"final_norm_output", {{"bits", 16}, {"scale", 0.0005}, {"zero_point", 0}}},
       {"activations", acts},
       {"weights", weights},

@@ -42,9 +42,8 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
   else WARN("this CPU has no AVX-512 VNNI: only the gemmlowp path is checked here");
   std::mt19937_64 g(21);
   const int score_bits = 12;
-  std::vector<int32_t> lut(1u << score_bits);  // [2^12] exp(-a i) in Q30
-  for (size_t i = 0; i < lut.size(); ++i)
-    lut[i] = static_cast<int32_t>(std::lround(std::ldexp(std::exp(-0.004 * i), 30)));
+  std::vector<int64_t> lut(1u << score_bits);  // [2^12] exp(-a i) with 52 fraction bits
+  for (size_t i = 0; i < lut.size(); ++i) lut[i] = std::llround(std::ldexp(std::exp(-0.004 * i), 52));
   int checked = 0;
   bool narrow_seen = false, wide_seen = false;
   for (const auto backend : backends) {

@@ -106,11 +106,33 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
   {
     std::ifstream in(dir / "manifest.json");
     auto j = nlohmann::json::parse(in);
-    j["version"] = 4;
+    j["version"] = 5;
     std::ofstream(dir / "manifest.json") << j.dump();
   }
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 4, expected 3"));
+                      Catch::Contains("version 5, expected 4"));
+  // Version 3 (30-bit softmax exponentials) is refused with the reason and what to do.
+  {
+    std::ifstream in(dir / "manifest.json");
+    auto j = nlohmann::json::parse(in);
+    j["version"] = 3;
+    std::ofstream(dir / "manifest.json") << j.dump();
+  }
+  REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
+                      Catch::Contains("version 3, expected 4") &&
+                          Catch::Contains("30 bits of the softmax's exponentials") &&
+                          Catch::Contains("export the run again"));
+  // Exponentials whose row sum could pass 2^62 at max_positions are refused.
+  {
+    std::ifstream in(dir / "manifest.json");
+    auto j = nlohmann::json::parse(in);
+    j["version"] = 4;
+    j["softmax"]["exp_bits"] = 57;  // 64 positions * 2^57 = 2^63
+    std::ofstream(dir / "manifest.json") << j.dump();
+  }
+  REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
+                      Catch::Contains("softmax exp_bits 57 with max_positions 64") &&
+                          Catch::Contains("must not pass 2^62"));
   // Version 1 (integer eps terms) is refused with the reason and what to do.
   {
     std::ifstream in(dir / "manifest.json");
@@ -119,7 +141,7 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
     std::ofstream(dir / "manifest.json") << j.dump();
   }
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 1, expected 3") && Catch::Contains("export the run again"));
+                      Catch::Contains("version 1, expected 4") && Catch::Contains("export the run again"));
   // An eps shift out of range names its tensor.
   spec.bad_eps_shift = true;
   mq::test::write_tiny_int_model(dir, spec);

@@ -17,7 +17,7 @@ namespace {
 
 // Tolerances, in codes.
 constexpr int64_t kExact = 0;           // integer kernels vs their int64 reference
-constexpr int64_t kSoftmaxVsDouble = 1; // LUT exp (rounded to 2^-30) + one rounding
+constexpr int64_t kSoftmaxVsDouble = 1; // LUT exp (rounded to 2^-F, F >= 30) + one rounding
 constexpr int64_t kNormVsDouble = 1;    // integer sqrt/reciprocal: relative error < 2^-23
 
 /// floor(a / b) for b > 0.
@@ -259,34 +259,62 @@ TEST_CASE("int_softmax_row matches the doc formula exactly and double softmax wi
   std::mt19937_64 g(9);
   const int bits = 12;
   const double a = 0.004;  // s(qk_bmm.output) / sqrt(D)
-  std::vector<int32_t> lut(1u << bits);
-  for (size_t i = 0; i < lut.size(); ++i) lut[i] = static_cast<int32_t>(std::lround(std::ldexp(std::exp(-a * i), 30)));
-  for (int pbits : {8, 16}) {
-    ActQuant out{pbits, 0, 0.0};
-    const Multiplier m{1 << 30, 30 - pbits + 0};  // m = 2^pbits / 1 ~ 1 / s_p (s_p = 2^-pbits)
-    for (int it = 0; it < 300; ++it) {
-      const int64_t n = 1 + static_cast<int64_t>(g() % 200);
-      std::vector<int32_t> s(n), p(n);
-      for (auto& e : s) e = static_cast<int32_t>(g() % (1u << bits));
-      mq::rt::int_softmax_row(s.data(), n, lut.data(), static_cast<int64_t>(lut.size()), m, out,
-                              p.data());
-      const int32_t cmax = *std::max_element(s.begin(), s.end());
-      int64_t sum = 0;
-      double dsum = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        sum += lut[cmax - s[j]];
-        dsum += std::exp(-a * (cmax - s[j]));
-      }
-      for (int64_t j = 0; j < n; ++j) {
-        const Int128 num = static_cast<Int128>(lut[cmax - s[j]]) * m.m;
-        const Int128 den = static_cast<Int128>(sum) << m.shift;
-        const int64_t exact = clampi(static_cast<int64_t>(floor_div(2 * num + den, 2 * den)), 0, out.qmax());
-        REQUIRE(std::llabs(p[j] - exact) <= kExact);
-        const double pd = std::exp(-a * (cmax - s[j])) / dsum * std::ldexp(1.0, pbits);
-        const int64_t dref = clampi(static_cast<int64_t>(std::floor(pd + 0.5)), 0, out.qmax());
-        REQUIRE(std::llabs(p[j] - dref) <= kSoftmaxVsDouble);
+  // F = 30 (formats before v4), 44 and 52 (kExpLutMaxBits): rows of up to 200 stay < 2^62.
+  for (const int f : {30, 44, 52}) {
+    std::vector<int64_t> lut(1u << bits);
+    for (size_t i = 0; i < lut.size(); ++i) lut[i] = std::llround(std::ldexp(std::exp(-a * i), f));
+    for (int pbits : {8, 16}) {
+      ActQuant out{pbits, 0, 0.0};
+      const Multiplier m{1 << 30, 30 - pbits + 0};  // m = 2^pbits / 1 ~ 1 / s_p (s_p = 2^-pbits)
+      for (int it = 0; it < 300; ++it) {
+        const int64_t n = 1 + static_cast<int64_t>(g() % 200);
+        std::vector<int32_t> s(n), p(n);
+        for (auto& e : s) e = static_cast<int32_t>(g() % (1u << bits));
+        mq::rt::int_softmax_row(s.data(), n, lut.data(), static_cast<int64_t>(lut.size()), m, out,
+                                p.data());
+        const int32_t cmax = *std::max_element(s.begin(), s.end());
+        int64_t sum = 0;
+        double dsum = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          sum += lut[cmax - s[j]];
+          dsum += std::exp(-a * (cmax - s[j]));
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const Int128 num = static_cast<Int128>(lut[cmax - s[j]]) * m.m;
+          const Int128 den = static_cast<Int128>(sum) << m.shift;
+          const int64_t exact = clampi(static_cast<int64_t>(floor_div(2 * num + den, 2 * den)), 0, out.qmax());
+          REQUIRE(std::llabs(p[j] - exact) <= kExact);
+          const double pd = std::exp(-a * (cmax - s[j])) / dsum * std::ldexp(1.0, pbits);
+          const int64_t dref = clampi(static_cast<int64_t>(std::floor(pd + 0.5)), 0, out.qmax());
+          REQUIRE(std::llabs(p[j] - dref) <= kSoftmaxVsDouble);
+        }
       }
     }
+  }
+}
+
+TEST_CASE("int_softmax_row is exact where the row's sum reaches 2^62", "[unit]") {
+  // 2^10 equal scores at F = 52: S = 2^62, the largest sum the format allows; each p_j is
+  // round(2^52 M / (2^62 2^n)). And one large exponential among tiny ones: p near 1.
+  const ActQuant out{16, 0, 0.0};
+  const Multiplier m{(1 << 30) + 12345, 14};  // ~ 65536.75
+  const int64_t n = 1024;
+  std::vector<int64_t> lut{int64_t{1} << 52, 1, 0};
+  std::vector<int32_t> s(n, 7), p(n);
+  mq::rt::int_softmax_row(s.data(), n, lut.data(), 3, m, out, p.data());
+  const Int128 num = static_cast<Int128>(lut[0]) * m.m;
+  const Int128 den = static_cast<Int128>(int64_t{1} << 62) << m.shift;
+  const int64_t exact = static_cast<int64_t>(floor_div(2 * num + den, 2 * den));
+  for (int64_t j = 0; j < n; ++j) REQUIRE(p[j] == exact);
+  std::vector<int32_t> s2(n, 6);
+  s2[5] = 7;  // one score at the maximum: e = 2^52, the rest e = 1
+  mq::rt::int_softmax_row(s2.data(), n, lut.data(), 3, m, out, p.data());
+  const Int128 sum = (Int128{1} << 52) + (n - 1);
+  for (const int64_t j : {int64_t{0}, int64_t{5}}) {
+    const Int128 e = j == 5 ? (Int128{1} << 52) : 1;
+    const Int128 d = sum << m.shift;
+    const int64_t want = clampi(static_cast<int64_t>(floor_div(2 * e * m.m + d, 2 * d)), 0, out.qmax());
+    REQUIRE(p[j] == want);
   }
 }
 
