@@ -22,6 +22,7 @@ TEST_CASE("diag: per-site agreement on a run", "[.diag2]") {
   LoadedQuantizedModel a = load_quantized_model(run);
   LoadOptions o; o.dtype = torch::kFloat64;
   LoadedQuantizedModel b = load_quantized_model(run, o);
+  if (std::getenv("MQ_DIAG_EXPORT_CODES")) b.model->set_export_codes(true);
   const rt::IntModel im = rt::IntModel::load(exp + "/int");
   const auto manifest = test::read_json_file(exp + "/int/manifest.json");
   std::ifstream f("/work/shared/data/tinystories/valid.head.txt");
