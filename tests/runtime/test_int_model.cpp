@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "mobilequant/core/error.h"
@@ -103,43 +104,31 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
   // An unknown format or version is refused.
   spec.reshape.clear();
   mq::test::write_tiny_int_model(dir, spec);
-  {
+  auto edit_manifest = [&](const std::function<void(nlohmann::json&)>& edit) {
     std::ifstream in(dir / "manifest.json");
     auto j = nlohmann::json::parse(in);
-    j["version"] = 5;
+    edit(j);
     std::ofstream(dir / "manifest.json") << j.dump();
-  }
+  };
+  edit_manifest([](nlohmann::json& j) { j["version"] = 5; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
                       Catch::Contains("version 5, expected 4"));
   // Version 3 (30-bit softmax exponentials) is refused with the reason and what to do.
-  {
-    std::ifstream in(dir / "manifest.json");
-    auto j = nlohmann::json::parse(in);
-    j["version"] = 3;
-    std::ofstream(dir / "manifest.json") << j.dump();
-  }
+  edit_manifest([](nlohmann::json& j) { j["version"] = 3; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
                       Catch::Contains("version 3, expected 4") &&
                           Catch::Contains("30 bits of the softmax's exponentials") &&
                           Catch::Contains("export the run again"));
   // Exponentials whose row sum could pass 2^62 at max_positions are refused.
-  {
-    std::ifstream in(dir / "manifest.json");
-    auto j = nlohmann::json::parse(in);
+  edit_manifest([](nlohmann::json& j) {
     j["version"] = 4;
     j["softmax"]["exp_bits"] = 57;  // 64 positions * 2^57 = 2^63
-    std::ofstream(dir / "manifest.json") << j.dump();
-  }
+  });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
                       Catch::Contains("softmax exp_bits 57 with max_positions 64") &&
                           Catch::Contains("must not pass 2^62"));
   // Version 1 (integer eps terms) is refused with the reason and what to do.
-  {
-    std::ifstream in(dir / "manifest.json");
-    auto j = nlohmann::json::parse(in);
-    j["version"] = 1;
-    std::ofstream(dir / "manifest.json") << j.dump();
-  }
+  edit_manifest([](nlohmann::json& j) { j["version"] = 1; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
                       Catch::Contains("version 1, expected 4") && Catch::Contains("export the run again"));
   // An eps shift out of range names its tensor.
