@@ -329,8 +329,8 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       const std::string name = pre + to_string(ws);
       const torch::Tensor w = weight_of(stored, ws).detach().to(torch::kCPU, torch::kFloat32);  // [N, K]
       const WeightFakeQuantizer& wq = ql->weight_quantizers[static_cast<size_t>(ws)];
-      const QParams p = wq->qparams(w);                                     // [1] or [N, 1]
-      const torch::Tensor codes = (quantize(w, p) - p.qmin).to(torch::kUInt8);  // [N, K]
+      const auto [p, q] = wq->export_codes(w);                     // [1] or [N, 1]; [N, K]
+      const torch::Tensor codes = (q - p.qmin).to(torch::kUInt8);  // [N, K]
       const Enc& we = enc.weight(l, ws);
       const int64_t n = w.size(0), k = w.size(1);
       // The table's encoding is the quantizer's: check, so that a mismatch cannot pass.
@@ -374,13 +374,11 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       const ActSite out = ws == WeightSite::kInputNorm ? ActSite::kInputNormOut : ActSite::kPostNormOut;
       const torch::Tensor w = weight_of(stored, ws).detach().to(torch::kCPU, torch::kFloat32);  // [C]
       const WeightFakeQuantizer& wq = ql->weight_quantizers[static_cast<size_t>(ws)];
-      const QParams p = wq->qparams(w);                                            // [1]
-      const torch::Tensor codes = quantize(w, p) - p.qmin;                         // [C] int32
+      const auto [p, q] = wq->export_codes(w);  // [1]; [C] int32
+      const torch::Tensor codes = q - p.qmin;   // [C]
       // Exactly (q - o) * s, in fp64: the fp32 product would move the gains by up to 2^-24.
-      QParams p64 = p;
-      p64.scale = p.scale.to(torch::kFloat64);
-      p64.offset = p.offset.to(torch::kFloat64);
-      const torch::Tensor w_hat = dequantize(codes + p.qmin, p64);  // [C] fp64
+      const torch::Tensor w_hat =
+          wq->forward_export_codes(w.to(torch::kFloat64)).contiguous();  // [C] fp64
       t[name + ".weight_q"] = codes.to(spec.bits <= 8 ? torch::kUInt8 : torch::kUInt16).contiguous();
       const Enc& we = enc.weight(l, ws);
       t[name + ".weight_scale"] = torch::tensor({static_cast<float>(we.s())}, torch::kFloat32);

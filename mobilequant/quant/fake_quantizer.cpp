@@ -132,13 +132,22 @@ torch::Tensor WeightFakeQuantizerImpl::forward_transformed(const torch::Tensor& 
                                spec.granularity == Granularity::kPerChannel, out_dtype);  // [w]
 }
 
-torch::Tensor WeightFakeQuantizerImpl::forward_export_codes(const torch::Tensor& w) {
+std::pair<QParams, torch::Tensor> WeightFakeQuantizerImpl::export_codes(
+    const torch::Tensor& w) const {
+  const QuantSpec& spec = options.spec();
+  MQ_CHECK(spec.enabled, "weight quantizer '", options.name(), "': no codes for a float site");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w32 = w.to(torch::kFloat32);  // [w]
+  const QParams p = qparams(w32);                    // fp32 [groups, 1] or [1]
+  return {p, quantize(grouped_weight(w32, spec), p).reshape(w.sizes())};  // [w] int32
+}
+
+torch::Tensor WeightFakeQuantizerImpl::forward_export_codes(const torch::Tensor& w) const {
   const QuantSpec& spec = options.spec();
   if (!spec.enabled) return w;
   torch::NoGradGuard no_grad;
-  const torch::Tensor w32 = w.to(torch::kFloat32);         // [w]
-  const QParams p = qparams(w32);                           // fp32 [groups, 1] or [1]
-  const torch::Tensor q = quantize(grouped_weight(w32, spec), p);  // [groups, g] codes
+  const auto [p, codes] = export_codes(w);                   // [groups, 1], [w]
+  const torch::Tensor q = grouped_weight(codes, spec);       // [groups, g]
   QParams pw = p;
   pw.scale = p.scale.to(w.scalar_type());    // exact: widening an fp32 value
   pw.offset = p.offset.to(w.scalar_type());

@@ -54,12 +54,15 @@ class WeightFakeQuantizerImpl : public torch::nn::Module {
   /// LWC bounds and (composed path) w.
   torch::Tensor forward_transformed(const torch::Tensor& w, const WeightTransform& t,
                                     torch::ScalarType out_dtype);
-  /// forward(w) as the integer export quantizes: the range, the scale, the offset and the
-  /// codes computed from w rounded to fp32, in fp32; then (q - offset) * scale in w's dtype,
-  /// exact in fp64. An fp64 model so runs on the export's own codes (its fp64 arithmetic
+  /// The integer export's quantization of `w`: the parameters (fp32, [1], [out, 1] or
+  /// [groups, 1]) and the codes in [qmin, qmax] (int32, shaped as w), both computed from w
+  /// rounded to fp32, in fp32. Under no-grad. Requires an enabled spec and integral offsets.
+  std::pair<QParams, torch::Tensor> export_codes(const torch::Tensor& w) const;
+  /// forward(w) as the integer export quantizes: export_codes(w), then (q - offset) * scale
+  /// in w's dtype, exact in fp64. An fp64 model so runs on the export's own codes (its fp64 arithmetic
   /// would otherwise move the codes whose w / scale lands near a rounding tie). Under no-grad;
   /// identity when the spec is disabled. w: shape of the options -> same shape and dtype.
-  torch::Tensor forward_export_codes(const torch::Tensor& w);
+  torch::Tensor forward_export_codes(const torch::Tensor& w) const;
   /// Registers `upbound_factor` and `lowbound_factor` (shape [1], [out, 1] or [groups, 1]),
   /// both `init`, learnable, fp32 on the CPU (module->to() moves them; forward also moves a
   /// copy to the weight's device and dtype, keeping the gradient). Calling it again resets
