@@ -27,6 +27,12 @@ ExportSite act_site(int64_t layer, ActSite site, const QuantSpec& spec) {
   return e;
 }
 
+/// How far a scale lies outside the reference's clamp [kMinScale, kMaxScale]: |log(s / clamp(s))|,
+/// 0 inside it.
+double clamp_distance(double s) {
+  return std::abs(std::log(s / std::fmin(std::fmax(s, kMinScale), kMaxScale)));
+}
+
 }  // namespace
 
 double code_span(int64_t bits) { return std::ldexp(1.0, static_cast<int>(bits)) - 1.0; }
@@ -69,6 +75,10 @@ EncodingTable build_encoding_table(QuantizedModelImpl& qm) {
   int64_t rounded = 0;
   double worst_drift = 0.0;
   std::string worst_site;
+  // Learned activation scales outside the reference's clamp [kMinScale, kMaxScale].
+  int64_t unclamped = 0;
+  double worst_scale = 0.0;
+  std::string worst_scale_site;
   const bool silu = cfg.hidden_act == Activation::kSilu;
   for (const ExportSite& site : export_sites(qm.quant_config(), cfg.num_hidden_layers, silu)) {
     SiteEncoding enc;
@@ -124,6 +134,13 @@ EncodingTable build_encoding_table(QuantizedModelImpl& qm) {
           worst_site = name;
         }
       }
+      const double beyond = clamp_distance(s[i]);
+      if (!site.is_param && beyond > 0.0) {
+        if (unclamped++ == 0 || beyond > clamp_distance(worst_scale)) {
+          worst_scale = s[i];
+          worst_scale_site = name;
+        }
+      }
       const int64_t off = qmin - static_cast<int64_t>(r);
       enc.scale.push_back(static_cast<double>(s[i]));
       enc.offset.push_back(off);
@@ -136,6 +153,15 @@ EncodingTable build_encoding_table(QuantizedModelImpl& qm) {
     std::ostringstream os;
     os << rounded << " learned activation offset(s) were not integers and were rounded to the "
        << "nearest integer (largest change " << worst_drift << " at " << worst_site << ")";
+    table.notes.push_back(os.str());
+  }
+  if (unclamped > 0) {
+    std::ostringstream os;
+    os << unclamped << " learned activation scale(s) lie outside the reference's clamp ["
+       << kMinScale << ", " << kMaxScale << "] (the farthest " << worst_scale << " at "
+       << worst_scale_site << "); they are exported as learned, and every reader here keeps "
+       << "them, but the authors' harness, which recomputes scales from act_dict.json with that "
+       << "clamp, would evaluate a different model there";
     table.notes.push_back(os.str());
   }
   return table;

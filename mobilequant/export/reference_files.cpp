@@ -193,14 +193,9 @@ nlohmann::ordered_json default_qcfg_json(const QuantConfig& quant, int64_t num_l
 
 std::pair<double, double> scale_offset_from_range(double min, double max, const QuantSpec& spec) {
   if (spec.symmetric) {
-    const double s = std::fmin(std::fmax(std::fmax(std::fabs(min), std::fabs(max)) /
-                                             static_cast<double>(spec.qmax()),
-                                         kMinScale),
-                               kMaxScale);
-    return {s, 0.0};
+    return {std::fmax(std::fabs(min), std::fabs(max)) / static_cast<double>(spec.qmax()), 0.0};
   }
-  const double s =
-      std::fmin(std::fmax((max - min) / code_span(spec.bits), kMinScale), kMaxScale);
+  const double s = (max - min) / code_span(spec.bits);
   return {s, -std::nearbyint(min / s)};
 }
 
@@ -305,6 +300,9 @@ void apply_reference_ranges(QuantizedModelImpl& qm, const ReferenceFiles& files,
       MQ_CHECK(it != files.ranges.end(), where, ": no range for ", name);
       const auto [s, o] = scale_offset_from_range(it->second.first, it->second.second,
                                                   q->options.spec());
+      MQ_CHECK(std::isfinite(s) && s > 0.0, where, ": ", name, ": the range [",
+               it->second.first, ", ", it->second.second, "] gives the scale ", s,
+               ", expected a finite positive scale");
       q->set_qparams(torch::tensor(s, torch::kFloat64).to(torch::kFloat32),
                      torch::tensor(o, torch::kFloat64).to(torch::kFloat32));
     }

@@ -66,9 +66,11 @@ ReferenceFiles read_reference_files(const std::string& act_dict_path,
                                     const std::string& default_qcfg_path, int64_t num_layers,
                                     bool silu);
 
-/// The scale and offset the reference computes from [min, max] (compute_scale_offset_from_min_max),
-/// in double: asymmetric s = (max - min) / (2^b - 1), o = -round(min / s); symmetric
-/// s = max(|min|, |max|) / (2^(b-1) - 1), o = 0; s clamped to [1e-5, 1e6].
+/// The scale and offset that [min, max] encodes (the inverse of the reference's
+/// compute_min_max_from_scale_offset), in double: asymmetric s = (max - min) / (2^b - 1),
+/// o = -round(min / s); symmetric s = max(|min|, |max|) / (2^(b-1) - 1), o = 0. Unlike the
+/// reference's compute_scale_offset_from_min_max, s is not clamped to [1e-5, 1e6]: a scale
+/// learned below 1e-5 (range learning does not clamp) is the run's, and stays so.
 std::pair<double, double> scale_offset_from_range(double min, double max, const QuantSpec& spec);
 
 /// Sets every enabled activation quantizer of `qm` (whose config is files.quant) from the

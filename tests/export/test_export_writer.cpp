@@ -195,6 +195,40 @@ TEST_CASE("export: float sites get float entries; learned off-integer offsets ar
   mq::remove_tree(s.root.string());
 }
 
+TEST_CASE("export: a learned activation scale below the reference's clamp is kept, with a note",
+          "[unit]") {
+  // Range learning does not clamp the scale (reference §3.2); choose_qparams' clamp to
+  // [1e-5, 1e6] applies only when a scale is derived from a range. The export's readers must
+  // give back the learned scale, not the clamped one.
+  auto s = mq::test::make_export_subject("scale_clamp", "tiny-llama", "w4a8");
+  mq::TensorMap state = s.qm->quant_state();
+  const std::string site = "model.layers.1.self_attn.pv_bmm.input";
+  const float learned = 0.6e-5f;  // probabilities clipped at 0.6e-5 * 65535 = 0.39
+  state.at(site + "_quantizer.scale").fill_(learned);
+  auto lm = mq::load_model(s.model_dir.string());
+  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(s.qm->quant_config()).let(mq::LetPairs{}));
+  qm->load_quant_state(state, "test");
+  mq::QuantizedManifest manifest;
+  manifest.method = "test";
+  save_quantized_model((s.root / "model2").string(), *qm, manifest);
+  const auto out = s.root / "export";
+  const auto m = mq::export_model((s.root / "model2").string(), out.string(),
+                                  mq::test::test_export_options());
+  REQUIRE(m.notes.size() == 1);
+  CHECK_THAT(m.notes[0], Contains("1 learned activation scale(s) lie outside the reference's "
+                                  "clamp") && Contains(site));
+  CHECK(mq::check_export(out.string()).empty());
+  torch::NoGradGuard no_grad;
+  auto loaded = mq::load_export(out.string());
+  const torch::Tensor got = loaded.model->forward(s.windows);  // [4, 16, V]
+  const torch::Tensor want = qm->forward(s.windows);            // [4, 16, V]
+  INFO(mq::test::describe_max_diff(got, want));
+  REQUIRE(bitwise_equal(got, want));
+  const auto im = mq::test::read_json_file(out / "int" / "manifest.json");
+  CHECK(im["activations"][site]["scale"].get<double>() == static_cast<double>(learned));
+  mq::remove_tree(s.root.string());
+}
+
 TEST_CASE("export: an existing directory is refused without --force and replaced with it",
           "[unit]") {
   auto s = mq::test::make_export_subject("force");
