@@ -61,6 +61,7 @@ struct EvalArgs {
   std::string output;
   std::string runtime = "torch";
   int64_t threads = 0;
+  bool sites = false;
   std::string config;             ///< --config FILE.json
   std::vector<std::string> sets;  ///< --set key=value, in order
   bool print_config = false;
@@ -161,6 +162,7 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   if (given("--output")) c.output = a.output;
   if (given("--runtime")) c.runtime = parse_enum<EvalRuntime>(a.runtime, "eval: --runtime");
   if (given("--threads")) c.threads = a.threads;
+  if (given("--sites")) c.sites = a.sites;
   for (const auto& s : a.sets) apply_override(c, s, "--set");
   c.validate(a.config.empty() ? "eval" : "eval (--config " + a.config + ")");
   return c;
@@ -448,6 +450,10 @@ void add_eval_command(CLI::App& app) {
                   "EXPORT), side by side with the export's simulated model in fp32 and in fp64")
       ->check(CLI::IsMember({"torch", "int"}));
   cmd->add_option("--threads", a->threads, "Threads of the integer runtime (0: every core)");
+  cmd->add_flag("--sites", a->sites,
+                "With --runtime int: on the first window, compare the codes of every activation "
+                "site of every block with the fp64 simulation's, and name the first site where "
+                "they differ (the [H, T, T] sites only for windows of up to 512 tokens)");
   cmd->callback([a, cmd] {
     const EvalConfig config = resolve_eval_config(*a, *cmd);
     if (a->print_config) {

@@ -11,6 +11,9 @@
 // best agreement any implementation that is not bit-identical to the fp32 simulation can show.
 // The integer runtime computes every site exactly (up to its fixed-point tables), so it is
 // compared with the fp64 simulation as well: perplexity difference and greedy agreement.
+// With --sites, the first window then goes through the fp64 simulation and the runtime once
+// more, site by site (eval/int_site_report.h): a table of the sites whose codes differ, the
+// first of them named, and `sites_fp64` in the JSON.
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -19,6 +22,7 @@
 #include "mobilequant/cli/commands.h"
 #include "mobilequant/config/config_json.h"
 #include "mobilequant/core/error.h"
+#include "mobilequant/eval/int_site_report.h"
 #include "mobilequant/export/export_reader.h"
 #include "mobilequant/runtime/int_model.h"
 #include "mobilequant/runtime/int_prefill.h"
@@ -54,6 +58,7 @@ void run_eval_int(const EvalConfig& a,
            "fp64 vs fp32 agreement | Δ vs fp64 | agreement with fp64 | positions |\n"
         << "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   nlohmann::json results = nlohmann::json::array();
+  std::vector<int32_t> first_window;  // --sites: the first window the runtime scored
   for (size_t t = 0; t < a.tasks.size(); ++t) {
     EvalConfig one = a;
     one.tasks = {a.tasks[t]};
@@ -77,6 +82,7 @@ void run_eval_int(const EvalConfig& a,
       for (int64_t i = 0; i < b; ++i) {
         const torch::Tensor row = ids[i].to(torch::kInt32).contiguous();  // [L]
         const std::vector<int32_t> tokens(row.data_ptr<int32_t>(), row.data_ptr<int32_t>() + len);
+        if (first_window.empty()) first_window = tokens;
         std::vector<float> logits = rt::prefill(im, tokens, popts);  // [L, V]
         rows.push_back(torch::from_blob(logits.data(), {len, vocab}, torch::kFloat32).clone());
       }
@@ -151,6 +157,26 @@ void run_eval_int(const EvalConfig& a,
                        {"seconds_integer", n["seconds"]}});
   }
   std::cout << table.str() << std::flush;
+  nlohmann::json sites = nullptr;
+  if (a.sites && !first_window.empty()) {
+    std::cerr << "[eval] --sites: every activation site of the first window ("
+              << first_window.size() << " tokens), integer runtime against the fp64 simulation\n";
+    const nlohmann::json activations =
+        read_json_file(int_dir + "/manifest.json", "integer model manifest").at("activations");
+    ex.model->to(torch::kFloat64);
+    ex.model->set_export_codes(true);
+    const std::vector<SiteAgreement> report =
+        compare_int_sites(*ex.model, im, activations, first_window, popts.threads);
+    ex.model->to(torch::kFloat32);
+    ex.model->set_export_codes(false);
+    std::cout << "\n" << site_report_markdown(report) << std::flush;
+    sites = nlohmann::json::array();
+    for (const SiteAgreement& r : report) {
+      sites.push_back({{"layer", r.layer}, {"site", r.site}, {"compared", r.compared},
+                       {"codes", r.codes}, {"equal", r.equal}, {"max_diff", r.max_diff},
+                       {"first_token", r.first_token}});
+    }
+  }
   if (!a.output.empty()) {
     nlohmann::json out{{"model", a.model},
                        {"runtime", "int"},
@@ -162,6 +188,7 @@ void run_eval_int(const EvalConfig& a,
                        {"finished_at", utc_now()},
                        {"config", config_to_json(a)},
                        {"results", results}};
+    if (!sites.is_null()) out["sites_fp64"] = sites;
     write_json_atomically(out, a.output);
     std::cerr << "[eval] wrote " << a.output << "\n";
   }

@@ -75,6 +75,8 @@ void EvalConfig::validate(const std::string& where) const {
   MQ_CHECK(threads >= 0, where, ": threads: got ", threads, ", expected >= 0 (0: every core)");
   MQ_CHECK(runtime != EvalRuntime::kInt || device == "cpu", where, ": runtime int runs on the "
            "CPU; got device '", device, "'");
+  MQ_CHECK(!sites || runtime == EvalRuntime::kInt, where, ": sites: compares the integer "
+           "runtime with the simulation; it needs runtime int");
   MQ_CHECK(limit >= -1, where, ": limit: got ", limit, ", expected >= 0 (or -1: all)");
   for (const auto& d : data) {
     MQ_CHECK(!d.empty(), where, ": data: empty file name, expected FILE or TASK=FILE");

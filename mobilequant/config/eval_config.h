@@ -64,6 +64,7 @@ struct EvalConfig {
   std::string output;                       ///< results JSON file ("": none)
   EvalRuntime runtime = EvalRuntime::kTorch;  ///< what computes the logits
   int64_t threads = 0;                      ///< integer runtime threads (0: every core)
+  bool sites = false;                       ///< runtime int: per-site code comparison too
 
   /// The one field list (config/field_visitor.h).
   template <class V>
@@ -87,6 +88,8 @@ struct EvalConfig {
     v("runtime", runtime, "torch (LibTorch: float or simulated quantization) or int (the "
                           "integer runtime on an export directory, compared with its simulation)");
     v("threads", threads, "Threads of the integer runtime (0: every core)");
+    v("sites", sites, "runtime int: also compare every activation site's codes with the fp64 "
+                      "simulation on the first window, and name the first site that differs");
   }
 
   /// Throws mq::Error naming `where`, the key, the value and what is allowed when a field is

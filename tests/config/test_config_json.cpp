@@ -209,7 +209,7 @@ TEST_CASE("read_config_file names the file on open, syntax and key errors", "[un
                       Contains(typo + ": unknown key 'max_lenght'") &&
                           Contains("allowed keys: [model, tokenizer, reference, device, dtype, "
                                    "tasks, data, max_length, seqlen, separator, batch_size, "
-                                   "limit, output, runtime, threads]"));
+                                   "limit, output, runtime, threads, sites]"));
   const std::string ill = (dir / "ill.json").string();
   std::ofstream(ill) << R"({"max_length": "2048"})";
   REQUIRE_THROWS_WITH(mq::read_config_file(ill, c),
@@ -281,6 +281,13 @@ TEST_CASE("EvalConfig::validate names the key, the value and what is allowed", "
     REQUIRE_THROWS_WITH(c.validate("eval"),
                         Contains("eval: tasks: layer-error needs runtime torch") &&
                             Contains("got runtime int"));
+  }
+  SECTION("sites needs the integer runtime") {
+    mq::apply_override(c, "sites=true");
+    REQUIRE_THROWS_WITH(c.validate("eval"), Contains("eval: sites: compares the integer runtime "
+                                                     "with the simulation; it needs runtime int"));
+    c.runtime = mq::EvalRuntime::kInt;
+    REQUIRE_NOTHROW(c.validate("eval"));
   }
 }
 

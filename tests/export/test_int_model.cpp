@@ -12,6 +12,7 @@
 #include <random>
 
 #include "mobilequant/config/quant_config.h"
+#include "mobilequant/eval/int_site_report.h"
 #include "mobilequant/export/export_check.h"
 #include "mobilequant/export/int_model.h"
 #include "mobilequant/io/safetensors_reader.h"
@@ -439,56 +440,19 @@ TEST_CASE("integer runtime: codes at every site of block 0 equal the simulation'
   const mq::rt::IntModel im = mq::rt::IntModel::load(dir.string());
   const auto manifest = mq::test::read_json_file(dir / "manifest.json");
   const std::vector<int32_t> prompt = random_prompts(cfg.vocab_size, {24})[0];
-  const int64_t t = static_cast<int64_t>(prompt.size());
-
-  std::map<std::string, torch::Tensor> sim;  // site -> codes, runtime layout
-  qm->set_observer([&](int64_t layer, mq::ActSite site, const torch::Tensor& x) {
-    if (layer != 0 || !qm->quant_config().act(site).enabled) return;
-    const std::string name = mq::qualified_site_name(layer, site);
-    const auto& e = manifest["activations"][name];
-    const double s = e["scale"].get<double>();
-    const int64_t z = e["zero_point"].get<int64_t>();
-    const int64_t hi = (int64_t{1} << e["bits"].get<int64_t>()) - 1;
-    torch::Tensor v = x.detach().to(torch::kFloat32)[0];  // drop the batch
-    if (v.dim() == 3 && (site == mq::ActSite::kQkBmmIn || site == mq::ActSite::kQkBmmIn2 ||
-                         site == mq::ActSite::kPvBmmIn2))
-      v = v.transpose(0, 1);  // [H, T, D] -> [T, H, D]
-    sim[mq::split_site_name(site).first + "." + mq::split_site_name(site).second] =
-        (torch::round(v / static_cast<float>(s)) + z).clamp(0, hi).to(torch::kInt64).reshape(-1);
-  });
-  {
-    torch::NoGradGuard no_grad;
-    qm->forward(torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end())).unsqueeze(0));
-  }
-  qm->set_observer({});
-  mq::rt::PrefillOptions opts;
-  std::map<std::string, torch::Tensor> got;
-  opts.observer = [&](int64_t layer, const std::string& site, const std::vector<int32_t>& codes,
-                      const std::vector<int64_t>&) {
-    if (layer != 0 || site == "residual") return;
-    got[site] = torch::tensor(codes, torch::kInt32).to(torch::kInt64);
-  };
-  mq::rt::prefill(im, prompt, opts);
-  const torch::Tensor causal = torch::ones({t, t}, torch::kBool).tril().reshape(-1);  // [T*T]
-  for (const auto& [site, s] : sim) {
-    INFO("site " << site);
-    REQUIRE(got.count(site) == 1);
-    torch::Tensor g = got[site], w = s;
-    REQUIRE(g.numel() == w.numel());
-    if (site.find("self_attn.qk_bmm.output") != std::string::npos) {
-      const auto mask = causal.repeat({g.numel() / (t * t)});
-      g = g.masked_select(mask);
-      w = w.masked_select(mask);
-    }
-    const auto d = (g - w).abs();
-    const double same = d.eq(0).to(torch::kFloat64).mean().item<double>();
-    std::cout << "  block 0 " << site << ": equal codes " << same << ", max |diff| "
-              << d.max().item<int64_t>() << std::endl;
+  // The fp32 simulation's codes against the runtime's (eval/int_site_report.h).
+  for (const mq::SiteAgreement& s : mq::compare_int_sites(*qm, im, manifest["activations"], prompt, 1)) {
+    if (s.layer != 0) continue;
+    INFO("site " << s.site);
+    const double same = static_cast<double>(s.equal) / static_cast<double>(s.codes);
+    std::cout << "  block 0 " << s.site << ": equal codes " << same << ", max |diff| "
+              << s.max_diff << std::endl;
     // Codes differ only where fp32 (the simulation) and exact integer arithmetic round to
     // different sides of a boundary: rarely, and by one step at an 8-bit site.
+    CHECK(s.compared);
     CHECK(same >= 0.99);
-    if (manifest["activations"]["model.layers.0." + site]["bits"].get<int64_t>() <= 8)
-      CHECK(d.max().item<int64_t>() <= 1);
+    if (manifest["activations"]["model.layers.0." + s.site]["bits"].get<int64_t>() <= 8)
+      CHECK(s.max_diff <= 1);
   }
   mq::remove_tree(dir.parent_path().string());
 }
