@@ -37,5 +37,5 @@ rc=$?
 echo "[gpu_int_beside] exit $rc$([ $rc = 137 ] && echo ' (time limit: call again to continue)')"
 grep -E "^\[int_beside\]|^error|^\| docs|^\| wikitext" "$dest/int_beside.log" | tail -n 30
 [ -f "$dest/int_table.md" ] && [ $rc = 0 ] && cat "$dest/int_table.md"
-[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_int_$name.tgz" -C "$dest" --exclude=export .
+[ -n "${OUT:-}" ] && tar czf "$OUT/gpu_int_$name.tgz" -C "$dest" --exclude=export --exclude='export.partial*' .
 exit 0
