@@ -15,6 +15,7 @@
 // more, site by site (eval/int_site_report.h): a table of the sites whose codes differ, the
 // first of them named, and `sites_fp64` in the JSON.
 #include <filesystem>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -50,6 +51,15 @@ void run_eval_int(const EvalConfig& a,
   MQ_CHECK(vocab == ex.base.model->config().vocab_size, "eval --runtime int: ", int_dir,
            " has vocab_size ", vocab, " but hf/config.json has ",
            ex.base.model->config().vocab_size);
+  // Runs fn with the simulation in fp64 on the export's weight codes (not ones derived in
+  // fp64), then puts it back to fp32.
+  auto in_fp64 = [&ex](const std::function<void()>& fn) {
+    ex.model->to(torch::kFloat64);
+    ex.model->set_export_codes(true);
+    fn();
+    ex.model->to(torch::kFloat32);
+    ex.model->set_export_codes(false);
+  };
   rt::PrefillOptions popts;
   popts.threads = static_cast<int>(a.threads);
 
@@ -109,12 +119,8 @@ void run_eval_int(const EvalConfig& a,
       positions64 += ids.numel();
       return l;
     };
-    ex.model->to(torch::kFloat64);
-    ex.model->set_export_codes(true);  // the export's weight codes, not ones derived in fp64
-    const EvalOutcome sim64 =
-        evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, sim64_logits);
-    ex.model->to(torch::kFloat32);
-    ex.model->set_export_codes(false);
+    EvalOutcome sim64;
+    in_fp64([&] { sim64 = evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, sim64_logits); });
     const double floor64 = positions64 > 0 ? static_cast<double>(agree64) / positions64 : 0.0;
     const double agreement64 =
         positions64 > 0 ? static_cast<double>(agree_int64) / positions64 : 0.0;
@@ -163,12 +169,8 @@ void run_eval_int(const EvalConfig& a,
               << first_window.size() << " tokens), integer runtime against the fp64 simulation\n";
     const nlohmann::json activations =
         read_json_file(int_dir + "/manifest.json", "integer model manifest").at("activations");
-    ex.model->to(torch::kFloat64);
-    ex.model->set_export_codes(true);
-    const std::vector<SiteAgreement> report =
-        compare_int_sites(*ex.model, im, activations, first_window, popts.threads);
-    ex.model->to(torch::kFloat32);
-    ex.model->set_export_codes(false);
+    std::vector<SiteAgreement> report;
+    in_fp64([&] { report = compare_int_sites(*ex.model, im, activations, first_window, popts.threads); });
     std::cout << "\n" << site_report_markdown(report) << std::flush;
     sites = nlohmann::json::array();
     for (const SiteAgreement& r : report) {

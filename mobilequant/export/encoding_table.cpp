@@ -77,7 +77,7 @@ EncodingTable build_encoding_table(QuantizedModelImpl& qm) {
   std::string worst_site;
   // Learned activation scales outside the reference's clamp [kMinScale, kMaxScale].
   int64_t unclamped = 0;
-  double worst_scale = 0.0;
+  double worst_scale = 0.0, worst_beyond = 0.0;  // the farthest one and its clamp_distance
   std::string worst_scale_site;
   const bool silu = cfg.hidden_act == Activation::kSilu;
   for (const ExportSite& site : export_sites(qm.quant_config(), cfg.num_hidden_layers, silu)) {
@@ -134,12 +134,12 @@ EncodingTable build_encoding_table(QuantizedModelImpl& qm) {
           worst_site = name;
         }
       }
-      const double beyond = clamp_distance(s[i]);
-      if (!site.is_param && beyond > 0.0) {
-        if (unclamped++ == 0 || beyond > clamp_distance(worst_scale)) {
-          worst_scale = s[i];
-          worst_scale_site = name;
-        }
+      const double beyond = site.is_param ? 0.0 : clamp_distance(s[i]);
+      if (beyond > 0.0) ++unclamped;
+      if (beyond > worst_beyond) {
+        worst_beyond = beyond;
+        worst_scale = s[i];
+        worst_scale_site = name;
       }
       const int64_t off = qmin - static_cast<int64_t>(r);
       enc.scale.push_back(static_cast<double>(s[i]));

@@ -72,6 +72,20 @@ inline ExportSubject make_export_subject(const std::string& tag,
   return s;
 }
 
+/// Saves s's folded model again under `dir`, with quantization config `quant` and quantizer
+/// state `state` (an edited copy of s.qm->quant_state()), and returns that model.
+inline QuantizedModel save_with_quant_state(const ExportSubject& s, const QuantConfig& quant,
+                                            const TensorMap& state,
+                                            const std::filesystem::path& dir) {
+  LoadedModel lm = load_model(s.model_dir.string());
+  QuantizedModel qm(lm.model, QuantizedModelOptions(quant).let(LetPairs{}));
+  qm->load_quant_state(state, "test");
+  QuantizedManifest manifest;
+  manifest.method = "test";
+  save_quantized_model(dir.string(), *qm, manifest);
+  return qm;
+}
+
 /// A folded model as training leaves one, for the exporters' fidelity tests.
 struct DeployedSubject {
   LoadedModel lm;           ///< the float model inside qm

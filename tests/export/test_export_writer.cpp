@@ -168,12 +168,7 @@ TEST_CASE("export: float sites get float entries; learned off-integer offsets ar
     if (kv.first.find("v_proj.output_quantizer") == std::string::npos) kept[kv.first] = kv.second;
   const std::string site = "model.layers.1.mlp.w1.output_quantizer.offset";
   kept[site] = kept.at(site) + 0.375;
-  auto lm = mq::load_model(s.model_dir.string());
-  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(q).let(mq::LetPairs{}));
-  qm->load_quant_state(kept, "test");
-  mq::QuantizedManifest manifest;
-  manifest.method = "test";
-  save_quantized_model((s.root / "model2").string(), *qm, manifest);
+  mq::test::save_with_quant_state(s, q, kept, s.root / "model2");
   const auto out = s.root / "export";
   const auto m = mq::export_model((s.root / "model2").string(), out.string(),
                                   mq::test::test_export_options());
@@ -205,12 +200,8 @@ TEST_CASE("export: a learned activation scale below the reference's clamp is kep
   const std::string site = "model.layers.1.self_attn.pv_bmm.input";
   const float learned = 0.6e-5f;  // probabilities clipped at 0.6e-5 * 65535 = 0.39
   state.at(site + "_quantizer.scale").fill_(learned);
-  auto lm = mq::load_model(s.model_dir.string());
-  mq::QuantizedModel qm(lm.model, mq::QuantizedModelOptions(s.qm->quant_config()).let(mq::LetPairs{}));
-  qm->load_quant_state(state, "test");
-  mq::QuantizedManifest manifest;
-  manifest.method = "test";
-  save_quantized_model((s.root / "model2").string(), *qm, manifest);
+  mq::QuantizedModel qm =
+      mq::test::save_with_quant_state(s, s.qm->quant_config(), state, s.root / "model2");
   const auto out = s.root / "export";
   const auto m = mq::export_model((s.root / "model2").string(), out.string(),
                                   mq::test::test_export_options());
