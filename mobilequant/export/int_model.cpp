@@ -88,17 +88,19 @@ torch::Tensor i32(const std::vector<int32_t>& v) {
   return torch::tensor(v, torch::kInt32);  // [n]
 }
 
-/// Adds name.multiplier / name.shift (or name.<stem>_multiplier / _shift) for the values `m`.
-void put_fixed(TensorMap& out, const std::string& base, const std::vector<double>& m,
-               const std::string& what, int32_t min_shift = 1) {
-  std::vector<int32_t> mult, shift;
+/// Adds name.multiplier (I64) / name.shift (I32) (or name.<stem>_multiplier / _shift) for the
+/// values `m`.
+void put_fixed(TensorMap& out, const std::string& base, const std::vector<long double>& m,
+               const std::string& what, int32_t min_shift = kMinShift) {
+  std::vector<int64_t> mult;
+  std::vector<int32_t> shift;
   for (size_t i = 0; i < m.size(); ++i) {
     const FixedPoint fp = to_fixed_point(
         m[i], what + (m.size() > 1 ? "[" + std::to_string(i) + "]" : ""), min_shift);
     mult.push_back(fp.multiplier);
     shift.push_back(fp.shift);
   }
-  out[base + "multiplier"] = i32(mult);
+  out[base + "multiplier"] = torch::tensor(mult, torch::kInt64);  // [n]
   out[base + "shift"] = i32(shift);
 }
 
@@ -121,15 +123,16 @@ std::pair<torch::Tensor, torch::Tensor> int16_rows(const torch::Tensor& w) {
 
 }  // namespace
 
-std::vector<IntOpMultiplier> int_block_op_multipliers(const std::function<double(ActSite)>& s,
-                                                      double s_r) {
+std::vector<IntOpMultiplier> int_block_op_multipliers(
+    const std::function<long double(ActSite)>& s, long double s_r) {
   using A = ActSite;
+  const long double rope = std::ldexp(1.0L, kRopeFractionBits);  // the tables' 2^62
   return {
-      {"self_attn.rope_q", s(A::kQProjOut) / (s(A::kQkBmmIn) * kTwo30)},
-      {"self_attn.rope_k", s(A::kKProjOut) / (s(A::kQkBmmIn2) * kTwo30)},
+      {"self_attn.rope_q", s(A::kQProjOut) / (s(A::kQkBmmIn) * rope)},
+      {"self_attn.rope_k", s(A::kKProjOut) / (s(A::kQkBmmIn2) * rope)},
       {"self_attn.v_requant", s(A::kVProjOut) / s(A::kPvBmmIn2)},
       {"self_attn.qk_bmm", s(A::kQkBmmIn) * s(A::kQkBmmIn2) / s(A::kQkBmmOut)},
-      {"self_attn.softmax", 1.0 / s(A::kPvBmmIn)},
+      {"self_attn.softmax", 1.0L / s(A::kPvBmmIn)},
       {"self_attn.pv_bmm", s(A::kPvBmmIn) * s(A::kPvBmmIn2) / s(A::kPvBmmOut)},
       {"resid_add_1", s(A::kOProjOut) / s_r, kResidualAddMinShift},
       {"mlp.act_fn", s(A::kGateOut) * s(A::kActIn2) / s(A::kActOut)},
@@ -184,25 +187,33 @@ EpsTerm to_eps_term(double e, const std::string& what) {
   return {static_cast<int64_t>(std::nearbyint(e)), 0};  // unreachable: e < 2^62 above
 }
 
-double FixedPoint::value() const { return std::ldexp(static_cast<double>(multiplier), -shift); }
+long double FixedPoint::value() const {
+  return std::ldexp(static_cast<long double>(multiplier), -shift);
+}
 
-FixedPoint to_fixed_point(double m, const std::string& what, int32_t min_shift) {
-  MQ_CHECK(std::isfinite(m), "integer model: multiplier ", what, " = ", m,
-           ", expected a finite value");
+FixedPoint to_fixed_point(long double m, const std::string& what, int32_t min_shift) {
+  MQ_CHECK(std::isfinite(m), "integer model: multiplier ", what, " = ",
+           static_cast<double>(m), ", expected a finite value");
   FixedPoint fp;
-  if (m == 0.0) return fp;
+  fp.shift = std::max(fp.shift, min_shift);
+  if (m == 0.0L) return fp;
   int e = 0;
-  const double f = std::frexp(std::abs(m), &e);  // |m| = f * 2^e, f in [0.5, 1)
-  int64_t mult = std::llround(std::ldexp(f, 31));
-  int64_t shift = 31 - e;
-  if (mult == (int64_t{1} << 31)) {  // f rounded up to 1
-    mult >>= 1;
+  const long double f = std::frexp(std::abs(m), &e);  // |m| = f * 2^e, f in [0.5, 1)
+  constexpr long double kTwo63 = 9223372036854775808.0L;
+  // f 2^63 in [2^62, 2^63]: exact in long double's 64-bit mantissa before rounding.
+  const long double r = std::nearbyint(std::ldexp(f, 63));
+  int64_t shift = 63 - e;
+  uint64_t mult = 0;
+  if (r >= kTwo63) {  // f rounded up to 1
+    mult = uint64_t{1} << 62;
     --shift;
+  } else {
+    mult = static_cast<uint64_t>(r);
   }
-  MQ_CHECK(shift >= min_shift, "integer model: multiplier ", what, " = ", m,
-           " is too large for a fixed-point multiplier (expected below 2^", 31 - min_shift, ")");
-  if (shift > 126) return fp;  // below 2^-95: zero for any 64-bit accumulator
-  fp.multiplier = static_cast<int32_t>(m < 0 ? -mult : mult);
+  MQ_CHECK(shift >= min_shift, "integer model: multiplier ", what, " = ", static_cast<double>(m),
+           " is too large for a fixed-point multiplier (expected below 2^", 63 - min_shift, ")");
+  if (shift > kMaxShift) return fp;  // below 2^-95: zero for any 94-bit product
+  fp.multiplier = m < 0 ? -static_cast<int64_t>(mult) : static_cast<int64_t>(mult);
   fp.shift = static_cast<int32_t>(shift);
   return fp;
 }
@@ -270,6 +281,7 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   const Encodings enc(table);
   const int64_t L = cfg.num_hidden_layers, C = cfg.hidden_size, D = cfg.head_dim;
   const double sqrt_c = std::sqrt(static_cast<double>(C));
+  const long double sqrt_cl = std::sqrt(static_cast<long double>(C));
   const double eps = cfg.norm_eps;
 
   TensorMap t;
@@ -297,20 +309,22 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       "I32 [V, C] round(E / (s_r 2^k)): embedding rows as residual codes >> k";
   doc["model.embed_tokens.shift"] = "I32 [1] k: residual codes = weight_q << k";
 
-  // Rotary tables, Q30.
+  // Rotary tables, Q62: the fp32 values of the model's rotary embedding, exactly (an fp32 value
+  // times 2^62 is an integer down to 2^-39).
   const int64_t P = cfg.max_position_embeddings;
   const int32_t exp_bits = exp_lut_bits(P);  // the softmax table's fraction bits
   {
     auto [cos, sin] = model->rope_tables(P, torch::kCPU);  // [1, 1, P, D] fp32
-    auto q30 = [&](const torch::Tensor& x) {
-      return torch::round(x.reshape({P, D}).narrow(1, 0, D / 2).to(torch::kFloat64) * kTwo30)
-          .to(torch::kInt32)
+    auto q62 = [&](const torch::Tensor& x) {
+      return torch::round(x.reshape({P, D}).narrow(1, 0, D / 2).to(torch::kFloat64) *
+                          std::ldexp(1.0, kRopeFractionBits))
+          .to(torch::kInt64)
           .contiguous();  // [P, D/2]
     };
-    t["rope.cos"] = q30(cos);
-    t["rope.sin"] = q30(sin);
-    doc["rope.cos"] = "I32 [P, D/2] round(2^30 cos(p * inv_freq_i))";
-    doc["rope.sin"] = "I32 [P, D/2] round(2^30 sin(p * inv_freq_i))";
+    t["rope.cos"] = q62(cos);
+    t["rope.sin"] = q62(sin);
+    doc["rope.cos"] = "I64 [P, D/2] round(2^62 cos(p * inv_freq_i)), cos in fp32";
+    doc["rope.sin"] = "I64 [P, D/2] round(2^62 sin(p * inv_freq_i)), sin in fp32";
   }
 
   for (int64_t l = 0; l < L; ++l) {
@@ -355,8 +369,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       t[name + ".weight_scale"] = torch::tensor(sc, torch::kFloat32);
       t[name + ".weight_zero_point"] = i32(zp);
       const auto [in, out] = int_linear_io(ws);
-      std::vector<double> m;
-      for (const double s : we.scale) m.push_back(a(in).s() * s / a(out).s());
+      std::vector<long double> m;
+      for (const double s : we.scale)
+        m.push_back(static_cast<long double>(a(in).s()) * s / a(out).s());
       put_fixed(t, name + ".requant_", m, name + " requantization");
       weights[name + ".weight"] = {{"bits", spec.bits},
                                    {"granularity", to_string(spec.granularity)},
@@ -383,11 +398,12 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
       const Enc& we = enc.weight(l, ws);
       t[name + ".weight_scale"] = torch::tensor({static_cast<float>(we.s())}, torch::kFloat32);
       t[name + ".weight_zero_point"] = i32({static_cast<int32_t>(we.z())});
-      put_fixed(t, name + ".input_", {s_r / a(in).s()}, name + " residual -> input");
-      std::vector<double> gains(static_cast<size_t>(C));
+      put_fixed(t, name + ".input_", {static_cast<long double>(s_r) / a(in).s()},
+                name + " residual -> input");
+      std::vector<long double> gains(static_cast<size_t>(C));
       const double* wh = w_hat.data_ptr<double>();
       for (int64_t c = 0; c < C; ++c)
-        gains[static_cast<size_t>(c)] = wh[c] * sqrt_c / a(out).s();
+        gains[static_cast<size_t>(c)] = wh[c] * sqrt_cl / a(out).s();
       put_fixed(t, name + ".gain_", gains, name + " gain");
       const EpsTerm e_term = to_eps_term(eps * static_cast<double>(C) / (a(in).s() * a(in).s()), name);
       t[name + ".eps_term"] = torch::tensor({e_term.value}, torch::kInt64);
@@ -401,7 +417,8 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
     }
 
     // Attention and MLP operators.
-    for (const IntOpMultiplier& op : int_block_op_multipliers([&](ActSite x) { return a(x).s(); }, s_r))
+    for (const IntOpMultiplier& op :
+         int_block_op_multipliers([&](ActSite x) -> long double { return a(x).s(); }, s_r))
       put_fixed(t, pre + op.name + ".", {op.value}, pre + op.name, op.min_shift);
 
     // exp table of the softmax: k = c_max - c steps of the scores below the row maximum.
@@ -433,8 +450,9 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   const torch::Tensor wf = model->model->norm->weight.detach().to(torch::kCPU, torch::kFloat32);  // [C]
   const double s_f = std::max(wf.abs().max().item<double>(), 1e-30) * sqrt_c / kInt16Max;
   {
-    std::vector<double> gains(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) gains[static_cast<size_t>(c)] = wf[c].item<double>() * sqrt_c / s_f;
+    std::vector<long double> gains(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c)
+      gains[static_cast<size_t>(c)] = wf[c].item<double>() * sqrt_cl / s_f;
     put_fixed(t, "model.norm.gain_", gains, "model.norm gain");
     // The final norm reads r >> kFinalNormShift: scale s_r 2^kFinalNormShift.
     const double s_fin = std::ldexp(s_r, kFinalNormShift);
@@ -473,8 +491,8 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   m["activations"] = acts;
   m["weights"] = weights;
   doc["<layer>.<linear>.weight_q"] = "U8 [N, K] codes (U8 [N, K/2] packed, low nibble first, when bits <= 4)";
-  doc["<layer>.<linear>.requant_multiplier"] = "I32 [N] or [1]: s_in * s_w / s_out";
-  doc["<layer>.<norm>.gain_multiplier"] = "I32 [C]: w_hat * sqrt(C) / s_out (signed)";
+  doc["<layer>.<linear>.requant_multiplier"] = "I64 [N] or [1]: s_in * s_w / s_out";
+  doc["<layer>.<norm>.gain_multiplier"] = "I64 [C]: w_hat * sqrt(C) / s_out (signed)";
   doc["<layer>.self_attn.softmax.exp_lut"] =
       "I64 [2^b] round(2^F exp(-k s_scores / sqrt(D))), F = softmax.exp_bits";
   doc["<layer>.mlp.act_fn.sigmoid_lut"] = "I32 [2^b] act_fn.input2 code per gate code";

@@ -34,7 +34,7 @@ inline constexpr const char* kIntManifestFile = "manifest.json";
 inline constexpr const char* kIntTensorsFile = "model.safetensors";
 /// The manifest's "format" and "version".
 inline constexpr const char* kIntFormatName = "mobilequant-int";
-inline constexpr int64_t kIntFormatVersion = 4;
+inline constexpr int64_t kIntFormatVersion = 5;
 
 /// The most fraction bits of an RMSNorm eps term (docs/integer-model.md, "Tensors").
 inline constexpr int32_t kEpsTermMaxShift = 48;
@@ -64,24 +64,31 @@ struct EpsTerm {
 EpsTerm to_eps_term(double e, const std::string& what);
 
 /// A real multiplier m in fixed point: m ~ multiplier * 2^-shift, |multiplier| in
-/// [2^30, 2^31) (0 when m is 0), shift >= 1 (a residual add's may be down to -62: a left
+/// [2^62, 2^63) (0 when m is 0), shift >= 32 (a residual add's may be down to -30: a left
 /// shift) (docs/integer-model.md, "Requantization").
 struct FixedPoint {
-  int32_t multiplier = 0;  ///< signed
-  int32_t shift = 1;       ///< >= min_shift of to_fixed_point (1 unless said)
-  /// The real value it represents (double).
-  double value() const;
+  int64_t multiplier = 0;  ///< signed
+  int32_t shift = 32;      ///< >= min_shift of to_fixed_point (32 unless said)
+  /// The real value it represents.
+  long double value() const;
 };
 
-/// m as a FixedPoint with shift >= min_shift. Throws mq::Error naming `what` when m is not
-/// finite or too large for that (|m| >= 2^(31 - min_shift)). Values below 2^-95 become 0.
-FixedPoint to_fixed_point(double m, const std::string& what, int32_t min_shift = 1);
+/// The shift of every multiplier but the residual adds' is at least this (m < 2^31).
+inline constexpr int32_t kMinShift = 32;
+/// Shifts above this make a multiplier 0 (m < 2^-95).
+inline constexpr int32_t kMaxShift = 157;
+
+/// m as a FixedPoint with shift >= min_shift, M the 63-bit rounding of m's mantissa (m is
+/// computed in long double, so that M carries 62 correct bits). Throws mq::Error naming `what`
+/// when m is not finite or too large for that (|m| >= 2^(63 - min_shift)). Values below 2^-95
+/// become 0.
+FixedPoint to_fixed_point(long double m, const std::string& what, int32_t min_shift = kMinShift);
 
 /// A block operator's requantization (docs/integer-model.md, "the other operators").
 struct IntOpMultiplier {
-  std::string name;    ///< tensor prefix inside the block, e.g. "self_attn.qk_bmm"
-  double value;        ///< the real multiplier m
-  int32_t min_shift = 1;  ///< the smallest shift it may take (< 1: a left shift, residual adds)
+  std::string name;       ///< tensor prefix inside the block, e.g. "self_attn.qk_bmm"
+  long double value;      ///< the real multiplier m
+  int32_t min_shift = kMinShift;  ///< the smallest shift it may take (< 1: a left shift, residual adds)
 };
 
 /// The residual stream: int64 codes at a power-of-two scale s_r = 2^(e - kResidualHeadroomBits)
@@ -90,13 +97,15 @@ struct IntOpMultiplier {
 inline constexpr int kResidualHeadroomBits = 61;
 /// The final norm reads the residual shifted right by this many bits (int32 values).
 inline constexpr int kFinalNormShift = 31;
-/// The smallest shift of a residual-add multiplier (m up to 2^92).
-inline constexpr int32_t kResidualAddMinShift = -62;
+/// The smallest shift of a residual-add multiplier (m up to 2^93).
+inline constexpr int32_t kResidualAddMinShift = -30;
+/// The fraction bits of the rotary tables: round(2^62 cos), round(2^62 sin) (I64).
+inline constexpr int kRopeFractionBits = 62;
 
 /// The operator multipliers of one block from its activation scales `s` (per site) and the
 /// residual scale `s_r`: the writer stores them, the linter recomputes them.
-std::vector<IntOpMultiplier> int_block_op_multipliers(const std::function<double(ActSite)>& s,
-                                                      double s_r);
+std::vector<IntOpMultiplier> int_block_op_multipliers(
+    const std::function<long double(ActSite)>& s, long double s_r);
 
 /// The activation site a linear weight site reads and the one it writes.
 std::pair<ActSite, ActSite> int_linear_io(WeightSite site);

@@ -191,32 +191,33 @@ class IntChecker {
     }
   }
 
-  /// Checks that (multiplier, shift) tensors named `base`multiplier/shift of `n` entries
-  /// reproduce `want` (one real value per entry) to 2^-30 relative.
-  void check_fixed(const std::string& base, const std::vector<double>& want,
-                   int32_t min_shift = 1) {
+  /// Checks that (multiplier, shift) tensors named `base`multiplier/shift (I64, I32) of `n`
+  /// entries reproduce `want` (one real value per entry, in long double) to 2^-61 relative: 62
+  /// correct bits.
+  void check_fixed(const std::string& base, const std::vector<long double>& want,
+                   int32_t min_shift = kMinShift) {
     const int64_t n = static_cast<int64_t>(want.size());
-    const torch::Tensor mt = get(base + "multiplier", torch::kInt32, {n});
+    const torch::Tensor mt = get(base + "multiplier", torch::kInt64, {n});
     const torch::Tensor st = get(base + "shift", torch::kInt32, {n});
     if (!mt.defined() || !st.defined()) return;
-    const int32_t* mp = mt.data_ptr<int32_t>();
+    const int64_t* mp = mt.data_ptr<int64_t>();
     const int32_t* sp = st.data_ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i) {
       const std::string key = base + "multiplier" + (n > 1 ? "[" + std::to_string(i) + "]" : "");
-      const int64_t mabs = std::llabs(static_cast<int64_t>(mp[i]));
-      if (sp[i] < min_shift || sp[i] > 126 ||
-          (mabs != 0 && (mabs < (int64_t{1} << 30) || mabs >= (int64_t{1} << 31)))) {
+      const bool m_ok = mp[i] == 0 || (mp[i] != INT64_MIN && std::llabs(mp[i]) >= (int64_t{1} << 62));
+      if (sp[i] < min_shift || sp[i] > kMaxShift || !m_ok) {
         add(CheckRule::kRequant, trel_, key, "multiplier or shift out of range",
-            "|M| in [2^30, 2^31) or 0, shift in [" + std::to_string(min_shift) + ", 126]",
+            "|M| in [2^62, 2^63) or 0, shift in [" + std::to_string(min_shift) + ", " +
+                std::to_string(kMaxShift) + "]",
             std::to_string(mp[i]) + ", " + std::to_string(sp[i]));
         return;
       }
-      const double got = std::ldexp(static_cast<double>(mp[i]), -sp[i]);
-      const double w = want[static_cast<size_t>(i)];
+      const long double got = std::ldexp(static_cast<long double>(mp[i]), -sp[i]);
+      const long double w = want[static_cast<size_t>(i)];
       if (!std::isfinite(w)) return;  // an encoding above is already reported
-      if (std::abs(got - w) > std::ldexp(std::abs(w), -30) + std::ldexp(1.0, -95)) {
-        add(CheckRule::kRequant, trel_, key, "does not reproduce its real multiplier", num(w),
-            num(got));
+      if (std::abs(got - w) > std::ldexp(std::abs(w), -61) + std::ldexp(1.0L, -95)) {
+        add(CheckRule::kRequant, trel_, key, "does not reproduce its real multiplier",
+            num(static_cast<double>(w)), num(static_cast<double>(got)));
         return;
       }
     }
@@ -299,18 +300,19 @@ class IntChecker {
       const double s_in = act_scale(l, in), s_out = act_scale(l, out);
       const torch::Tensor w_hat =
           (codes - zp.to(torch::kInt64)).to(torch::kFloat64) * sc.to(torch::kFloat64);  // [C]
-      std::vector<double> gains(static_cast<size_t>(n));
+      std::vector<long double> gains(static_cast<size_t>(n));
       for (int64_t c = 0; c < n; ++c)
-        gains[static_cast<size_t>(c)] = w_hat[c].item<double>() * std::sqrt(double(n)) / s_out;
-      check_fixed(name + ".input_", {s_r_ / s_in});
+        gains[static_cast<size_t>(c)] =
+            w_hat[c].item<double>() * std::sqrt(static_cast<long double>(n)) / s_out;
+      check_fixed(name + ".input_", {static_cast<long double>(s_r_) / s_in});
       check_fixed(name + ".gain_", gains);
       check_eps_term(name, s_in);
     } else {
       const auto [in, out] = int_linear_io(ws);
       const double s_in = act_scale(l, in), s_out = act_scale(l, out);
-      std::vector<double> m;
+      std::vector<long double> m;
       for (int64_t i = 0; i < entries; ++i)
-        m.push_back(s_in * static_cast<double>(sc[i].item<float>()) / s_out);
+        m.push_back(static_cast<long double>(s_in) * sc[i].item<float>() / s_out);
       check_fixed(name + ".requant_", m);
     }
     if (hf_ == nullptr) return;
@@ -354,7 +356,8 @@ class IntChecker {
     }
     if (ok && s_r_ > 0) {
       for (const IntOpMultiplier& op :
-           int_block_op_multipliers([&](ActSite a) { return s.count(a) ? s[a] : 1.0; }, s_r_))
+           int_block_op_multipliers(
+               [&](ActSite a) -> long double { return s.count(a) ? s[a] : 1.0; }, s_r_))
         check_fixed(pre + op.name + ".", {op.value}, op.min_shift);
     }
     const int64_t sb = m_.quant.act(ActSite::kQkBmmOut).bits;
@@ -374,9 +377,9 @@ class IntChecker {
     if (es.defined() && (es.item<int32_t>() < 0 || es.item<int32_t>() > 31))
       add(CheckRule::kSchema, trel_, "model.embed_tokens.shift", "out of range", "[0, 31]",
           std::to_string(es.item<int32_t>()));
-    get("rope.cos", torch::kInt32, {P_, D_ / 2});
-    get("rope.sin", torch::kInt32, {P_, D_ / 2});
-    get("model.norm.gain_multiplier", torch::kInt32, {C_});
+    get("rope.cos", torch::kInt64, {P_, D_ / 2});
+    get("rope.sin", torch::kInt64, {P_, D_ / 2});
+    get("model.norm.gain_multiplier", torch::kInt64, {C_});
     get("model.norm.gain_shift", torch::kInt32, {C_});
     if (s_r_ > 0) check_eps_term("model.norm", std::ldexp(s_r_, final_norm_shift_));
     get("lm_head.weight_q", torch::kInt16, {V_, C_});

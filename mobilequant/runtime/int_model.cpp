@@ -63,19 +63,28 @@ class Loader {
     return ti.shape[0];
   }
 
-  /// An I32 [1] multiplier pair `prefix.mult_key`, `prefix.shift_key`, range-checked.
+  /// An I64 [1] multiplier and I32 [1] shift `prefix.mult_key`, `prefix.shift_key`,
+  /// range-checked.
   Multiplier multiplier(const std::string& prefix, const std::string& mult_key = "multiplier",
-                        const std::string& shift_key = "shift", int32_t min_shift = 1) const {
+                        const std::string& shift_key = "shift", int32_t min_shift = 32) const {
     Multiplier m;
-    m.m = read<int32_t>(prefix + "." + mult_key, {DType::kI32}, {1})[0];
+    m.m = read<int64_t>(prefix + "." + mult_key, {DType::kI64}, {1})[0];
     m.shift = read<int32_t>(prefix + "." + shift_key, {DType::kI32}, {1})[0];
+    check_multiplier(prefix + "." + mult_key, m.m);
     check_shift(prefix + "." + shift_key, m.shift, min_shift);
     return m;
   }
 
-  void check_shift(const std::string& name, int32_t shift, int32_t min_shift = 1) const {
-    MQ_CHECK(shift >= min_shift && shift <= 126, "safetensors '", f_.path(), "': tensor '", name,
-             "': shift ", shift, " outside the supported [", min_shift, ", 126]");
+  /// |M| in [2^62, 2^63) or 0 (a 62-bit fixed-point multiplier).
+  void check_multiplier(const std::string& name, int64_t m) const {
+    MQ_CHECK(m == 0 || (m != INT64_MIN && std::llabs(m) >= (int64_t{1} << 62)), "safetensors '",
+             f_.path(), "': tensor '", name, "': multiplier ", m,
+             " outside the 62-bit range |M| in [2^62, 2^63) (or 0)");
+  }
+
+  void check_shift(const std::string& name, int32_t shift, int32_t min_shift = 32) const {
+    MQ_CHECK(shift >= min_shift && shift <= 157, "safetensors '", f_.path(), "': tensor '", name,
+             "': shift ", shift, " outside the supported [", min_shift, ", 157]");
   }
 
   /// The encoding of activation site `site` from the manifest.
@@ -127,20 +136,22 @@ class Loader {
                "': code ", int(w.codes[i]), " at ", i, " exceeds ", wmax, " (", w.bits,
                " bits)");
     }
-    w.zero_point = expand(prefix + ".weight_zero_point", n);
+    w.zero_point = expand<int32_t>(prefix + ".weight_zero_point", n, DType::kI32);
     expand_checked_float(prefix + ".weight_scale", n);
-    w.multiplier = expand(prefix + ".requant_multiplier", n);
-    w.shift = expand(prefix + ".requant_shift", n);
+    w.multiplier = expand<int64_t>(prefix + ".requant_multiplier", n, DType::kI64);
+    w.shift = expand<int32_t>(prefix + ".requant_shift", n, DType::kI32);
+    for (int64_t m : w.multiplier) check_multiplier(prefix + ".requant_multiplier", m);
     for (int32_t s : w.shift) check_shift(prefix + ".requant_shift", s);
     w.compute_row_sums();
     w.pack_for_cpu();
     return w;
   }
 
-  /// An I32 [n] or [1] tensor, expanded to [n].
-  std::vector<int32_t> expand(const std::string& name, int64_t n) const {
+  /// A [n] or [1] tensor of `dtype`, expanded to [n].
+  template <class T>
+  std::vector<T> expand(const std::string& name, int64_t n, DType dtype) const {
     const int64_t len = per_channel_len(name, n);
-    auto v = read<int32_t>(name, {DType::kI32}, {len});
+    auto v = read<T>(name, {dtype}, {len});
     if (len == 1) v.assign(static_cast<size_t>(n), v[0]);
     return v;
   }
@@ -158,13 +169,21 @@ class Loader {
     (void)read<float>(prefix + ".weight_scale", {DType::kF32}, {1});
     (void)read<int32_t>(prefix + ".weight_zero_point", {DType::kI32}, {1});
     nm.input = multiplier(prefix, "input_multiplier", "input_shift");
-    nm.gain_m = read<int32_t>(prefix + ".gain_multiplier", {DType::kI32}, {c});
-    nm.gain_n = read<int32_t>(prefix + ".gain_shift", {DType::kI32}, {c});
-    for (int32_t s : nm.gain_n) check_shift(prefix + ".gain_shift", s);
+    std::tie(nm.gain_m, nm.gain_n) = gains(prefix, c);
     std::tie(nm.eps_term, nm.eps_shift) = eps_term(prefix);
     nm.in = act(prefix + ".input");
     nm.out = act(prefix + ".output");
     return nm;
+  }
+
+  /// The RMSNorm gains `{prefix}.gain_multiplier` (I64 [C]) and `.gain_shift` (I32 [C]).
+  std::pair<std::vector<int64_t>, std::vector<int32_t>> gains(const std::string& prefix,
+                                                              int64_t c) const {
+    auto gm = read<int64_t>(prefix + ".gain_multiplier", {DType::kI64}, {c});
+    auto gn = read<int32_t>(prefix + ".gain_shift", {DType::kI32}, {c});
+    for (int64_t m : gm) check_multiplier(prefix + ".gain_multiplier", m);
+    for (int32_t s : gn) check_shift(prefix + ".gain_shift", s);
+    return {gm, gn};
   }
 
   /// The eps term `{prefix}.eps_term` (>= 0, below 2^62) and its `{prefix}.eps_shift` (fraction
@@ -207,10 +226,11 @@ IntModel IntModel::load(const std::string& int_dir) {
   MQ_CHECK(format == "mobilequant-int", "integer model ", where, ": format '", format,
            "', expected 'mobilequant-int'");
   const auto version = value_at<int>(manifest, "version", where);
-  MQ_CHECK(version == 4, "integer model ", where, ": version ", version,
-           ", expected 4 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
+  MQ_CHECK(version == 5, "integer model ", where, ": version ", version,
+           ", expected 5 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
            "kept the residual in int32 at a coarse scale, versions 1 to 3 kept 30 bits of the "
-           "softmax's exponentials: export the run again)");
+           "softmax's exponentials, versions 1 to 4 held 31-bit multipliers and Q30 rotary "
+           "tables: export the run again)");
 
   IntModel m;
   const json& mj = object_at(manifest, "model", manifest_path);
@@ -270,11 +290,11 @@ IntModel IntModel::load(const std::string& int_dir) {
   m.embed_shift = ld.read<int32_t>("model.embed_tokens.shift", {DType::kI32}, {1})[0];
   MQ_CHECK(m.embed_shift >= 0 && m.embed_shift <= 31, "safetensors '", f.path(),
            "': tensor 'model.embed_tokens.shift' is ", m.embed_shift, ", expected in [0, 31]");
-  m.rope_cos = ld.read<int32_t>("rope.cos", {DType::kI32}, {p, d / 2});
-  m.rope_sin = ld.read<int32_t>("rope.sin", {DType::kI32}, {p, d / 2});
-  m.norm_gain_m = ld.read<int32_t>("model.norm.gain_multiplier", {DType::kI32}, {c});
-  m.norm_gain_n = ld.read<int32_t>("model.norm.gain_shift", {DType::kI32}, {c});
-  for (int32_t s : m.norm_gain_n) ld.check_shift("model.norm.gain_shift", s);
+  m.rope_cos = ld.read<int64_t>("rope.cos", {DType::kI64}, {p, d / 2});
+  m.rope_sin = ld.read<int64_t>("rope.sin", {DType::kI64}, {p, d / 2});
+  check_range(m.rope_cos, -(int64_t{1} << 62), int64_t{1} << 62, f.path(), "rope.cos");
+  check_range(m.rope_sin, -(int64_t{1} << 62), int64_t{1} << 62, f.path(), "rope.sin");
+  std::tie(m.norm_gain_m, m.norm_gain_n) = ld.gains("model.norm", c);
   std::tie(m.norm_eps_term, m.norm_eps_shift) = ld.eps_term("model.norm");
   m.lm_head_q = ld.read<int16_t>("lm_head.weight_q", {DType::kI16}, {v, c});
   m.lm_head_scale = ld.read<float>("lm_head.weight_scale", {DType::kF32}, {v});
@@ -302,13 +322,13 @@ IntModel IntModel::load(const std::string& int_dir) {
     L.qk_bmm = ld.multiplier(pre + "self_attn.qk_bmm");
     L.softmax = ld.multiplier(pre + "self_attn.softmax");
     L.pv_bmm = ld.multiplier(pre + "self_attn.pv_bmm");
-    L.resid_add_1 = ld.multiplier(pre + "resid_add_1", "multiplier", "shift", -62);
+    L.resid_add_1 = ld.multiplier(pre + "resid_add_1", "multiplier", "shift", -30);
     L.act_fn = ld.multiplier(pre + "mlp.act_fn");
     L.mul = ld.multiplier(pre + "mlp.mul");
-    L.resid_add_2 = ld.multiplier(pre + "resid_add_2", "multiplier", "shift", -62);
-    MQ_CHECK(L.softmax.m >= 0 && L.softmax.shift <= 64, "safetensors '", f.path(), "': tensor '",
-             pre, "self_attn.softmax.multiplier': (", L.softmax.m, ", ", L.softmax.shift,
-             ") must be >= 0 with shift <= 64");
+    L.resid_add_2 = ld.multiplier(pre + "resid_add_2", "multiplier", "shift", -30);
+    MQ_CHECK(L.softmax.m >= 0 && L.softmax.shift <= 127, "safetensors '", f.path(),
+             "': tensor '", pre, "self_attn.softmax.multiplier': (", L.softmax.m, ", ",
+             L.softmax.shift, ") must be >= 0 with shift <= 127");
     L.q_out = ld.act(pre + "self_attn.q_proj.output");
     L.k_out = ld.act(pre + "self_attn.k_proj.output");
     L.v_out = ld.act(pre + "self_attn.v_proj.output");

@@ -33,7 +33,7 @@ struct IntModelConfig {
 /// One RMSNorm of a block (input_layernorm or post_attention_layernorm).
 struct IntNorm {
   Multiplier input;              ///< residual -> `{norm}.input` codes
-  std::vector<int32_t> gain_m;   // [C] signed M_c
+  std::vector<int64_t> gain_m;   // [C] signed M_c
   std::vector<int32_t> gain_n;   // [C] n_c
   int64_t eps_term = 0;          ///< E = round(eps * C / s_in^2 * 2^F)
   int32_t eps_shift = 0;         ///< F, its fraction bits, in [0, 48]
@@ -76,8 +76,8 @@ class IntModel {
 
   std::vector<int32_t> embed_q;            // [V, C] embedding rows as residual codes >> k
   int32_t embed_shift = 0;                 ///< k: residual codes = embed_q << k
-  std::vector<int32_t> rope_cos, rope_sin; // [P, D/2] Q30
-  std::vector<int32_t> norm_gain_m;        // [C] final norm signed M_c
+  std::vector<int64_t> rope_cos, rope_sin; // [P, D/2] Q62
+  std::vector<int64_t> norm_gain_m;        // [C] final norm signed M_c
   std::vector<int32_t> norm_gain_n;        // [C]
   int64_t norm_eps_term = 0;               ///< E of the final norm (at s_r)
   int32_t norm_eps_shift = 0;              ///< its F

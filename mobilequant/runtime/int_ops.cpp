@@ -30,9 +30,9 @@ struct LinearInputTag;
 struct LinearSumTag;
 struct LinearColTag;
 struct LinearZwTag;
-struct LinearMultTag;
+struct LinearMultHiTag;
 struct LinearShiftTag;
-struct LinearRoundTag;
+struct LinearMultLoTag;
 struct LinearRawTag;
 
 /// round_half_up(v / 2^s) for a signed 128-bit v with |v| < 2^126; s >= 1.
@@ -52,6 +52,13 @@ inline int bit_length(UInt128 v) {
 }
 
 }  // namespace
+
+PreparedMultiplier PreparedMultiplier::from(Multiplier m) {
+  MQ_CHECK(m.shift >= 32, "requantization: shift ", m.shift, " below 32 (M ", m.m,
+           "): the multiplier is 2^31 or more");
+  if (m.shift >= 95 || m.m == 0) return {0, 0, 0};  // |a M| < 2^94: 0
+  return {m.m >> 31, m.m & ((int64_t{1} << 31) - 1), m.shift - 32};
+}
 
 bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
   for (int64_t i = 0; i < n; ++i) {
@@ -220,22 +227,23 @@ void int_linear_u8(const uint8_t* xu, const uint32_t* x_sum, int64_t t, const Ac
   const int32_t qmax = out.qmax();
   // |acc| <= K * 255^2 < 2^31, so the zero-point correction is exact in uint32 wrap-around
   // arithmetic, then read as int32. Per output column: K z_x z_w - z_x sum_k w and z_w (mod
-  // 2^32), and requant32's M, n and rounding term, with n >= 63 (result 0) expressed as M = 0,
-  // n = 62, so that the epilogue is (a M + 2^(n-1)) >> n for every column, without a branch.
+  // 2^32), and the multiplier prepared for int32 accumulators (PreparedMultiplier), so that the
+  // epilogue is the same 64-bit arithmetic for every column, without a branch.
   uint32_t* col = scratch<uint32_t, LinearColTag>(static_cast<size_t>(n_out));   // [N]
   uint32_t* zw = scratch<uint32_t, LinearZwTag>(static_cast<size_t>(n_out));     // [N]
-  int64_t* mult = scratch<int64_t, LinearMultTag>(static_cast<size_t>(n_out));   // [N]
-  int64_t* shift = scratch<int64_t, LinearShiftTag>(static_cast<size_t>(n_out)); // [N]
-  int64_t* round = scratch<int64_t, LinearRoundTag>(static_cast<size_t>(n_out)); // [N]
+  int64_t* mult_hi = scratch<int64_t, LinearMultHiTag>(static_cast<size_t>(n_out)); // [N] M_h
+  int64_t* mult_lo = scratch<int64_t, LinearMultLoTag>(static_cast<size_t>(n_out)); // [N] M_l
+  int64_t* shift = scratch<int64_t, LinearShiftTag>(static_cast<size_t>(n_out)); // [N] n - 32
   for (int64_t n = 0; n < n_out; ++n) {
     const int64_t z = w.zero_point[static_cast<size_t>(n)];
-    const int32_t sh = w.shift[static_cast<size_t>(n)];
     col[n] = static_cast<uint32_t>(k_in * in.zero_point * z -
                                    int64_t{in.zero_point} * w.row_sum[static_cast<size_t>(n)]);
     zw[n] = static_cast<uint32_t>(z);
-    mult[n] = sh >= 63 ? 0 : w.multiplier[static_cast<size_t>(n)];
-    shift[n] = sh >= 63 ? 62 : sh;
-    round[n] = int64_t{1} << (shift[n] - 1);
+    const PreparedMultiplier pm = PreparedMultiplier::from(
+        {w.multiplier[static_cast<size_t>(n)], w.shift[static_cast<size_t>(n)]});
+    mult_hi[n] = pm.hi;
+    mult_lo[n] = pm.lo;
+    shift[n] = pm.s1;
   }
   const int64_t z_out = out.zero_point;
   // y[r0 + r, c0 + j] from the raw sums raw[r * ld + j] (r < rows, j < cols).
@@ -247,12 +255,15 @@ void int_linear_u8(const uint8_t* xu, const uint32_t* x_sum, int64_t t, const Ac
       int32_t* yr = y + (r0 + r) * n_out + c0;
       const uint32_t* cc = col + c0;
       const uint32_t* zc = zw + c0;
-      const int64_t* mc = mult + c0;
+      const int64_t* hc = mult_hi + c0;
+      const int64_t* lc = mult_lo + c0;
       const int64_t* sc = shift + c0;
-      const int64_t* rc = round + c0;
       for (int64_t j = 0; j < cols; ++j) {
-        const auto acc = static_cast<int32_t>(static_cast<uint32_t>(rr[j]) - zc[j] * xs + cc[j]);
-        const int64_t q = ((static_cast<int64_t>(acc) * mc[j] + rc[j]) >> sc[j]) + z_out;
+        const int64_t acc =
+            static_cast<int32_t>(static_cast<uint32_t>(rr[j]) - zc[j] * xs + cc[j]);
+        // PreparedMultiplier::apply: floor(acc M / 2^31), then round half up by 2^(n - 31).
+        const int64_t y31 = acc * hc[j] + ((acc * lc[j]) >> 31);
+        const int64_t q = (((y31 >> sc[j]) + 1) >> 1) + z_out;
         yr[j] = static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(q, 0), qmax));
       }
     }
@@ -293,21 +304,19 @@ UInt128 isqrt_u128(UInt128 v) {
 namespace {
 
 /// One row of int_rmsnorm's output in double precision, exact unless it says otherwise:
-/// y = ((double) (d gain_m) * rs) * 2^-gain_n with rs = r 2^-(W - 24) (exact) rounds twice, so
-/// |y - Y| <= |Y| 2^-51.9 for the exact Y = d gain_m r / 2^(gain_n + W - 24). floor(y + 1/2)
-/// can differ from floor(Y + 1/2) only when y + 1/2 lies within that distance of an integer;
-/// such rows (and |y| >= 2^50, where y + 1/2 may round) return false, and the caller redoes
-/// them in 128-bit arithmetic. The loop has no 128-bit step and vectorizes.
-bool rmsnorm_row_double(const int32_t* dr, int64_t c, const int32_t* gain_m,
-                        const double* chan_pow, double rs, int32_t z_out, int32_t lo, int32_t hi,
-                        int32_t* yr) {
+/// y = ((double(d) * double(gain_m)) * rs) * 2^-gain_n with rs = r 2^-(W - k) rounds four
+/// times, so |y - Y| <= |Y| 2^-50.9 for the definition Y = d gain_m r / 2^(gain_n + W - k).
+/// floor(y + 1/2) can differ from floor(Y + 1/2) only when y + 1/2 lies within that distance
+/// of an integer; such rows (and |y| >= 2^50, where y + 1/2 may round) return false, and the
+/// caller redoes them in 128-bit arithmetic. The loop has no 128-bit step and vectorizes.
+bool rmsnorm_row_double(const int32_t* dr, int64_t c, const double* gain, const double* chan_pow,
+                        double rs, int32_t z_out, int32_t lo, int32_t hi, int32_t* yr) {
   constexpr double kMax = 1125899906842624.0;  // 2^50
   constexpr double kRel = 3.552713678800501e-15;  // 2^-48 (the bound above, with margin)
   constexpr double kAbs = 9.094947017729282e-13;  // 2^-40
   bool bad = false;
   for (int64_t k = 0; k < c; ++k) {
-    const int64_t prod = static_cast<int64_t>(dr[k]) * gain_m[k];  // |prod| < 2^62
-    const double y = (static_cast<double>(prod) * rs) * chan_pow[k];
+    const double y = ((static_cast<double>(dr[k]) * gain[k]) * rs) * chan_pow[k];
     const double h = y + 0.5;
     const double f = std::floor(h);
     const double frac = h - f;
@@ -322,50 +331,56 @@ bool rmsnorm_row_double(const int32_t* dr, int64_t c, const int32_t* gain_m,
 }  // namespace
 
 void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term, int32_t eps_shift,
-                 const int32_t* gain_m, const int32_t* gain_n, int32_t z_out, int32_t lo,
+                 const int64_t* gain_m, const int32_t* gain_n, int32_t z_out, int32_t lo,
                  int32_t hi, int threads, int32_t* out) {
-  constexpr int kQ = 24;  // sqrt fraction bits
+  constexpr int kQ = 24;  // the smallest sqrt fraction: 2k >= 48 >= eps_shift keeps E exact
   MQ_CHECK(eps_term >= 0 && eps_term < (int64_t{1} << 62) && eps_shift >= 0 && eps_shift <= 2 * kQ,
            "int_rmsnorm: eps term ", eps_term, " * 2^-", eps_shift,
            ", expected a term in [0, 2^62) and a shift in [0, 48]");
   // E * 2^-F in units of 2^-48 (squared codes): < 2^110.
   const UInt128 eps48 = static_cast<UInt128>(static_cast<uint64_t>(eps_term)) << (2 * kQ - eps_shift);
-  // 2^-gain_n per channel; the double path needs them (and the row's 2^-(W - 24)) far from
-  // the subnormal range, which gain_n in [0, 400] and W <= 168 guarantee.
+  // 2^-gain_n per channel and the gains as doubles; the double path needs them (and the row's
+  // 2^-(W - k)) far from the subnormal range, which gain_n in [0, 400] and W - k <= 100 give.
   std::vector<double> chan_pow(static_cast<size_t>(c));  // [C]
+  std::vector<double> gain(static_cast<size_t>(c));      // [C]
   bool double_ok = true;
   for (int64_t k = 0; k < c; ++k) {
-    double_ok &= gain_n[k] >= 0 && gain_n[k] <= 400;
-    chan_pow[static_cast<size_t>(k)] = std::ldexp(1.0, -std::clamp(gain_n[k], 0, 400));
+    MQ_CHECK(gain_n[k] >= 32, "int_rmsnorm: gain shift ", gain_n[k], " of channel ", k,
+             " below 32");
+    double_ok &= gain_n[k] <= 400;
+    chan_pow[static_cast<size_t>(k)] = std::ldexp(1.0, -std::min(gain_n[k], 400));
+    gain[static_cast<size_t>(k)] = static_cast<double>(gain_m[k]);
   }
   parallel_for(t, threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int32_t* dr = d + i * c;
       int32_t* yr = out + i * c;
-      UInt128 sum_sq = 0;  // sum_c d^2 < C * 2^62 <= 2^73
+      UInt128 sum_sq = 0;  // sum_c d^2 < C * 2^62
       for (int64_t k = 0; k < c; ++k) {
         const int64_t v = dr[k];
         sum_sq += static_cast<UInt128>(static_cast<uint64_t>(v * v));
       }
-      const UInt128 den = (sum_sq << (2 * kQ)) + eps48;  // (sum + E 2^-F) * 2^48 < 2^122
-      if (den == 0) {
+      const UInt128 den48 = (sum_sq << (2 * kQ)) + eps48;  // (sum + E 2^-F) 2^48 < 2^126
+      if (den48 == 0) {
         for (int64_t k = 0; k < c; ++k) yr[k] = clamp_code(z_out, lo, hi);
         continue;
       }
-      const UInt128 s = isqrt_u128(den);  // ~ sqrt(sum + E 2^-F) * 2^24
-      const int w_bits = bit_length(s) + 40;
-      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // <= 2^41
+      const int j2 = (126 - bit_length(den48)) / 2;       // D = den48 4^j2 < 2^126
+      const int k_frac = kQ + j2;                          // s ~ sqrt(sum + E 2^-F) 2^k_frac
+      const UInt128 s = isqrt_u128(den48 << (2 * j2));     // in [2^62, 2^63)
+      const int w_bits = bit_length(s) + 61;
+      const UInt128 r = (static_cast<UInt128>(1) << w_bits) / s;  // in (2^61, 2^62]
+      const auto r64 = static_cast<int64_t>(r);
       if (double_ok &&
-          rmsnorm_row_double(dr, c, gain_m, chan_pow.data(),
-                             std::ldexp(static_cast<double>(static_cast<uint64_t>(r)), kQ - w_bits),
-                             z_out, lo, hi, yr)) {
+          rmsnorm_row_double(dr, c, gain.data(), chan_pow.data(),
+                             std::ldexp(static_cast<double>(r64), k_frac - w_bits), z_out, lo,
+                             hi, yr)) {
         continue;
       }
       for (int64_t k = 0; k < c; ++k) {
-        const Int128 prod = static_cast<Int128>(static_cast<int64_t>(dr[k]) * gain_m[k]) *
-                              static_cast<Int128>(r);
-        const Int128 q = round_shift(prod, gain_n[k] + w_bits - kQ);
-        yr[k] = clamp_code(static_cast<int64_t>(q) + z_out, lo, hi);
+        const Int128 dr64 = static_cast<Int128>(dr[k]) * r64;  // |.| < 2^93
+        const int64_t q = requant_wide(dr64, gain_m[k], gain_n[k] + w_bits - k_frac);
+        yr[k] = clamp_code(q + z_out, lo, hi);
       }
     }
   });
@@ -374,23 +389,24 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term, int32
 // ---------------------------------------------------------------- RoPE
 
 void int_rope(const int32_t* x, int64_t t, int64_t heads, int64_t d, int32_t z_in,
-              const int32_t* cos, const int32_t* sin, Multiplier m, const ActQuant& out,
+              const int64_t* cos, const int64_t* sin, Multiplier m, const ActQuant& out,
               int32_t* y) {
+  MQ_CHECK(m.shift >= 32, "int_rope: shift ", m.shift, " below 32");
   const int64_t half = d / 2;
   const int32_t qmax = out.qmax();
   for (int64_t i = 0; i < t; ++i) {
-    const int32_t* cr = cos + i * half;
-    const int32_t* sr = sin + i * half;
+    const int64_t* cr = cos + i * half;
+    const int64_t* sr = sin + i * half;
     for (int64_t h = 0; h < heads; ++h) {
       const int32_t* xr = x + (i * heads + h) * d;
       int32_t* yr = y + (i * heads + h) * d;
       for (int64_t j = 0; j < half; ++j) {
-        const int64_t a = xr[j] - z_in;
-        const int64_t b = xr[j + half] - z_in;
-        const int64_t o1 = a * cr[j] - b * sr[j];
-        const int64_t o2 = b * cr[j] + a * sr[j];
-        yr[j] = clamp_code(requant(o1, m.m, m.shift) + out.zero_point, 0, qmax);
-        yr[j + half] = clamp_code(requant(o2, m.m, m.shift) + out.zero_point, 0, qmax);
+        const Int128 a = xr[j] - z_in;  // |a|, |b| < 2^17
+        const Int128 b = xr[j + half] - z_in;
+        const Int128 o1 = a * cr[j] - b * sr[j];  // |.| < 2^80
+        const Int128 o2 = b * cr[j] + a * sr[j];
+        yr[j] = clamp_code(requant_wide(o1, m.m, m.shift) + out.zero_point, 0, qmax);
+        yr[j + half] = clamp_code(requant_wide(o2, m.m, m.shift) + out.zero_point, 0, qmax);
       }
     }
   }
@@ -465,8 +481,8 @@ void int_qk(const int32_t* q, const int32_t* k, int64_t t, int64_t d, int32_t z_
 
 void int_softmax_row(const int32_t* s, int64_t n, const int64_t* exp_lut, int64_t lut_size,
                      Multiplier m, const ActQuant& out, int32_t* p) {
-  MQ_CHECK(m.m >= 0 && m.shift >= 1 && m.shift <= 64, "softmax: multiplier (", m.m, ", ",
-           m.shift, ") must be >= 0 with shift in [1, 64]");
+  MQ_CHECK(m.m >= 0 && m.shift >= 32 && m.shift <= 127, "softmax: multiplier (", m.m, ", ",
+           m.shift, ") must be >= 0 with shift in [32, 127]");
   int32_t c_max = s[0];
   for (int64_t j = 1; j < n; ++j) c_max = std::max(c_max, s[j]);
   uint64_t sum = 0;
@@ -569,29 +585,26 @@ void int_pv(const int32_t* p, const int32_t* v, int64_t t, int64_t d, int32_t z_
 namespace {
 
 /// y[i] = clamp(requant(prod_i, m) + z, 0, qmax) for the products prod_i = a_i * b_i that
-/// `prod(i, a, b)` yields as int64 pairs. The products of codes are usually below 2^32 in
-/// magnitude, so that prod * M (|M| <= 2^31) fits int64 and requant is
-/// ((prod M >> (n - 1)) + 1) >> 1, the same floor((prod M + 2^(n-1)) / 2^n) without a 128-bit
-/// intermediate (n - 1 is capped at 63: the result is 0 beyond). That loop vectorizes; if any
-/// product is 2^32 or more in magnitude, the 128-bit requant redoes the whole range.
+/// `prod(i, a, b)` yields as int64 pairs. The products of codes are usually below 2^31 in
+/// magnitude, so that requant is PreparedMultiplier::apply, in 64-bit arithmetic. That loop
+/// vectorizes; if any product is 2^31 or more in magnitude, the 128-bit requant redoes the
+/// whole range.
 template <class Factors>
 void requant_products(int64_t n, Multiplier m, const ActQuant& out, int32_t* y,
                       Factors&& factors) {
   const int32_t qmax = out.qmax();
   const int64_t z = out.zero_point;
-  const int s1 = std::min(m.shift - 1, 63);
-  const auto mu = static_cast<uint64_t>(static_cast<int64_t>(m.m));
-  constexpr int64_t kLimit = int64_t{1} << 32;
+  const PreparedMultiplier pm = PreparedMultiplier::from(m);
+  constexpr int64_t kLimit = int64_t{1} << 31;
   bool wide = false;
   for (int64_t i = 0; i < n; ++i) {
     int64_t a, b;
     factors(i, a, b);
     const int64_t prod = a * b;  // codes minus int32 zero points: |a|, |b| < 2^31 + 2^16
     wide |= prod >= kLimit || prod <= -kLimit;
-    // Unsigned: a wide product wraps here instead of overflowing; it is redone below.
-    const auto x = static_cast<int64_t>(static_cast<uint64_t>(prod) * mu);
-    const int64_t q = ((x >> s1) + 1) >> 1;
-    y[i] = clamp_code(q + z, 0, qmax);
+    // A wide product is clamped into range here (its result is redone below).
+    const int64_t p = std::min(std::max(prod, -kLimit + 1), kLimit - 1);
+    y[i] = clamp_code(pm.apply(p) + z, 0, qmax);
   }
   if (!wide) return;
   for (int64_t i = 0; i < n; ++i) {
@@ -620,12 +633,12 @@ void int_mul(const int32_t* a, int32_t z_a, const int32_t* b, int32_t z_b, int64
 }
 
 void int_residual_add(int64_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {
-  MQ_CHECK(m.shift >= -62 && m.shift <= 126, "int_residual_add: shift ", m.shift,
-           " outside [-62, 126]");
+  MQ_CHECK(m.shift >= -30, "int_residual_add: shift ", m.shift, " below -30");
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t d = static_cast<int64_t>(x[i]) - z_x;
-    const Int128 add = m.shift >= 1 ? static_cast<Int128>(requant(d, m.m, m.shift))
-                                    : (static_cast<Int128>(d) * m.m) * (Int128{1} << -m.shift);
+    const Int128 d = static_cast<int64_t>(x[i]) - z_x;  // |d| < 2^32
+    // Exact, unsaturated: a rounded shift of |d M| < 2^95, or a left shift to below 2^125.
+    const Int128 add = m.shift >= 1 ? (d * m.m + (Int128{1} << (m.shift - 1))) >> m.shift
+                                    : (d * m.m) * (Int128{1} << -m.shift);
     const Int128 sum = static_cast<Int128>(r[i]) + add;
     r[i] = sum > INT64_MAX ? INT64_MAX : sum < INT64_MIN ? INT64_MIN : static_cast<int64_t>(sum);
   }

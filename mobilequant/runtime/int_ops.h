@@ -5,8 +5,10 @@
 // fits), weights as uint8 codes (one per byte, 4-bit weights unpacked at load).
 //
 // Numerics, precisely:
-// - requant(a, M, n) = (a * M + 2^(n-1)) >> n, arithmetic shift (round half up), computed in
-//   a 128-bit intermediate, so it is exact for every int64 a and int32 M, n in [1, 127].
+// - requant(a, M, n) = (a * M + 2^(n-1)) >> n, arithmetic shift (round half up), with M of 62
+//   bits (|M| in [2^62, 2^63)), computed in a 128-bit intermediate, so it is exact for every
+//   int64 a. int32 accumulators take the same value in 64-bit arithmetic (PreparedMultiplier),
+//   128-bit values of up to 94 bits in two 128-bit products (requant_wide).
 // - Linear: acc[t, n] = sum_k (x[t,k] - z_x)(W[n,k] - z_w[n]) is exact in int64: the uint8 x
 //   uint8 products sum_k x*W run in int32 (at most K * 255^2 < 2^31, checked at load: K <=
 //   33025); a 16-bit input is split into its high and low bytes (x = 256 x_h + x_l), two uint8
@@ -18,20 +20,19 @@
 //   fp32 ~32 GMAC/s. So the W8A8 linears run at about fp32 speed here, not faster; a
 //   vpmaddubsw kernel (exact for 4-bit weights: 255 * 15 * 2 < 2^15) or VNNI would be the
 //   next step.
-// - RMSNorm: out = clamp(z_out + round(d * m_c / sqrt(den))), den = sum d^2 + E 2^-F (unsigned
-//   128-bit in units of 2^-48, so the final norm's int32 input (the residual >> 31) cannot
-//   overflow it). sqrt is
-//   s = floor(sqrt(den * 4^24)) by an integer Newton iteration on UInt128, so
-//   s / 2^24 approximates sqrt(den) from below with relative error < 2^-24. Per row the
-//   reciprocal r = floor(2^W / s) with W = bitlen(s) + 40 (r in (2^39, 2^41]) is taken once;
-//   then per element out = z_out + round_half_up(d * M_c * r / 2^(n_c + W - 24)), defined in
-//   128-bit arithmetic. The total relative error is < 2^-23, i.e. < 2^-6 of a code for 17-bit
-//   values: the result equals the exactly rounded value except within 2^-6 of a rounding tie
-//   (tests: within 1). The runtime evaluates a row in double precision (two roundings, so
-//   within |x| 2^-51.9 of the exact value) and redoes it in 128-bit arithmetic when a value
-//   lies that close to a rounding tie: the codes equal the 128-bit definition exactly.
-// - SiLU and elementwise products: requant of (a - z_a)(b - z_b) in 64-bit arithmetic when the
-//   products stay below 2^32 in magnitude (then ((p M) >> (n-1)) + 1) >> 1 is exact), else 128-bit.
+// - RMSNorm: out = clamp(z_out + round(d * m_c / sqrt(den))), den = sum d^2 + E 2^-F. Per row,
+//   D = (sum d^2 + E 2^-F) 4^k exactly in unsigned 128 bits, with k >= 24 the largest that
+//   keeps D < 2^126 (so the final norm's int32 input, the residual >> 31, cannot overflow
+//   it); s = floor(sqrt(D)) by an integer Newton iteration (s in [2^62, 2^63): relative error
+//   < 2^-62) and the reciprocal r = floor(2^W / s), W = bitlen(s) + 61 (r in (2^61, 2^62]),
+//   once per row. Then per element out = z_out + round_half_up(d * M_c * r / 2^(n_c + W - k)),
+//   defined exactly (requant_wide of d r). With the 62-bit gain M_c the total relative
+//   error is < 2^-60, i.e. < 2^-43 of a code for 17-bit values. The runtime evaluates a row
+//   in double precision (within |x| 2^-50.9 of the definition) and redoes it in 128-bit
+//   arithmetic when a value lies that close to a rounding tie: the codes equal the definition
+//   exactly.
+// - SiLU and elementwise products: requant of (a - z_a)(b - z_b) in 64-bit arithmetic
+//   (PreparedMultiplier) when the products stay below 2^31 in magnitude, else 128-bit.
 // - Softmax: exactly the doc's p_j = clamp(z_p + round(e_j M / (S 2^n))). Because e_j M >= 0
 //   this equals floor(((e_j M >> (n-1)) + S) / (2S)), one unsigned 64-bit division, done with
 //   a per-row reciprocal and one exact correction step (no rounding difference at all).
@@ -64,8 +65,8 @@ __extension__ typedef unsigned __int128 UInt128;
 
 /// A fixed-point multiplier m ~= M * 2^-n (docs/integer-model.md, "Requantization").
 struct Multiplier {
-  int32_t m = 0;      ///< M, |M| in [2^30, 2^31) or 0
-  int32_t shift = 1;  ///< n >= 1
+  int64_t m = 0;       ///< M, |M| in [2^62, 2^63) or 0
+  int32_t shift = 32;  ///< n: >= 32, except a residual add's (>= -30, a left shift when <= 0)
 };
 
 /// The encoding of an activation site: b-bit unsigned codes with a zero point.
@@ -77,27 +78,62 @@ struct ActQuant {
   int32_t qmax() const { return static_cast<int32_t>((int64_t{1} << bits) - 1); }
 };
 
-/// requant(a, M, n) = (a*M + 2^(n-1)) >> n, exact (128-bit intermediate), saturated to int64.
-inline int64_t requant(int64_t a, int32_t m, int32_t n) {
-  const Int128 p = static_cast<Int128>(a) * m + (static_cast<Int128>(1) << (n - 1));
-  const Int128 q = p >> n;
-  if (q > INT64_MAX) return INT64_MAX;
-  if (q < INT64_MIN) return INT64_MIN;
+/// The bound at which requant and requant_wide saturate, 2^62: far past every code range,
+/// and a zero point (|z| < 2^32) added to a saturated value cannot overflow int64.
+inline constexpr int64_t kRequantSaturation = int64_t{1} << 62;
+
+/// Saturates a 128-bit value to [-2^62, 2^62].
+inline int64_t saturate_requant(Int128 q) {
+  if (q > kRequantSaturation) return kRequantSaturation;
+  if (q < -kRequantSaturation) return -kRequantSaturation;
   return static_cast<int64_t>(q);
 }
 
-/// requant of an int32 accumulator in 64-bit arithmetic: |a*M| < 2^62, so for n <= 62 the
-/// 64-bit sum cannot overflow; for n >= 63 the result is 0. Equal to requant() for every input.
-inline int64_t requant32(int32_t a, int32_t m, int32_t n) {
-  if (n >= 63) return 0;
-  return (static_cast<int64_t>(a) * m + (int64_t{1} << (n - 1))) >> n;
+/// requant(a, M, n) = floor((a*M + 2^(n-1)) / 2^n), exact (|a*M| < 2^126 in a 128-bit
+/// intermediate), saturated to [-2^62, 2^62]; n >= 1 (n >= 127 gives 0, the exact value too).
+inline int64_t requant(int64_t a, int64_t m, int32_t n) {
+  if (n >= 127) return 0;
+  return saturate_requant((static_cast<Int128>(a) * m + (static_cast<Int128>(1) << (n - 1))) >> n);
+}
+
+/// requant of a 128-bit value, |v| < 2^94, with n >= 32: exact, by M = M_h 2^31 + M_l (M_l in
+/// [0, 2^31)): floor((v M + 2^(n-1)) / 2^n) = floor((v M_h + floor(v M_l / 2^31) + 2^(n-32)) /
+/// 2^(n-31)), every term below 2^127. n > 157 gives 0 (|v M| < 2^157), the exact value too.
+/// Saturated to [-2^62, 2^62].
+inline int64_t requant_wide(Int128 v, int64_t m, int32_t n) {
+  if (n > 157) return 0;
+  const Int128 hi = v * (m >> 31);                                       // |.| < 2^126
+  const Int128 lo = (v * (m & ((int64_t{1} << 31) - 1))) >> 31;         // |.| < 2^94
+  return saturate_requant((hi + lo + (static_cast<Int128>(1) << (n - 32))) >> (n - 31));
+}
+
+/// A multiplier (shift n >= 32) prepared for inputs |a| < 2^31 in 64-bit arithmetic:
+/// apply(a) = requant(a, M, n) exactly, as Y = a M_h + ((a M_l) >> 31) = floor(a M / 2^31)
+/// (M_h = M >> 31, M_l = M mod 2^31; |Y| < 2^63) and ((Y >> (n - 32)) + 1) >> 1. Shifts above
+/// 94 give 0 (|a M| < 2^94), the exact value too; |apply(a)| <= 2^62. Vectorizes (no 128-bit
+/// step).
+struct PreparedMultiplier {
+  int64_t hi = 0;  ///< M_h in [-2^32, 2^32)
+  int64_t lo = 0;  ///< M_l in [0, 2^31)
+  int64_t s1 = 0;  ///< n - 32, in [0, 62]
+  /// Prepares m; throws naming the shift when it is below 32.
+  static PreparedMultiplier from(Multiplier m);
+  int64_t apply(int64_t a) const { return (((a * hi + ((a * lo) >> 31)) >> s1) + 1) >> 1; }
+};
+
+/// requant of an int32 accumulator without a 128-bit step (PreparedMultiplier; n >= 32).
+inline int64_t requant32(int32_t a, int64_t m, int32_t n) {
+  if (n >= 95) return 0;
+  const PreparedMultiplier p{m >> 31, m & ((int64_t{1} << 31) - 1), n - 32};
+  return p.apply(a);
 }
 
 /// The softmax normalization of one row (docs step 2.6): for the row's exponential sum
-/// S in (0, 2^62] and the multiplier (M in [0, 2^31), n in [1, 64]), quotient(e) for
-/// e <= S is round_half_up(e M / (S 2^n)) = floor(x / 2S), x = (e M >> (n-1)) + S < 2^95,
-/// exactly. The quotient is below 2^30 + 1 (e <= S); the double estimate x / 2S is within
-/// 2^-20 of it (relative error under 2^-50), and is corrected in 128-bit integers.
+/// S in (0, 2^62] and the multiplier (M in [0, 2^63), n in [32, 127]), quotient(e) for
+/// e <= S is round_half_up(e M / (S 2^n)) = floor(x / 2S), x = (e M >> (n-1)) + S < 2^126,
+/// exactly. The quotient is below 2^31 + 1 (e <= S, M 2^-n < 2^31); the double estimate
+/// x / 2S is within 2^-20 of it (relative error under 2^-50), and is corrected in 128-bit
+/// integers.
 class SoftmaxDivider {
  public:
   SoftmaxDivider(uint64_t sum, Multiplier m)
@@ -149,7 +185,7 @@ struct IntLinearWeights {
   int bits = 8;                      ///< weight bits (<= 8)
   std::vector<uint8_t> codes;        // [N, K] one code per byte
   std::vector<int32_t> zero_point;   // [N] z_w (per-tensor encodings expanded)
-  std::vector<int32_t> multiplier;   // [N] M
+  std::vector<int64_t> multiplier;   // [N] M
   std::vector<int32_t> shift;        // [N] n
   std::vector<int64_t> row_sum;      // [N] sum_k codes[n, k]
   VnniPackedB packed;                // codes packed for the VNNI kernels (empty without VNNI)
@@ -235,21 +271,21 @@ UInt128 isqrt_u128(UInt128 v);
 /// RMSNorm on centered values d (see the file comment): per row
 /// den = sum_c d^2 + eps_term * 2^-eps_shift (eps_term in [0, 2^62), eps_shift in [0, 48]),
 /// out[t, c] = clamp(z_out + round(d[t,c] * gain_m[c] * 2^-gain_n[c] / sqrt(den)), lo, hi);
-/// den == 0 gives z_out.
+/// den == 0 gives z_out. Gains: |gain_m| in [2^62, 2^63) or 0, gain_n in [32, 400].
 void int_rmsnorm(const int32_t* d,       // [T, C]
                  int64_t t, int64_t c, int64_t eps_term, int32_t eps_shift,
-                 const int32_t* gain_m,  // [C]
+                 const int64_t* gain_m,  // [C]
                  const int32_t* gain_n,  // [C]
                  int32_t z_out, int32_t lo, int32_t hi, int threads,
                  int32_t* out);          // [T, C]
 
 /// Half-split RoPE on codes x of `heads` heads at positions 0 … T-1: a = x_i - z_in,
-/// b = x_{i+D/2} - z_in, y_i = a cos - b sin, y_{i+D/2} = b cos + a sin (Q30 tables), then
-/// clamp(requant(., m) + z_out, 0, 2^b - 1).
+/// b = x_{i+D/2} - z_in, y_i = a cos - b sin, y_{i+D/2} = b cos + a sin (Q62 tables: |a|,
+/// |b| < 2^17 keep |y| < 2^80), then clamp(requant_wide(., m) + z_out, 0, 2^b - 1).
 void int_rope(const int32_t* x,    // [T, heads, D] codes
               int64_t t, int64_t heads, int64_t d, int32_t z_in,
-              const int32_t* cos,  // [P >= T, D/2] round(2^30 cos)
-              const int32_t* sin,  // [P >= T, D/2] round(2^30 sin)
+              const int64_t* cos,  // [P >= T, D/2] round(2^62 cos)
+              const int64_t* sin,  // [P >= T, D/2] round(2^62 sin)
               Multiplier m, const ActQuant& out,
               int32_t* y);         // [T, heads, D]
 
@@ -297,7 +333,7 @@ void int_mul(const int32_t* a,  // [n]
              int32_t* y);       // [n]
 
 /// Residual add: r = saturate_int64(r + (x - z_x) M 2^-n), rounded half up when n >= 1, a left
-/// shift (exact) when n <= 0 (n >= -62): the residual's scale is a power of two, so an fp32
+/// shift (exact) when n <= 0 (n >= -30): the residual's scale is a power of two, so an fp32
 /// branch scale over it is exactly M 2^-n.
 void int_residual_add(int64_t* r,        // [n] residual (in place)
                       const int32_t* x,  // [n] branch codes

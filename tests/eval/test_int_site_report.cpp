@@ -76,11 +76,16 @@ TEST_CASE("int site report: every site of the tiny llama equals the fp64 simulat
 
 TEST_CASE("int site report: an edited multiplier is the first site that differs", "[unit]") {
   Subject x = make_subject("edited", 24);
-  // Block 1's w2 multipliers 1/256 smaller: its output codes move, nothing before it does.
+  // Block 1's w2 multipliers 1/256 smaller (M - M/256, shifted up by one bit where that leaves
+  // the 62-bit range): its output codes move, nothing before it does.
   const std::string p = (x.dir / "model.safetensors").string();
   mq::TensorMap t = mq::read_safetensors(p, /*keep_dtype=*/true);
-  torch::Tensor& m = t.at("model.layers.1.mlp.w2.requant_multiplier");  // [N] int32
+  torch::Tensor& m = t.at("model.layers.1.mlp.w2.requant_multiplier");  // [N] int64
+  torch::Tensor& n = t.at("model.layers.1.mlp.w2.requant_shift");       // [N] int32
   m.sub_(m.div(256, "floor"));
+  const torch::Tensor low = m.abs() < (int64_t{1} << 62);               // [N]
+  m.copy_(torch::where(low, m * 2, m));
+  n.copy_(torch::where(low, n + 1, n));
   mq::write_safetensors(p, t);
   const mq::rt::IntModel im = mq::rt::IntModel::load(x.dir.string());
   const auto sites = mq::compare_int_sites(*x.s.qm, im, x.activations, x.prompt, 1);

@@ -52,24 +52,36 @@ mq::QuantConfig preset(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("integer model: fixed-point multipliers reproduce their value to 2^-31", "[unit]") {
+TEST_CASE("integer model: fixed-point multipliers reproduce their value to 2^-63", "[unit]") {
   std::mt19937_64 rng(3);
-  std::uniform_real_distribution<double> exp_d(-60.0, 29.9), mant(1.0, 2.0);
+  std::uniform_real_distribution<double> exp_d(-60.0, 30.9), mant(1.0, 2.0);
   for (int i = 0; i < 2000; ++i) {
-    const double m = (i % 2 ? -1.0 : 1.0) * mant(rng) * std::exp2(std::floor(exp_d(rng)));
-    if (std::abs(m) >= std::exp2(30)) continue;
+    // 64-bit mantissas: values a double could not hold, as the writer's long double ratios.
+    const long double m = (i % 2 ? -1.0L : 1.0L) *
+                          (mant(rng) + std::ldexp(static_cast<long double>(rng() % 2048), -63)) *
+                          std::exp2(std::floor(exp_d(rng)));
+    if (std::abs(m) >= std::exp2(31.0L)) continue;
     const mq::FixedPoint fp = mq::to_fixed_point(m, "m");
-    const int64_t a = std::llabs(static_cast<int64_t>(fp.multiplier));
-    REQUIRE(a >= (int64_t{1} << 30));
-    REQUIRE(a < (int64_t{1} << 31));
-    REQUIRE(fp.shift >= 1);
-    // Rounding a 31-bit mantissa: |M - f 2^31| <= 1/2 with |M| >= 2^30.
-    REQUIRE(std::abs(fp.value() - m) <= std::ldexp(std::abs(m), -31));
+    const uint64_t a = static_cast<uint64_t>(fp.multiplier < 0 ? -fp.multiplier : fp.multiplier);
+    REQUIRE(a >= (uint64_t{1} << 62));
+    REQUIRE(a < (uint64_t{1} << 63));
+    REQUIRE(fp.shift >= mq::kMinShift);
+    // Rounding a 63-bit mantissa: |M - f 2^63| <= 1/2 with |M| >= 2^62.
+    REQUIRE(std::abs(fp.value() - m) <= std::ldexp(std::abs(m), -63));
   }
-  CHECK(mq::to_fixed_point(0.0, "m").multiplier == 0);
-  CHECK(mq::to_fixed_point(0.75, "m").multiplier == 3 * (1 << 29));
-  CHECK(mq::to_fixed_point(0.75, "m").shift == 31);
-  REQUIRE_THROWS_WITH(mq::to_fixed_point(std::exp2(30), "layer 3 qk_bmm"),
+  CHECK(mq::to_fixed_point(0.0L, "m").multiplier == 0);
+  CHECK(mq::to_fixed_point(0.75L, "m").multiplier == int64_t{3} << 61);
+  CHECK(mq::to_fixed_point(0.75L, "m").shift == 63);
+  // A mantissa that rounds up to 2^63: 1 - 2^-65 (representable in long double).
+  const mq::FixedPoint up = mq::to_fixed_point(1.0L - std::ldexp(1.0L, -65), "m");
+  CHECK(up.multiplier == int64_t{1} << 62);
+  CHECK(up.shift == 62);
+  // A residual add's left shift, and the smallest value kept.
+  CHECK(mq::to_fixed_point(std::exp2(40.0L), "r", mq::kResidualAddMinShift).shift == 22);
+  CHECK(mq::to_fixed_point(std::exp2(93.0L) * 0.75L, "r", mq::kResidualAddMinShift).shift == -30);
+  CHECK(mq::to_fixed_point(std::exp2(-95.0L), "m").multiplier == int64_t{1} << 62);
+  CHECK(mq::to_fixed_point(std::exp2(-96.0L), "m").multiplier == 0);
+  REQUIRE_THROWS_WITH(mq::to_fixed_point(std::exp2(31.0L), "layer 3 qk_bmm"),
                       Contains("layer 3 qk_bmm") && Contains("too large"));
   REQUIRE_THROWS_WITH(mq::to_fixed_point(NAN, "x"), Contains("finite"));
 }

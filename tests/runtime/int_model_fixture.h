@@ -88,11 +88,12 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     if (name == s.reshape) t.shape.push_back(1);
     ts[name] = std::move(t);
   };
-  auto mult = [&]() { return static_cast<int32_t>(uni(int64_t{1} << 30, (int64_t{1} << 31) - 1)); };
+  // 62-bit multipliers M in [2^62, 2^63); the shifts below are n = 31 + those of a 31-bit M.
+  auto mult = [&]() { return uni(int64_t{1} << 62, INT64_MAX); };
   auto add_mult = [&](const std::string& prefix, int32_t shift, const std::string& mk = "multiplier",
                       const std::string& sk = "shift") {
-    add(prefix + "." + mk, raw_tensor<int32_t>("I32", {1}, {mult()}));
-    add(prefix + "." + sk, raw_tensor<int32_t>("I32", {1}, {shift}));
+    add(prefix + "." + mk, raw_tensor<int64_t>("I64", {1}, {mult()}));
+    add(prefix + "." + sk, raw_tensor<int32_t>("I32", {1}, {shift + 31}));
   };
   auto site = [&](const std::string& name, int bits) {
     const int32_t z = static_cast<int32_t>(int64_t{1} << (bits - 1));
@@ -111,30 +112,32 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     weights[prefix + ".weight"] = {{"bits", packed ? 4 : 8}, {"granularity", "per_channel"},
                                    {"symmetric", false}, {"packed", packed}};
     std::vector<float> sc(static_cast<size_t>(n), 0.01f);
-    std::vector<int32_t> zp, mm, sh;
+    std::vector<int32_t> zp, sh;
+    std::vector<int64_t> mm;
     for (int64_t i = 0; i < n; ++i) {
       zp.push_back(static_cast<int32_t>(uni(0, packed ? 15 : 255)));
       mm.push_back(mult());
-      sh.push_back(shift);
+      sh.push_back(shift + 31);
     }
     add(prefix + ".weight_scale", raw_tensor<float>("F32", {n}, sc));
     add(prefix + ".weight_zero_point", raw_tensor<int32_t>("I32", {n}, zp));
-    add(prefix + ".requant_multiplier", raw_tensor<int32_t>("I32", {n}, mm));
+    add(prefix + ".requant_multiplier", raw_tensor<int64_t>("I64", {n}, mm));
     add(prefix + ".requant_shift", raw_tensor<int32_t>("I32", {n}, sh));
   };
   auto norm = [&](const std::string& prefix) {
     std::vector<uint16_t> w;
-    std::vector<int32_t> gm, gn;
+    std::vector<int64_t> gm;
+    std::vector<int32_t> gn;
     for (int64_t i = 0; i < s.c; ++i) {
       w.push_back(static_cast<uint16_t>(uni(0, 65535)));
       gm.push_back(uni(0, 1) ? mult() : -mult());
-      gn.push_back(static_cast<int32_t>(uni(28, 34)));
+      gn.push_back(static_cast<int32_t>(uni(28, 34) + 31));
     }
     add(prefix + ".weight_q", raw_tensor<uint16_t>("U16", {s.c}, w));
     add(prefix + ".weight_scale", raw_tensor<float>("F32", {1}, {0.001f}));
     add(prefix + ".weight_zero_point", raw_tensor<int32_t>("I32", {1}, {32768}));
     add_mult(prefix, 20, "input_multiplier", "input_shift");
-    add(prefix + ".gain_multiplier", raw_tensor<int32_t>("I32", {s.c}, gm));
+    add(prefix + ".gain_multiplier", raw_tensor<int64_t>("I64", {s.c}, gm));
     add(prefix + ".gain_shift", raw_tensor<int32_t>("I32", {s.c}, gn));
     add(prefix + ".eps_term", raw_tensor<int64_t>("I64", {1}, {int64_t{3} << 40}));
     add(prefix + ".eps_shift",
@@ -149,23 +152,24 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
   for (int64_t i = 0; i < s.v; ++i) emb_s.push_back(0.0001f);
   add("model.embed_tokens.weight_q", raw_tensor<int32_t>("I32", {s.v, s.c}, emb32));
   add("model.embed_tokens.shift", raw_tensor<int32_t>("I32", {1}, {0}));
-  std::vector<int32_t> cs, sn;
+  std::vector<int64_t> cs, sn;  // Q62
   for (int64_t pos = 0; pos < s.p; ++pos) {
     for (int64_t i = 0; i < s.d / 2; ++i) {
       const double th = static_cast<double>(pos) / std::pow(10000.0, 2.0 * i / s.d);
-      cs.push_back(static_cast<int32_t>(std::llround(1073741824.0 * std::cos(th))));
-      sn.push_back(static_cast<int32_t>(std::llround(1073741824.0 * std::sin(th))));
+      cs.push_back(std::llround(std::ldexp(std::cos(th), 62)));
+      sn.push_back(std::llround(std::ldexp(std::sin(th), 62)));
     }
   }
-  add("rope.cos", raw_tensor<int32_t>("I32", {s.p, s.d / 2}, cs));
-  add("rope.sin", raw_tensor<int32_t>("I32", {s.p, s.d / 2}, sn));
+  add("rope.cos", raw_tensor<int64_t>("I64", {s.p, s.d / 2}, cs));
+  add("rope.sin", raw_tensor<int64_t>("I64", {s.p, s.d / 2}, sn));
   {
-    std::vector<int32_t> gm, gn;
+    std::vector<int64_t> gm;
+    std::vector<int32_t> gn;
     for (int64_t i = 0; i < s.c; ++i) {
       gm.push_back(mult());
-      gn.push_back(16);
+      gn.push_back(16 + 31);
     }
-    add("model.norm.gain_multiplier", raw_tensor<int32_t>("I32", {s.c}, gm));
+    add("model.norm.gain_multiplier", raw_tensor<int64_t>("I64", {s.c}, gm));
     add("model.norm.gain_shift", raw_tensor<int32_t>("I32", {s.c}, gn));
     add("model.norm.eps_term", raw_tensor<int64_t>("I64", {1}, {int64_t{5}}));
     add("model.norm.eps_shift", raw_tensor<int32_t>("I32", {1}, {0}));
@@ -199,8 +203,8 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
     site(pre + "self_attn.pv_bmm.input", 16);
     site(pre + "self_attn.o_proj.output", 16);
     site(pre + "mlp.w2.output", 16);
-    add_mult(pre + "self_attn.rope_q", 45);
-    add_mult(pre + "self_attn.rope_k", 45);
+    add_mult(pre + "self_attn.rope_q", 45 + 32);  // Q62 tables: 32 bits more than Q30
+    add_mult(pre + "self_attn.rope_k", 45 + 32);
     add_mult(pre + "self_attn.v_requant", 31);
     add_mult(pre + "self_attn.qk_bmm", 40);
     add_mult(pre + "self_attn.softmax", 15);  // ~ 65535: probabilities to 16-bit codes
@@ -223,7 +227,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
 
   nlohmann::json manifest = {
       {"format", "mobilequant-int"},
-      {"version", 4},
+      {"version", 5},
       {"model",
        {{"architecture", "llama"}, {"hidden_size", s.c}, {"intermediate_size", s.f},
         {"num_hidden_layers", s.layers}, {"num_attention_heads", s.h},

@@ -58,15 +58,15 @@ TEST_CASE("causal_head_rows equals int_qk, int_softmax_row and int_pv exactly, i
             const bool wide = q_bits == 16 && d == 130;
             aq.q = ActQuant{q_bits, q_bits == 8 ? 121 : (wide ? 0 : 30000), 0.0};
             aq.k = ActQuant{8, wide ? 255 : 133, 0.0};
-            aq.qk = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)),
-                               q_bits == 8 ? 14 : 22};
+            aq.qk = Multiplier{static_cast<int64_t>((uint64_t{1} << 62) + g() % (uint64_t{1} << 62)),
+                               q_bits == 8 ? 45 : 53};
             aq.scores = ActQuant{score_bits, 2048, 0.0};
             aq.exp_lut = lut.data();
             aq.exp_lut_size = static_cast<int64_t>(lut.size());
-            aq.softmax = Multiplier{1 << 30, 14};
+            aq.softmax = Multiplier{int64_t{1} << 62, 45};
             aq.probs = ActQuant{16, zp, 0.0};
             aq.v = ActQuant{8, 126, 0.0};
-            aq.pv = Multiplier{static_cast<int32_t>((1u << 30) + g() % (1u << 30)), 38};
+            aq.pv = Multiplier{static_cast<int64_t>((uint64_t{1} << 62) + g() % (uint64_t{1} << 62)), 69};
             aq.context = ActQuant{8, 128, 0.0};
             const auto q = codes(t * d, (1 << q_bits) - 1, g);  // [T, D]
             const auto k = codes(t * d, 255, g);                // [T, D]

@@ -18,7 +18,7 @@ namespace {
 // Tolerances, in codes.
 constexpr int64_t kExact = 0;           // integer kernels vs their int64 reference
 constexpr int64_t kSoftmaxVsDouble = 1; // LUT exp (rounded to 2^-F, F >= 30) + one rounding
-constexpr int64_t kNormVsDouble = 1;    // integer sqrt/reciprocal: relative error < 2^-23
+constexpr int64_t kNormVsDouble = 1;    // integer sqrt/reciprocal: relative error < 2^-60
 
 /// floor(a / b) for b > 0.
 Int128 floor_div(Int128 a, Int128 b) {
@@ -27,20 +27,52 @@ Int128 floor_div(Int128 a, Int128 b) {
   return q;
 }
 
-/// round_half_up(a * M / 2^n) as the exact rational: floor((2aM + 2^n) / 2^(n+1)),
-/// saturated to int64.
-int64_t ref_requant(int64_t a, int32_t m, int n) {
-  const Int128 q = floor_div(2 * static_cast<Int128>(a) * m + (Int128{1} << n),
-                             Int128{1} << (n + 1));
-  if (q > INT64_MAX) return INT64_MAX;
-  if (q < INT64_MIN) return INT64_MIN;
-  return static_cast<int64_t>(q);
+/// round_half_up(v * M / 2^n) as the exact rational, floor((v M + 2^(n-1)) / 2^n), saturated
+/// to int64, for |v| < 2^126, |M| < 2^63 and n in [1, 190]: |v M| is held in two 128-bit limbs,
+/// X = hi 2^64 + lo (lo < 2^64); for v M = -X < 0 the value is -floor((X + 2^(n-1) - 1) / 2^n).
+int64_t ref_requant(Int128 v, int64_t m, int n) {
+  REQUIRE(n >= 1);
+  REQUIRE(n <= 190);
+  constexpr UInt128 kLow = (static_cast<UInt128>(1) << 64) - 1;
+  const bool neg = v != 0 && m != 0 && ((v < 0) != (m < 0));
+  const UInt128 av = v < 0 ? -static_cast<UInt128>(v) : static_cast<UInt128>(v);
+  const UInt128 am = m < 0 ? -static_cast<UInt128>(static_cast<Int128>(m)) : static_cast<UInt128>(m);
+  UInt128 lo = (av & kLow) * am;              // < 2^127
+  UInt128 hi = (av >> 64) * am + (lo >> 64);  // < 2^62 2^63 + 2^63
+  lo &= kLow;
+  // X + 2^(n-1) (- 1 when negative).
+  if (n - 1 < 64) lo += static_cast<UInt128>(1) << (n - 1);
+  else hi += static_cast<UInt128>(1) << (n - 1 - 64);
+  if (neg) {
+    if (lo == 0) {
+      lo = kLow;
+      hi -= 1;
+    } else {
+      lo -= 1;
+    }
+  }
+  hi += lo >> 64;
+  lo &= kLow;
+  // q = floor(. / 2^n), saturated at 2^63 (the magnitude of INT64_MIN).
+  constexpr UInt128 kSat = static_cast<UInt128>(1) << 63;
+  UInt128 q = 0;
+  if (n >= 64) {
+    q = n - 64 >= 128 ? 0 : hi >> (n - 64);
+  } else {
+    q = (hi >> (n - 1)) != 0 ? kSat : (hi << (64 - n)) | (lo >> n);
+  }
+  if (neg) return q >= kSat ? INT64_MIN : -static_cast<int64_t>(q);
+  return q >= kSat ? INT64_MAX : static_cast<int64_t>(q);
 }
 
 int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return std::min(std::max(v, lo), hi); }
 
-int32_t random_m(std::mt19937_64& g) {
-  return static_cast<int32_t>((int64_t{1} << 30) + static_cast<int64_t>(g() % (1u << 30)));
+/// The kernels' saturation of requant results (int_ops.h, kRequantSaturation).
+int64_t sat62(int64_t v) { return clampi(v, -(int64_t{1} << 62), int64_t{1} << 62); }
+
+/// A 62-bit multiplier M in [2^62, 2^63).
+int64_t random_m(std::mt19937_64& g) {
+  return static_cast<int64_t>((uint64_t{1} << 62) + g() % (uint64_t{1} << 62));
 }
 
 }  // namespace
@@ -49,16 +81,39 @@ TEST_CASE("requant equals round-half-up of the exact rational", "[unit]") {
   std::mt19937_64 g(7);
   for (int it = 0; it < 200000; ++it) {
     const int64_t a = static_cast<int64_t>(g() % (int64_t{1} << 41)) - (int64_t{1} << 40);
-    const int32_t m = (it % 2) ? random_m(g) : -random_m(g);
-    const int n = 1 + static_cast<int>(g() % 62);
-    REQUIRE(mq::rt::requant(a, m, n) == ref_requant(a, m, n));
+    const int64_t m = (it % 2) ? random_m(g) : -random_m(g);
+    const int n = 1 + static_cast<int>(g() % 130);
+    REQUIRE(mq::rt::requant(a, m, n) == sat62(ref_requant(a, m, n)));
+    const int n32 = 32 + static_cast<int>(g() % 70);
     const auto a32 = static_cast<int32_t>(a >> 9);
-    REQUIRE(mq::rt::requant32(a32, m, n) == ref_requant(a32, m, n));
+    REQUIRE(mq::rt::requant32(a32, m, n32) == ref_requant(a32, m, n32));
+    // 128-bit values of up to 93 bits, shifts past the 157 where the result becomes 0.
+    const Int128 w = (static_cast<Int128>(a) << (g() % 53)) + static_cast<int64_t>(g() % 1000);
+    const int nw = 32 + static_cast<int>(g() % 140);
+    REQUIRE(mq::rt::requant_wide(w, m, nw) == sat62(ref_requant(w, m, nw)));
   }
-  // Ties round up (towards +inf), also for negative values.
-  REQUIRE(mq::rt::requant(3, 1 << 30, 31) == 2);    // 1.5 -> 2
-  REQUIRE(mq::rt::requant(-3, 1 << 30, 31) == -1);  // -1.5 -> -1
-  REQUIRE(mq::rt::requant32(5, 1 << 30, 70) == 0);
+  // Full-range int32 accumulators with the largest multipliers (the epilogue's worst case).
+  for (const int32_t a : {INT32_MAX, INT32_MIN + 1, -1, 1}) {
+    for (const int64_t m : {INT64_MAX, -INT64_MAX, int64_t{1} << 62, -(int64_t{1} << 62)}) {
+      for (const int n : {32, 33, 62, 63, 94, 95}) {
+        REQUIRE(mq::rt::requant32(a, m, n) == ref_requant(a, m, n));
+        REQUIRE(mq::rt::PreparedMultiplier::from({m, n}).apply(a) == ref_requant(a, m, n));
+      }
+    }
+  }
+  // Ties round up (towards +inf), also for negative values; the largest |v M| of requant_wide.
+  const int64_t half = int64_t{1} << 62;
+  REQUIRE(mq::rt::requant(3, half, 63) == 2);    // 1.5 -> 2
+  REQUIRE(mq::rt::requant(-3, half, 63) == -1);  // -1.5 -> -1
+  REQUIRE(mq::rt::requant32(3, half, 63) == 2);
+  REQUIRE(mq::rt::requant32(-3, half, 63) == -1);
+  REQUIRE(mq::rt::requant_wide(3, half, 63) == 2);
+  REQUIRE(mq::rt::requant_wide(-3, half, 63) == -1);
+  REQUIRE(mq::rt::requant32(5, half, 100) == 0);
+  const Int128 big = (static_cast<Int128>(1) << 94) - 1;
+  REQUIRE(mq::rt::requant_wide(big, INT64_MAX, 157) == ref_requant(big, INT64_MAX, 157));
+  REQUIRE(mq::rt::requant_wide(-big, INT64_MAX, 100) == ref_requant(-big, INT64_MAX, 100));
+  REQUIRE_THROWS_WITH(mq::rt::PreparedMultiplier::from({half, 31}), Catch::Contains("below 32"));
 }
 
 TEST_CASE("isqrt_u128 is the floor square root", "[unit]") {
@@ -87,11 +142,11 @@ TEST_CASE("int_linear equals the naive triple loop exactly (8- and 16-bit inputs
       w.in_features = k;
       for (int64_t i = 0; i < n * k; ++i) w.codes.push_back(static_cast<uint8_t>(g() % 256));
       const int32_t z0 = static_cast<int32_t>(g() % 256);
-      const int32_t m0 = random_m(g);
+      const int64_t m0 = random_m(g);
       for (int64_t i = 0; i < n; ++i) {
         w.zero_point.push_back(per_channel ? static_cast<int32_t>(g() % 256) : z0);
         w.multiplier.push_back(per_channel ? random_m(g) : m0);
-        w.shift.push_back(in_bits == 8 ? 20 : 28);
+        w.shift.push_back(in_bits == 8 ? 51 : 59);
       }
       w.compute_row_sums();
       std::vector<int32_t> x(static_cast<size_t>(t * k));  // [T, K]
@@ -125,10 +180,11 @@ TEST_CASE("int_rmsnorm is within 1 code of the double-precision formula", "[unit
       d[i] = final_norm ? static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 31)) - (1ll << 30))
                         : static_cast<int32_t>(static_cast<int64_t>(g() % 65536) - 32768);
     }
-    std::vector<int32_t> gm(c), gn(c);
+    std::vector<int64_t> gm(c);
+    std::vector<int32_t> gn(c);
     for (int64_t i = 0; i < c; ++i) {
       gm[i] = (i % 3 == 0) ? -random_m(g) : random_m(g);
-      gn[i] = 14 + static_cast<int32_t>(g() % 20);
+      gn[i] = 45 + static_cast<int32_t>(g() % 20);
     }
     const int32_t z = final_norm ? 0 : 128, lo = final_norm ? -32767 : 0,
                   hi = final_norm ? 32767 : 255;
@@ -162,7 +218,8 @@ TEST_CASE("int_rmsnorm keeps the fraction of a small eps term", "[unit]") {
   const int64_t t = 16, c = 8;
   std::vector<int32_t> d(static_cast<size_t>(t * c));  // [T, C]
   for (auto& e : d) e = static_cast<int32_t>(g() % 7) - 3;
-  std::vector<int32_t> gm(c, 1 << 30), gn(c, 30 - 12);  // gain 2^12
+  std::vector<int64_t> gm(c, int64_t{1} << 62);
+  std::vector<int32_t> gn(c, 62 - 12);  // gain 2^12
   const int32_t z = 32768, lo = 0, hi = 65535;
   for (const long double eps : {0.52L, 0.48L, 1.0L / 3}) {
     const int32_t shift = 48;
@@ -184,29 +241,33 @@ TEST_CASE("int_rmsnorm keeps the fraction of a small eps term", "[unit]") {
 
 namespace {
 
-/// int_rmsnorm's definition (int_ops.h), written out in 128-bit arithmetic.
+/// int_rmsnorm's definition (int_ops.h), written out with the exact ref_requant.
 std::vector<int32_t> ref_rmsnorm(const std::vector<int32_t>& d, int64_t t, int64_t c, int64_t eps,
-                                 int32_t eps_shift, const std::vector<int32_t>& gm,
+                                 int32_t eps_shift, const std::vector<int64_t>& gm,
                                  const std::vector<int32_t>& gn, int32_t z, int32_t lo, int32_t hi) {
+  auto bits = [](UInt128 v) {
+    int b = 0;
+    for (; v != 0; v >>= 1) ++b;
+    return b;
+  };
   std::vector<int32_t> out(static_cast<size_t>(t * c));
   for (int64_t i = 0; i < t; ++i) {
     UInt128 sum = 0;
     for (int64_t k = 0; k < c; ++k) sum += static_cast<UInt128>(int64_t{d[i * c + k]} * d[i * c + k]);
-    // (sum + eps 2^-eps_shift) in units of 2^-48.
+    // (sum + eps 2^-eps_shift) in units of 2^-48, then scaled by 4^j to 125 or 126 bits.
     const UInt128 den = (sum << 48) + (static_cast<UInt128>(eps) << (48 - eps_shift));
+    if (den == 0) {
+      for (int64_t k = 0; k < c; ++k) out[i * c + k] = static_cast<int32_t>(clampi(z, lo, hi));
+      continue;
+    }
+    const int j = (126 - bits(den)) / 2;
+    const UInt128 root = mq::rt::isqrt_u128(den << (2 * j));
+    REQUIRE(bits(root) == 63);
+    const int w = bits(root) + 61;
+    const auto r = static_cast<int64_t>((static_cast<UInt128>(1) << w) / root);
     for (int64_t k = 0; k < c; ++k) {
-      if (den == 0) {
-        out[i * c + k] = static_cast<int32_t>(clampi(z, lo, hi));
-        continue;
-      }
-      const UInt128 root = mq::rt::isqrt_u128(den);
-      int w = 40;
-      for (UInt128 v = root; v != 0; v >>= 1) ++w;
-      const Int128 r = static_cast<Int128>((static_cast<UInt128>(1) << w) / root);
-      const Int128 prod = static_cast<Int128>(int64_t{d[i * c + k]} * gm[k]) * r;
-      const int sh = gn[k] + w - 24;
-      const Int128 q = sh >= 127 ? 0 : (prod + (static_cast<Int128>(1) << (sh - 1))) >> sh;
-      out[i * c + k] = static_cast<int32_t>(clampi(static_cast<int64_t>(q) + z, lo, hi));
+      const int64_t q = ref_requant(static_cast<Int128>(d[i * c + k]) * r, gm[k], gn[k] + w - 24 - j);
+      out[i * c + k] = static_cast<int32_t>(clampi(q + z, lo, hi));
     }
   }
   return out;
@@ -223,15 +284,16 @@ TEST_CASE("int_rmsnorm equals its 128-bit definition exactly, rounding ties incl
       e = final_norm ? static_cast<int32_t>(static_cast<int64_t>(g() % (1ull << 32)) - (1ll << 31))
                      : static_cast<int32_t>(static_cast<int64_t>(g() % 131072) - 65536);
     }
-    std::vector<int32_t> gm(c), gn(c);
+    std::vector<int64_t> gm(c);
+    std::vector<int32_t> gn(c);
     for (int64_t k = 0; k < c; ++k) {
       gm[k] = (k % 3 == 0) ? -random_m(g) : random_m(g);
-      gn[k] = 1 + static_cast<int32_t>(g() % 60);
+      gn[k] = 32 + static_cast<int32_t>(g() % 60);
     }
     // Exact ties: a row (2^a, 0, …) with eps 0 has sqrt, reciprocal and shift exact, so
     // channel 0 gives gain_m / 2^gain_n = m + 1/2 for gain_m = (2m + 1) 2^(gain_n - 1).
-    gn[0] = 20;
-    gm[0] = 3001 << 19;  // 1500.5
+    gn[0] = 52;
+    gm[0] = int64_t{3001} << 51;  // 1500.5
     for (int64_t a = 0; a < 8; ++a) {
       std::fill(d.begin() + a * c, d.begin() + (a + 1) * c, 0);
       d[static_cast<size_t>(a * c)] = final_norm ? -(1 << (3 * a)) : 1 << (2 * a);
@@ -265,7 +327,7 @@ TEST_CASE("int_softmax_row matches the doc formula exactly and double softmax wi
     for (size_t i = 0; i < lut.size(); ++i) lut[i] = std::llround(std::ldexp(std::exp(-a * i), f));
     for (int pbits : {8, 16}) {
       ActQuant out{pbits, 0, 0.0};
-      const Multiplier m{1 << 30, 30 - pbits + 0};  // m = 2^pbits / 1 ~ 1 / s_p (s_p = 2^-pbits)
+      const Multiplier m{int64_t{1} << 62, 62 - pbits};  // m = 2^pbits ~ 1 / s_p (s_p = 2^-pbits)
       for (int it = 0; it < 300; ++it) {
         const int64_t n = 1 + static_cast<int64_t>(g() % 200);
         std::vector<int32_t> s(n), p(n);
@@ -297,7 +359,7 @@ TEST_CASE("int_softmax_row is exact where the row's sum reaches 2^62", "[unit]")
   // 2^10 equal scores at F = 52: S = 2^62, the largest sum the format allows; each p_j is
   // round(2^52 M / (2^62 2^n)). And one large exponential among tiny ones: p near 1.
   const ActQuant out{16, 0, 0.0};
-  const Multiplier m{(1 << 30) + 12345, 14};  // ~ 65536.75
+  const Multiplier m{((int64_t{1} << 30) + 12345) << 31, 45};  // ~ 65536.75
   const int64_t n = 1024;
   std::vector<int64_t> lut{int64_t{1} << 52, 1, 0};
   std::vector<int32_t> s(n, 7), p(n);
@@ -325,7 +387,7 @@ TEST_CASE("int_qk, int_pv (loops and uint8 GEMM) and int_rope equal naive int64 
   std::vector<int32_t> q(t * d), k(t * d), v(t * d);
   for (auto* vec : {&q, &k, &v}) for (auto& e : *vec) e = static_cast<int32_t>(g() % 256);
   const int32_t zq = 120, zk = 131, zv = 127;
-  const Multiplier mqk{random_m(g), 24};
+  const Multiplier mqk{random_m(g), 55};
   std::vector<int32_t> s(t * t, -1);
   mq::rt::int_qk(q.data(), k.data(), t, d, zq, zk, mqk, s16, s.data());
   mq::rt::Uint8Gemm gemm(1);
@@ -348,7 +410,7 @@ TEST_CASE("int_qk, int_pv (loops and uint8 GEMM) and int_rope equal naive int64 
     std::vector<int32_t> p(t * t);
     for (auto& e : p) e = static_cast<int32_t>(g() % 65536);
     const int32_t masked = std::max(zp, 0);
-    const Multiplier mpv{random_m(g), 30};
+    const Multiplier mpv{random_m(g), 61};
     std::vector<int32_t> c(t * d);
     mq::rt::int_pv(p.data(), v.data(), t, d, zp, zv, 65535, mpv, q8, c.data());
     std::vector<int32_t> c_gemm(t * d);
@@ -369,19 +431,21 @@ TEST_CASE("int_qk, int_pv (loops and uint8 GEMM) and int_rope equal naive int64 
   const int64_t heads = 2;
   std::vector<int32_t> xr(t * heads * d), yr(t * heads * d);
   for (auto& e : xr) e = static_cast<int32_t>(g() % 256);
-  std::vector<int32_t> cs(t * d / 2), sn(t * d / 2);  // Q30
+  std::vector<int64_t> cs(t * d / 2), sn(t * d / 2);  // Q62 in [-2^62, 2^62]
   for (int64_t i = 0; i < t * d / 2; ++i) {
-    cs[i] = static_cast<int32_t>(static_cast<int64_t>(g() % 2147483649LL) - 1073741824);
-    sn[i] = static_cast<int32_t>(static_cast<int64_t>(g() % 2147483649LL) - 1073741824);
+    cs[i] = static_cast<int64_t>(g() % ((uint64_t{1} << 63) + 1)) - (int64_t{1} << 62);
+    sn[i] = static_cast<int64_t>(g() % ((uint64_t{1} << 63) + 1)) - (int64_t{1} << 62);
   }
-  const Multiplier mr{random_m(g), 45};
+  cs[0] = int64_t{1} << 62;
+  sn[0] = -(int64_t{1} << 62);
+  const Multiplier mr{random_m(g), 108};
   mq::rt::int_rope(xr.data(), t, heads, d, 128, cs.data(), sn.data(), mr, q8, yr.data());
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t j = 0; j < d / 2; ++j) {
-        const int64_t a = xr[(i * heads + h) * d + j] - 128;
-        const int64_t b = xr[(i * heads + h) * d + j + d / 2] - 128;
-        const int64_t c = cs[i * d / 2 + j], sv = sn[i * d / 2 + j];
+        const Int128 a = xr[(i * heads + h) * d + j] - 128;
+        const Int128 b = xr[(i * heads + h) * d + j + d / 2] - 128;
+        const Int128 c = cs[i * d / 2 + j], sv = sn[i * d / 2 + j];
         REQUIRE(yr[(i * heads + h) * d + j] == clampi(ref_requant(a * c - b * sv, mr.m, mr.shift), 0, 255));
         REQUIRE(yr[(i * heads + h) * d + j + d / 2] ==
                 clampi(ref_requant(b * c + a * sv, mr.m, mr.shift), 0, 255));
@@ -399,7 +463,7 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
   std::vector<int32_t> lut(256);
   for (auto& e : lut) e = static_cast<int32_t>(g() % 256);
   ActQuant o8{8, 7, 0.0};
-  const Multiplier m{random_m(g), 37};
+  const Multiplier m{random_m(g), 68};
   mq::rt::int_silu(a.data(), n, 128, lut.data(), 3, m, o8, y.data());
   for (int64_t i = 0; i < n; ++i) {
     REQUIRE(y[i] == clampi(ref_requant(int64_t{a[i] - 128} * (lut[a[i]] - 3), m.m, m.shift) + 7, 0, 255));
@@ -409,7 +473,7 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
     REQUIRE(y[i] == clampi(ref_requant(int64_t{a[i] - 100} * (b[i] - 150), m.m, m.shift) + 7, 0, 255));
   }
   // 16-bit codes: products up to 2^32 and beyond (zero points outside the code range take the
-  // 128-bit path), negative multipliers, shifts from 1 to 126 (past the int64 width).
+  // 128-bit path), negative multipliers, shifts from 32 to 157 (past the 128-bit width).
   {
     std::vector<int32_t> a16(n), b16(n), y16(n), lut16(65536);
     for (auto& e : a16) e = static_cast<int32_t>(g() % 65536);
@@ -419,18 +483,19 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
     b16[0] = 0;
     const ActQuant o16{16, 30000, 0.0};
     for (const int32_t za : {0, 32768, -70000}) {
-      for (const int shift : {1, 20, 45, 62, 63, 64, 126}) {
-        for (const int32_t mm : {random_m(g), -random_m(g), 0}) {
+      for (const int shift : {32, 51, 76, 93, 94, 95, 126, 127, 157}) {
+        for (const int64_t mm : {random_m(g), -random_m(g), int64_t{0}}) {
           const Multiplier mw{mm, shift};
+          INFO("z_a " << za << " shift " << shift << " M " << mm);
           mq::rt::int_mul(a16.data(), za, b16.data(), 65535, n, mw, o16, y16.data());
           for (int64_t i = 0; i < n; ++i) {
-            REQUIRE(y16[i] == clampi(ref_requant((int64_t{a16[i]} - za) * (b16[i] - 65535), mm,
-                                                 shift) + 30000, 0, 65535));
+            REQUIRE(y16[i] == clampi(sat62(ref_requant((int64_t{a16[i]} - za) * (b16[i] - 65535),
+                                                       mm, shift)) + 30000, 0, 65535));
           }
           mq::rt::int_silu(a16.data(), n, za, lut16.data(), 1, mw, o16, y16.data());
           for (int64_t i = 0; i < n; ++i) {
-            REQUIRE(y16[i] == clampi(ref_requant((int64_t{a16[i]} - za) * (lut16[a16[i]] - 1),
-                                                 mm, shift) + 30000, 0, 65535));
+            REQUIRE(y16[i] == clampi(sat62(ref_requant((int64_t{a16[i]} - za) * (lut16[a16[i]] - 1),
+                                                       mm, shift)) + 30000, 0, 65535));
           }
         }
       }
@@ -438,7 +503,7 @@ TEST_CASE("int_silu, int_mul, int_residual_add and int_embed equal their definit
   }
   // The int64 residual: rounded adds (shift >= 1) and exact left shifts (shift <= 0),
   // saturating at the int64 range.
-  for (const int32_t shift : {12, 1, 0, -20, -62}) {
+  for (const int32_t shift : {43, 12, 1, 0, -20, -30}) {
     INFO("shift " << shift);
     std::vector<int64_t> r(n), r0;
     for (auto& e : r) e = static_cast<int64_t>(g() % (1ull << 62)) - (int64_t{1} << 61);
