@@ -23,7 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr double kTwo30 = 1073741824.0;  // 2^30
 constexpr int64_t kInt16Max = 32767;
 
 /// The linear weight sites, in the order blocks list them.
@@ -289,8 +288,8 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   nlohmann::ordered_json weights = nlohmann::ordered_json::object();
   nlohmann::ordered_json doc = nlohmann::ordered_json::object();
 
-  // The residual scale (a power of two: residual adds are exact), and the embeddings as int32
-  // codes at s_r 2^k (residual codes after a left shift by k).
+  // The residual scale (a power of two: residual adds are exact), and the embeddings as int64
+  // residual codes: E / s_r, exact for every fp32 E >= 2^23 s_r in magnitude.
   const torch::Tensor emb = model->model->embed_tokens->weight.detach().to(
       torch::kCPU, torch::kFloat64);  // [V, C]
   const double emb_max = std::max(emb.abs().max().item<double>(), 1e-30);
@@ -300,14 +299,10 @@ void write_int_model(const std::string& dir, QuantizedModelImpl& qm, const Encod
   int bound_exp = 0;
   (void)std::frexp(bound, &bound_exp);  // bound < 2^bound_exp
   const double s_r = std::ldexp(1.0, bound_exp - kResidualHeadroomBits);
-  int32_t emb_shift = 0;  // the smallest k with max|E| / (s_r 2^k) <= 2^30
-  while (emb_max / std::ldexp(s_r, emb_shift) > kTwo30) ++emb_shift;
   t["model.embed_tokens.weight_q"] =
-      torch::round(emb / std::ldexp(s_r, emb_shift)).to(torch::kInt32).contiguous();  // [V, C]
-  t["model.embed_tokens.shift"] = i32({emb_shift});
+      torch::round(emb / s_r).to(torch::kInt64).contiguous();  // [V, C], |.| <= 2^61
   doc["model.embed_tokens.weight_q"] =
-      "I32 [V, C] round(E / (s_r 2^k)): embedding rows as residual codes >> k";
-  doc["model.embed_tokens.shift"] = "I32 [1] k: residual codes = weight_q << k";
+      "I64 [V, C] round(E / s_r): embedding rows as residual codes";
 
   // Rotary tables, Q62: the fp32 values of the model's rotary embedding, exactly (an fp32 value
   // times 2^62 is an integer down to 2^-39).

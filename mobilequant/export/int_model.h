@@ -34,7 +34,7 @@ inline constexpr const char* kIntManifestFile = "manifest.json";
 inline constexpr const char* kIntTensorsFile = "model.safetensors";
 /// The manifest's "format" and "version".
 inline constexpr const char* kIntFormatName = "mobilequant-int";
-inline constexpr int64_t kIntFormatVersion = 5;
+inline constexpr int64_t kIntFormatVersion = 6;
 
 /// The most fraction bits of an RMSNorm eps term (docs/integer-model.md, "Tensors").
 inline constexpr int32_t kEpsTermMaxShift = 48;

@@ -372,11 +372,23 @@ class IntChecker {
   }
 
   void check_model_level() {
-    get("model.embed_tokens.weight_q", torch::kInt32, {V_, C_});
-    const torch::Tensor es = get("model.embed_tokens.shift", torch::kInt32, {1});
-    if (es.defined() && (es.item<int32_t>() < 0 || es.item<int32_t>() > 31))
-      add(CheckRule::kSchema, trel_, "model.embed_tokens.shift", "out of range", "[0, 31]",
-          std::to_string(es.item<int32_t>()));
+    const torch::Tensor eq = get("model.embed_tokens.weight_q", torch::kInt64, {V_, C_});
+    if (eq.defined() && eq.numel() > 0 && eq.abs().max().item<int64_t>() > (int64_t{1} << 61))
+      add(CheckRule::kSchema, trel_, "model.embed_tokens.weight_q",
+          "residual codes beyond the residual's headroom", "|code| <= 2^61",
+          std::to_string(eq.abs().max().item<int64_t>()));
+    // The codes are the exported embedding over s_r (a power of two), rounded.
+    if (eq.defined() && hf_ != nullptr && s_r_ > 0) {
+      const auto h_it = hf_->find("model.embed_tokens.weight");
+      if (h_it != hf_->end() && h_it->second.sizes() == eq.sizes()) {
+        const torch::Tensor want =
+            torch::round(h_it->second.to(torch::kFloat64) / s_r_).to(torch::kInt64);  // [V, C]
+        if (!torch::equal(want, eq))
+          add(CheckRule::kWeights, trel_, "model.embed_tokens.weight_q",
+              "differs from the exported embedding", "round(E / s_r)",
+              std::to_string(want.ne(eq).sum().item<int64_t>()) + " code(s) differ");
+      }
+    }
     get("rope.cos", torch::kInt64, {P_, D_ / 2});
     get("rope.sin", torch::kInt64, {P_, D_ / 2});
     get("model.norm.gain_multiplier", torch::kInt64, {C_});

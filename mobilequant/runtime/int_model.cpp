@@ -226,11 +226,11 @@ IntModel IntModel::load(const std::string& int_dir) {
   MQ_CHECK(format == "mobilequant-int", "integer model ", where, ": format '", format,
            "', expected 'mobilequant-int'");
   const auto version = value_at<int>(manifest, "version", where);
-  MQ_CHECK(version == 5, "integer model ", where, ": version ", version,
-           ", expected 5 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
+  MQ_CHECK(version == 6, "integer model ", where, ": version ", version,
+           ", expected 6 (version 1 rounded the RMSNorm eps terms to integers, versions 1 and 2 "
            "kept the residual in int32 at a coarse scale, versions 1 to 3 kept 30 bits of the "
            "softmax's exponentials, versions 1 to 4 held 31-bit multipliers and Q30 rotary "
-           "tables: export the run again)");
+           "tables, versions 1 to 5 rounded embeddings to int32 codes: export the run again)");
 
   IntModel m;
   const json& mj = object_at(manifest, "model", manifest_path);
@@ -286,10 +286,9 @@ IntModel IntModel::load(const std::string& int_dir) {
                 kv = cfg.num_key_value_heads, d = cfg.head_dim, v = cfg.vocab_size,
                 p = cfg.max_positions;
 
-  m.embed_q = ld.read<int32_t>("model.embed_tokens.weight_q", {DType::kI32}, {v, c});
-  m.embed_shift = ld.read<int32_t>("model.embed_tokens.shift", {DType::kI32}, {1})[0];
-  MQ_CHECK(m.embed_shift >= 0 && m.embed_shift <= 31, "safetensors '", f.path(),
-           "': tensor 'model.embed_tokens.shift' is ", m.embed_shift, ", expected in [0, 31]");
+  m.embed_q = ld.read<int64_t>("model.embed_tokens.weight_q", {DType::kI64}, {v, c});
+  check_range(m.embed_q, -(int64_t{1} << 61), int64_t{1} << 61, f.path(),
+              "model.embed_tokens.weight_q");
   m.rope_cos = ld.read<int64_t>("rope.cos", {DType::kI64}, {p, d / 2});
   m.rope_sin = ld.read<int64_t>("rope.sin", {DType::kI64}, {p, d / 2});
   check_range(m.rope_cos, -(int64_t{1} << 62), int64_t{1} << 62, f.path(), "rope.cos");

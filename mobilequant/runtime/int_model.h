@@ -74,8 +74,7 @@ class IntModel {
   /// The preset name the manifest records ("w8a8", …).
   const std::string& preset() const { return preset_; }
 
-  std::vector<int32_t> embed_q;            // [V, C] embedding rows as residual codes >> k
-  int32_t embed_shift = 0;                 ///< k: residual codes = embed_q << k
+  std::vector<int64_t> embed_q;            // [V, C] embedding rows as residual codes
   std::vector<int64_t> rope_cos, rope_sin; // [P, D/2] Q62
   std::vector<int64_t> norm_gain_m;        // [C] final norm signed M_c
   std::vector<int32_t> norm_gain_n;        // [C]

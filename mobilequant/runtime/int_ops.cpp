@@ -644,12 +644,8 @@ void int_residual_add(int64_t* r, const int32_t* x, int32_t z_x, int64_t n, Mult
   }
 }
 
-void int_embed(const int32_t* table, int32_t shift, const int32_t* tokens, int64_t t, int64_t c,
-               int64_t* r) {
-  for (int64_t i = 0; i < t; ++i) {
-    const int32_t* row = table + tokens[i] * c;
-    for (int64_t k = 0; k < c; ++k) r[i * c + k] = static_cast<int64_t>(row[k]) * (int64_t{1} << shift);
-  }
+void int_embed(const int64_t* table, const int32_t* tokens, int64_t t, int64_t c, int64_t* r) {
+  for (int64_t i = 0; i < t; ++i) std::copy_n(table + tokens[i] * c, c, r + i * c);
 }
 
 void int_residual_to_i32(const int64_t* r, int64_t n, int shift, int32_t* y) {

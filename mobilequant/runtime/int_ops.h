@@ -339,9 +339,8 @@ void int_residual_add(int64_t* r,        // [n] residual (in place)
                       const int32_t* x,  // [n] branch codes
                       int32_t z_x, int64_t n, Multiplier m);
 
-/// Embedding: r[t, c] = E[tok_t, c] << shift (the rows are stored as residual codes >> shift).
-void int_embed(const int32_t* table,       // [V, C] residual codes >> shift
-               int32_t shift,              // in [0, 31]
+/// Embedding: r[t, c] = E[tok_t, c] (the rows are residual codes).
+void int_embed(const int64_t* table,       // [V, C] residual codes
                const int32_t* tokens,      // [T]
                int64_t t, int64_t c,
                int64_t* r);                // [T, C]

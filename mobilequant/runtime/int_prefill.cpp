@@ -269,7 +269,7 @@ std::vector<float> prefill(const IntModel& m, const std::vector<int32_t>& tokens
   // 1. Embedding rows -> residual.
   {
     StageTimer st(prof, "embed");
-    int_embed(m.embed_q.data(), m.embed_shift, tokens.data(), t, c, r.data());
+    int_embed(m.embed_q.data(), tokens.data(), t, c, r.data());
   }
 
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {

@@ -161,10 +161,12 @@ TEST_CASE("export check rule weights: integer codes that do not dequantize to th
   edit_tensors(dir, [](mq::TensorMap& t) {
     auto& w = t.at("model.layers.1.mlp.w2.weight_q");  // packed 4-bit
     w.view(-1)[5] = static_cast<uint8_t>((w.view(-1)[5].item<int64_t>() + 1) % 256);
+    t.at("model.embed_tokens.weight_q").view(-1)[7] += 1;  // one residual code of the embedding
   });
   const auto f = mq::check_export(dir.string());
   INFO(mq::format_findings(f));
   CHECK(has_finding(f, CheckRule::kWeights, kTensors, "model.layers.1.mlp.w2.weight_q"));
+  CHECK(has_finding(f, CheckRule::kWeights, kTensors, "model.embed_tokens.weight_q"));
 }
 
 TEST_CASE("export check rule requant: a multiplier that does not reproduce its value",

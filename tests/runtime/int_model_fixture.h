@@ -145,13 +145,12 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
   };
 
   std::vector<int16_t> emb;  // lm_head codes; the embedding rows are the same as residual codes
-  std::vector<int32_t> emb32;
+  std::vector<int64_t> emb64;
   std::vector<float> emb_s;
   for (int64_t i = 0; i < s.v * s.c; ++i) emb.push_back(static_cast<int16_t>(uni(-32767, 32767)));
-  for (const int16_t e : emb) emb32.push_back(int32_t{e} * 4096);
+  for (const int16_t e : emb) emb64.push_back(int64_t{e} * 4096);
   for (int64_t i = 0; i < s.v; ++i) emb_s.push_back(0.0001f);
-  add("model.embed_tokens.weight_q", raw_tensor<int32_t>("I32", {s.v, s.c}, emb32));
-  add("model.embed_tokens.shift", raw_tensor<int32_t>("I32", {1}, {0}));
+  add("model.embed_tokens.weight_q", raw_tensor<int64_t>("I64", {s.v, s.c}, emb64));
   std::vector<int64_t> cs, sn;  // Q62
   for (int64_t pos = 0; pos < s.p; ++pos) {
     for (int64_t i = 0; i < s.d / 2; ++i) {
@@ -227,7 +226,7 @@ inline void write_tiny_int_model(const std::filesystem::path& dir, const TinyInt
 
   nlohmann::json manifest = {
       {"format", "mobilequant-int"},
-      {"version", 5},
+      {"version", 6},
       {"model",
        {{"architecture", "llama"}, {"hidden_size", s.c}, {"intermediate_size", s.f},
         {"num_hidden_layers", s.layers}, {"num_attention_heads", s.h},

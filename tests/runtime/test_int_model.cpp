@@ -110,23 +110,28 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
     edit(j);
     std::ofstream(dir / "manifest.json") << j.dump();
   };
-  edit_manifest([](nlohmann::json& j) { j["version"] = 6; });
+  edit_manifest([](nlohmann::json& j) { j["version"] = 7; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 6, expected 5"));
+                      Catch::Contains("version 7, expected 6"));
+  // Version 5 (int32 embedding codes) is refused with the reason.
+  edit_manifest([](nlohmann::json& j) { j["version"] = 5; });
+  REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
+                      Catch::Contains("version 5, expected 6") &&
+                          Catch::Contains("rounded embeddings to int32 codes"));
   // Version 4 (31-bit multipliers, Q30 rotary tables) is refused with the reason.
   edit_manifest([](nlohmann::json& j) { j["version"] = 4; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 4, expected 5") && Catch::Contains("31-bit multipliers") &&
+                      Catch::Contains("version 4, expected 6") && Catch::Contains("31-bit multipliers") &&
                           Catch::Contains("export the run again"));
   // Version 3 (30-bit softmax exponentials) is refused with the reason and what to do.
   edit_manifest([](nlohmann::json& j) { j["version"] = 3; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 3, expected 5") &&
+                      Catch::Contains("version 3, expected 6") &&
                           Catch::Contains("30 bits of the softmax's exponentials") &&
                           Catch::Contains("export the run again"));
   // Exponentials whose row sum could pass 2^62 at max_positions are refused.
   edit_manifest([](nlohmann::json& j) {
-    j["version"] = 5;
+    j["version"] = 6;
     j["softmax"]["exp_bits"] = 57;  // 64 positions * 2^57 = 2^63
   });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
@@ -135,7 +140,7 @@ TEST_CASE("IntModel::load names the tensor that is missing or misshapen", "[unit
   // Version 1 (integer eps terms) is refused with the reason and what to do.
   edit_manifest([](nlohmann::json& j) { j["version"] = 1; });
   REQUIRE_THROWS_WITH(mq::rt::IntModel::load(dir.string()),
-                      Catch::Contains("version 1, expected 5") && Catch::Contains("export the run again"));
+                      Catch::Contains("version 1, expected 6") && Catch::Contains("export the run again"));
   // An eps shift out of range names its tensor.
   spec.bad_eps_shift = true;
   mq::test::write_tiny_int_model(dir, spec);
