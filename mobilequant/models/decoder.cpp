@@ -121,6 +121,25 @@ RotaryEmbedding::RotaryEmbedding(int64_t rotary_dim, double theta) : rotary_dim_
 
 std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::tables(
     const torch::Tensor& positions) const {
+  if (positions.device().is_cpu()) {
+    // On the CPU, element by element with the C library's cos and sin in double, rounded to
+    // fp32: the same bits whatever the thread count or the buffers' alignment. LibTorch's fp32
+    // cos need not be: two exports of one run on the 16-core GPU host wrote rotary tables that
+    // differed from position 1536 on, the start of one thread's share of 8192 positions
+    // (results/2026-11-24-int-v5/), and the integer model then disagreed with the simulation.
+    const torch::Tensor freqs =
+        (positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_).contiguous();  // [B, T, R/2]
+    torch::Tensor c = torch::empty_like(freqs);                                // [B, T, R/2]
+    torch::Tensor s = torch::empty_like(freqs);                                // [B, T, R/2]
+    const float* f = freqs.data_ptr<float>();
+    float* cp = c.data_ptr<float>();
+    float* sp = s.data_ptr<float>();
+    for (int64_t i = 0; i < freqs.numel(); ++i) {
+      cp[i] = static_cast<float>(std::cos(static_cast<double>(f[i])));
+      sp[i] = static_cast<float>(std::sin(static_cast<double>(f[i])));
+    }
+    return {torch::cat({c, c}, -1).unsqueeze(1), torch::cat({s, s}, -1).unsqueeze(1)};  // [B, 1, T, R]
+  }
   // Copy the frequencies to the positions' device once, not on every forward.
   if (!inv_freq_on_device_.defined() || inv_freq_on_device_.device() != positions.device())
     inv_freq_on_device_ = inv_freq_.to(positions.device());

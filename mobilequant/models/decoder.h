@@ -97,7 +97,8 @@ TORCH_MODULE(Norm);
 class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t rotary_dim, double theta);
-  /// positions: [B, T] int64 -> (cos, sin), each [B, 1, T, rotary_dim] in fp32.
+  /// positions: [B, T] int64 -> (cos, sin), each [B, 1, T, rotary_dim] in fp32 (on the CPU from
+  /// double-precision cos and sin, element by element: reproducible bit for bit).
   std::pair<torch::Tensor, torch::Tensor> tables(const torch::Tensor& positions) const;
   /// Rotates the first rotary_dim channels of x: [B, H, T, D] (D >= rotary_dim), HF's half layout.
   static torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& cos,
