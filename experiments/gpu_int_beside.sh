@@ -31,9 +31,16 @@ sweep_output "$sweep" "$@"
 dest=/tmp/mq/int/$name
 mkdir -p "$dest"
 export MQ_EVAL_LIMIT=${MQ_EVAL_LIMIT:-2}
-echo "+ timeout --signal=KILL $secs scripts/int_beside.sh $runs -o $dest (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT)"
-timeout --signal=KILL "$secs" scripts/int_beside.sh "$runs" -o "$dest" > "$dest/int_beside.log" 2>&1
-rc=$?
+echo "+ scripts/int_beside.sh $runs -o $dest for at most $secs s (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT)"
+# At the limit the whole process group goes: `timeout` would kill int_beside.sh alone, and the
+# export or evaluation it had started would run on into the next call (it did, 2026-11-24).
+setsid scripts/int_beside.sh "$runs" -o "$dest" > "$dest/int_beside.log" 2>&1 &
+pid=$!
+setsid bash -c "sleep $secs; kill -KILL -- -$pid" > /dev/null 2>&1 &
+watchdog=$!
+wait "$pid"
+rc=$?  # 137 when the watchdog killed it
+kill -- "-$watchdog" 2>/dev/null
 echo "[gpu_int_beside] exit $rc$([ $rc = 137 ] && echo ' (time limit: call again to continue)')"
 grep -E "^\[int_beside\]|^error|^\| docs|^\| wikitext" "$dest/int_beside.log" | tail -n 30
 [ -f "$dest/int_table.md" ] && [ $rc = 0 ] && cat "$dest/int_table.md"
