@@ -124,9 +124,10 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::tables(
   if (positions.device().is_cpu()) {
     // On the CPU, element by element with the C library's cos and sin in double, rounded to
     // fp32: the same bits whatever the thread count or the buffers' alignment. LibTorch's fp32
-    // cos need not be: two exports of one run on the 16-core GPU host wrote rotary tables that
-    // differed from position 1536 on, the start of one thread's share of 8192 positions
-    // (results/2026-11-24-int-v5/), and the integer model then disagreed with the simulation.
+    // cos is not correctly rounded, and its results need not be reproducible: two exports of one
+    // run on the 16-core GPU host wrote different integer tensors, one of which moved the
+    // runtime's RoPE outputs from position 1537 on (one thread's share of 8192 positions starts
+    // at 1536; results/2026-11-24-int-v5/), and the integer model disagreed with the simulation.
     const torch::Tensor freqs =
         (positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_).contiguous();  // [B, T, R/2]
     torch::Tensor c = torch::empty_like(freqs);                                // [B, T, R/2]
