@@ -4,7 +4,8 @@
 # the machine while it is warm), for at most SECONDS, then packs the tables under $OUT.
 # The integer runtime runs on the machine's CPU cores (16), on the first MQ_EVAL_LIMIT
 # documents (default 2: about 140 s a run for SmolLM2) of each run's own evaluation; the
-# simulation is rebuilt from each export on the same windows.
+# simulation is rebuilt from each export on the same windows. The fp32 simulation also runs on
+# the GPU (MQ_COMPARE_DEVICE, default cuda; empty: not): is it the CPU's model?
 #
 #   scripts/gpu/remote.sh run experiments/gpu_int_beside.sh SWEEP.json SECONDS [-o runs/NAME]
 #
@@ -31,7 +32,8 @@ sweep_output "$sweep" "$@"
 dest=/tmp/mq/int/$name
 mkdir -p "$dest"
 export MQ_EVAL_LIMIT=${MQ_EVAL_LIMIT:-2}
-echo "+ scripts/int_beside.sh $runs -o $dest for at most $secs s (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT)"
+export MQ_COMPARE_DEVICE=${MQ_COMPARE_DEVICE-cuda}
+echo "+ scripts/int_beside.sh $runs -o $dest for at most $secs s (MQ_EVAL_LIMIT=$MQ_EVAL_LIMIT MQ_COMPARE_DEVICE=$MQ_COMPARE_DEVICE)"
 # At the limit the whole process group goes: `timeout` would kill int_beside.sh alone, and the
 # export or evaluation it had started would run on into the next call (it did, 2026-11-24).
 setsid scripts/int_beside.sh "$runs" -o "$dest" > "$dest/int_beside.log" 2>&1 &

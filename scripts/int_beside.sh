@@ -24,6 +24,9 @@
 #   MQ_ONLY        space-separated run names to take (default: every quantized run)
 #   MQ_EVAL_SITES  1 adds --sites: the first window's per-site comparison with the fp64
 #                  simulation, at the end of OUT/<run>/eval_int.md (the first site that differs)
+#   MQ_COMPARE_DEVICE  a device (cuda) adds --compare-device: the export's fp32 simulation
+#                  run there too (TF32 off), and its greedy agreement with the CPU's fp32
+#                  simulation and with the integer runtime (a third table in int_table.md)
 #   MQ_KEEP_EXPORT 1 keeps OUT/<run>/export (default: removed after the evaluation, only its
 #                  export.json and int/manifest.json are kept: a SmolLM2 export is ~300 MB)
 # Runs whose OUT/<run>/eval_int.json is newer than their results.json are skipped, so a
@@ -117,10 +120,11 @@ EOF
   cp "$run/results.json" "$dest/run_results.json"
   log "$mq" export "$run" -o "$dest/export" --format hf,reference,int --force > "$dest/export.log" 2>&1 ||
     { echo "error: export of $run failed: $dest/export.log" >&2; tail -5 "$dest/export.log" >&2; exit 1; }
-  sites=()
-  [ "${MQ_EVAL_SITES:-0}" = 1 ] && sites=(--sites)
+  extra=()
+  [ "${MQ_EVAL_SITES:-0}" = 1 ] && extra=(--sites)
+  [ -n "${MQ_COMPARE_DEVICE:-}" ] && extra+=(--compare-device "$MQ_COMPARE_DEVICE")
   log "$mq" eval --config "$dest/eval_config.json" -m "$dest/export" --runtime int \
-    --threads "$threads" "${sites[@]}" -o "$dest/eval_int.json.tmp" > "$dest/eval_int.md" 2> "$dest/eval.log" ||
+    --threads "$threads" "${extra[@]}" -o "$dest/eval_int.json.tmp" > "$dest/eval_int.md" 2> "$dest/eval.log" ||
     { echo "error: eval --runtime int of $dest/export failed: $dest/eval.log" >&2; tail -5 "$dest/eval.log" >&2; exit 1; }
   mv "$dest/eval_int.json.tmp" "$dest/eval_int.json"
   cat "$dest/eval_int.md" >&2

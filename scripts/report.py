@@ -75,7 +75,9 @@ int (the output directory of scripts/int_beside.sh)
   (the noise floor), the integer runtime against the fp64 simulation (perplexity difference and
   greedy agreement) and the positions. The first metric of every task. A subset (`limit` in
   eval_int.json) is named under the table: its "integer" figure then covers fewer documents
-  than "simulated", so compare it with "simulated (same windows)".
+  than "simulated", so compare it with "simulated (same windows)". Runs evaluated with
+  --compare-device (MQ_COMPARE_DEVICE) get a third table: the fp32 simulation on that device,
+  its agreement with the CPU's fp32 simulation and with the integer runtime.
 
 Exit status: 0 when the report was written (problems noted in it), 1 when no run could be
 read or a file could not be written, 2 for bad arguments; --strict makes any problem
@@ -1418,13 +1420,16 @@ class IntRow:
     """One run and task of an int_beside.sh directory."""
 
     def __init__(self, path, model, method, preset, task, metric, run_value, sim, integer,
-                 sim64, agreement, floor64, positions, documents, limit, agreement64=None):
+                 sim64, agreement, floor64, positions, documents, limit, agreement64=None,
+                 on_device=None):
         self.path, self.model, self.method, self.preset = path, model, method, preset
         self.task, self.metric, self.run_value = task, metric, run_value
         self.sim, self.integer, self.sim64 = sim, integer, sim64
         self.agreement, self.floor64, self.positions = agreement, floor64, positions
         self.documents, self.limit = documents, limit
         self.agreement64 = agreement64
+        # eval --compare-device: the fp32 simulation on another device (a dict, or None)
+        self.on_device = on_device
 
 
 def int_rows(path):
@@ -1449,7 +1454,8 @@ def int_rows(path):
                                r.get("greedy_agreement"),
                                r.get("greedy_agreement_fp64_vs_fp32_simulation"),
                                r.get("positions"), r.get("documents"), limit,
-                               r.get("greedy_agreement_with_fp64_simulation")))
+                               r.get("greedy_agreement_with_fp64_simulation"),
+                               r.get("simulated_on_compare_device")))
         return rows
     except (KeyError, IndexError, TypeError) as e:
         raise ReportError(f"{epath} or {rpath}: missing or malformed entry ({e!r})")
@@ -1511,6 +1517,24 @@ def render_int(rows, notes):
                       f"{fmt(r.sim64)} | {pct(rel64, True)} | {pct(r.agreement64)} | "
                       f"{r.documents} | {r.positions} | {os.path.basename(r.path)} |\n")
         out.write("\n")
+        drows = [r for r in mrows if r.on_device]
+        if drows:
+            out.write(f"### {model_short(model)}: the fp32 simulation on another device (TF32 "
+                      "off), on the same windows\n\n")
+            out.write("| preset | method | task | metric | device | simulated fp32 (CPU) | "
+                      "simulated fp32 (device) | agreement with the CPU's | with the integer "
+                      "runtime | CPU fp32 vs fp64 agreement | positions | run |\n")
+            out.write("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+            for r in sorted(drows, key=lambda r: (preset_rank(r.preset),
+                                                  method_rank(r.method), r.task)):
+                d = r.on_device
+                value = (d.get("values") or [None])[0]
+                out.write(f"| {preset_label(r.preset)} | {method_label(r.method)} | {r.task} | "
+                          f"{r.metric} | {d.get('device', '-')} | {fmt(r.sim)} | {fmt(value)} | "
+                          f"{pct(d.get('greedy_agreement_with_cpu_fp32_simulation'))} | "
+                          f"{pct(d.get('greedy_agreement_with_integer'))} | {pct(r.floor64)} | "
+                          f"{r.positions} | {os.path.basename(r.path)} |\n")
+            out.write("\n")
     for n in notes:
         out.write(f"- {n}\n")
     return out.getvalue()
@@ -1523,14 +1547,20 @@ def render_int_csv(rows):
                 "simulated_same_windows", "integer", "simulated_fp64", "relative_difference",
                 "greedy_agreement", "greedy_agreement_fp64_vs_fp32",
                 "relative_difference_vs_fp64", "greedy_agreement_with_fp64", "documents",
-                "limit", "positions", "run"])
+                "limit", "positions", "run", "compare_device", "simulated_compare_device",
+                "greedy_agreement_compare_device_vs_cpu_fp32",
+                "greedy_agreement_compare_device_vs_integer"])
     for r in rows:
         rel = (r.integer - r.sim) / r.sim if r.sim else ""
         rel64 = (r.integer - r.sim64) / r.sim64 if r.sim64 else ""
         a64 = "" if r.agreement64 is None else r.agreement64
+        d = r.on_device or {}
         w.writerow([r.model, r.preset, r.method, r.task, r.metric, r.run_value, r.sim,
                     r.integer, r.sim64, rel, r.agreement, r.floor64, rel64, a64, r.documents,
-                    r.limit, r.positions, r.path])
+                    r.limit, r.positions, r.path, d.get("device", ""),
+                    (d.get("values") or [""])[0],
+                    d.get("greedy_agreement_with_cpu_fp32_simulation", ""),
+                    d.get("greedy_agreement_with_integer", "")])
     return out.getvalue()
 
 

@@ -62,6 +62,7 @@ struct EvalArgs {
   std::string runtime = "torch";
   int64_t threads = 0;
   bool sites = false;
+  std::string compare_device;
   std::string config;             ///< --config FILE.json
   std::vector<std::string> sets;  ///< --set key=value, in order
   bool print_config = false;
@@ -163,6 +164,7 @@ EvalConfig resolve_eval_config(const EvalArgs& a, const CLI::App& cmd) {
   if (given("--runtime")) c.runtime = parse_enum<EvalRuntime>(a.runtime, "eval: --runtime");
   if (given("--threads")) c.threads = a.threads;
   if (given("--sites")) c.sites = a.sites;
+  if (given("--compare-device")) c.compare_device = a.compare_device;
   for (const auto& s : a.sets) apply_override(c, s, "--set");
   c.validate(a.config.empty() ? "eval" : "eval (--config " + a.config + ")");
   return c;
@@ -454,6 +456,11 @@ void add_eval_command(CLI::App& app) {
                 "With --runtime int: on the first window, compare the codes of every activation "
                 "site of every block with the fp64 simulation's, and name the first site where "
                 "they differ (the [H, T, T] sites only for windows of up to 512 tokens)");
+  cmd->add_option("--compare-device", a->compare_device,
+                  "With --runtime int: also run the export's fp32 simulation on this device "
+                  "(cuda, cuda:N; TF32 off) and report its greedy agreement with the CPU's fp32 "
+                  "simulation and with the integer runtime: is the fp32 simulation one model "
+                  "on every device?");
   cmd->callback([a, cmd] {
     const EvalConfig config = resolve_eval_config(*a, *cmd);
     if (a->print_config) {

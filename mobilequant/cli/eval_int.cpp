@@ -13,7 +13,10 @@
 // compared with the fp64 simulation as well: perplexity difference and greedy agreement.
 // With --sites, the first window then goes through the fp64 simulation and the runtime once
 // more, site by site (eval/int_site_report.h): a table of the sites whose codes differ, the
-// first of them named, and `sites_fp64` in the JSON.
+// first of them named, and `sites_fp64` in the JSON. With --compare-device cuda, a fourth
+// pass runs the fp32 simulation on the GPU (TF32 off) on the same windows: its greedy
+// agreement with the CPU's fp32 simulation (and with the runtime) says whether the fp32
+// simulation is one model on every device, or only fp64 is a fixed reference.
 #include <filesystem>
 #include <functional>
 #include <iomanip>
@@ -60,8 +63,29 @@ void run_eval_int(const EvalConfig& a,
     ex.model->to(torch::kFloat32);
     ex.model->set_export_codes(false);
   };
+  // Runs fn with the fp32 simulation on a.compare_device, TF32 off, then puts it back on the
+  // CPU (and TF32 as it was).
+  auto on_compare_device = [&ex, &a](const std::function<EvalOutcome()>& fn) {
+    const torch::Device dev(a.compare_device);
+    MQ_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "eval --runtime int: "
+             "--compare-device ", a.compare_device, ": CUDA is not available on this machine");
+    const bool tf32 = at::globalContext().allowTF32CuBLAS();
+    at::globalContext().setAllowTF32CuBLAS(false);
+    ex.model->to(dev);
+    ex.model->invalidate_weight_cache();
+    EvalOutcome out = fn();
+    ex.model->to(torch::kCPU);
+    ex.model->invalidate_weight_cache();
+    at::globalContext().setAllowTF32CuBLAS(tf32);
+    return out;
+  };
   rt::PrefillOptions popts;
   popts.threads = static_cast<int>(a.threads);
+  std::ostringstream device_table;  // compare_device: one row per task
+  device_table << "| task | fp32 simulation on | its perplexity (first metric) | greedy "
+                  "agreement with the CPU's fp32 simulation | with the integer runtime | "
+                  "positions |\n"
+               << "|---|---|---:|---:|---:|---:|\n";
 
   std::ostringstream table;
   table << "| task | metric | simulated | integer | Δ | greedy agreement | simulated fp64 | "
@@ -124,6 +148,38 @@ void run_eval_int(const EvalConfig& a,
     const double floor64 = positions64 > 0 ? static_cast<double>(agree64) / positions64 : 0.0;
     const double agreement64 =
         positions64 > 0 ? static_cast<double>(agree_int64) / positions64 : 0.0;
+    // Pass 4 (compare_device): the same fp32 simulation on another device, TF32 off. Its
+    // agreement with the CPU's says whether "the fp32 simulation" is one model at all.
+    nlohmann::json on_device = nullptr;
+    if (!a.compare_device.empty()) {
+      batch_index = 0;
+      int64_t agree_dev = 0, agree_dev_int = 0, positions_dev = 0;
+      const torch::Device dev(a.compare_device);
+      auto dev_logits = [&](const torch::Tensor& ids) {
+        torch::NoGradGuard no_grad;
+        torch::Tensor l = ex.model->forward(ids.to(dev)).to(torch::kFloat32).cpu();  // [B, L, V]
+        const torch::Tensor am = l.argmax(-1);                                      // [B, L]
+        agree_dev_int += am.eq(int_argmax.at(batch_index)).sum().item<int64_t>();
+        agree_dev += am.eq(sim_argmax.at(batch_index++)).sum().item<int64_t>();
+        positions_dev += ids.numel();
+        return l;
+      };
+      const EvalOutcome simdev = on_compare_device(
+          [&] { return evaluate_tasks(ex.base.model, *ex.base.tokenizer, one, in, dev_logits); });
+      const auto frac = [&](int64_t k) {
+        return positions_dev > 0 ? static_cast<double>(k) / positions_dev : 0.0;
+      };
+      nlohmann::json values = nlohmann::json::array();
+      for (const nlohmann::json& m : simdev.results.at(0)["metrics"]) values.push_back(m["value"]);
+      on_device = {{"device", dev.str()},
+                   {"values", values},
+                   {"greedy_agreement_with_cpu_fp32_simulation", frac(agree_dev)},
+                   {"greedy_agreement_with_integer", frac(agree_dev_int)}};
+      device_table << "| " << to_string(a.tasks[t]) << " | " << dev.str() << " | "
+                   << std::fixed << std::setprecision(4) << values.at(0).get<double>() << " | "
+                   << std::setprecision(2) << 100.0 * frac(agree_dev) << "% | "
+                   << 100.0 * frac(agree_dev_int) << "% | " << positions_dev << " |\n";
+    }
     const nlohmann::json& s = sim.results.at(0);
     const nlohmann::json& n = integer.results.at(0);
     nlohmann::json metrics = nlohmann::json::array();
@@ -161,8 +217,10 @@ void run_eval_int(const EvalConfig& a,
                        {"limited", a.limit >= 0},
                        {"seconds_simulated", s["seconds"]},
                        {"seconds_integer", n["seconds"]}});
+    if (!on_device.is_null()) results.back()["simulated_on_compare_device"] = on_device;
   }
   std::cout << table.str() << std::flush;
+  if (!a.compare_device.empty()) std::cout << "\n" << device_table.str() << std::flush;
   nlohmann::json sites = nullptr;
   if (a.sites && !first_window.empty()) {
     std::cerr << "[eval] --sites: every activation site of the first window ("

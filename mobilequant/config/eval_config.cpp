@@ -77,6 +77,12 @@ void EvalConfig::validate(const std::string& where) const {
            "CPU; got device '", device, "'");
   MQ_CHECK(!sites || runtime == EvalRuntime::kInt, where, ": sites: compares the integer "
            "runtime with the simulation; it needs runtime int");
+  MQ_CHECK(compare_device.empty() || is_device_name(compare_device), where,
+           ": compare_device: got '", compare_device, "', expected one of [cpu, cuda, cuda:N] "
+           "(or \"\": none)");
+  MQ_CHECK(compare_device.empty() || runtime == EvalRuntime::kInt, where,
+           ": compare_device: compares the integer runtime's simulation across devices; it "
+           "needs runtime int");
   MQ_CHECK(limit >= -1, where, ": limit: got ", limit, ", expected >= 0 (or -1: all)");
   for (const auto& d : data) {
     MQ_CHECK(!d.empty(), where, ": data: empty file name, expected FILE or TASK=FILE");

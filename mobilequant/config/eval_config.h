@@ -65,6 +65,7 @@ struct EvalConfig {
   EvalRuntime runtime = EvalRuntime::kTorch;  ///< what computes the logits
   int64_t threads = 0;                      ///< integer runtime threads (0: every core)
   bool sites = false;                       ///< runtime int: per-site code comparison too
+  std::string compare_device;               ///< runtime int: fp32 simulation here too ("": no)
 
   /// The one field list (config/field_visitor.h).
   template <class V>
@@ -90,6 +91,10 @@ struct EvalConfig {
     v("threads", threads, "Threads of the integer runtime (0: every core)");
     v("sites", sites, "runtime int: also compare every activation site's codes with the fp64 "
                       "simulation on the first window, and name the first site that differs");
+    v("compare_device", compare_device,
+      "runtime int: also run the fp32 simulation on this device (cuda, cuda:N; TF32 off) and "
+      "report its greedy agreement with the CPU's fp32 simulation and with the integer runtime "
+      "(\"\": no)");
   }
 
   /// Throws mq::Error naming `where`, the key, the value and what is allowed when a field is

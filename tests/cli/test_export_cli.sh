@@ -2,7 +2,8 @@
 # tests/cli/test_export_cli.sh: `mobilequant export` on a real (short) run of stories260K:
 # a finished run exports into RUN/export and lints clean; an unfinished run, an existing
 # directory without --force, an unknown format are refused with one clear error and a non-zero
-# exit, leaving nothing behind; --check names an edited file and exits non-zero; and, when the
+# exit, leaving nothing behind; --check names an edited file and exits non-zero; `eval --runtime
+# int --compare-device cpu` lines its passes up; and, when the
 # project's Python has transformers, the exported hf/ directory loads and runs there.
 # Usage: test_export_cli.sh BUILD/mobilequant SHARED_DIR [SOURCE_DIR]
 set -u
@@ -48,6 +49,32 @@ for f in export.json hf/config.json hf/model.safetensors reference/act_dict.json
 done
 "$mq" export --check "$run/export" >"$tmp/out" 2>"$tmp/err" || { fail "--check on a fresh export:"; cat "$tmp/out" "$tmp/err"; }
 grep -q OK "$tmp/out" || fail "--check did not say OK"
+
+# The integer runtime on the export, with the fp32 simulation run a second time on the CPU as
+# the compare device: that pass must agree with the first on every position, and with the
+# runtime exactly as often as the first does (the passes line up window by window).
+docs=$shared/data/tinystories/valid.head.txt
+if [ -f "$run/export/int/manifest.json" ] && [ -f "$docs" ]; then
+  if "$mq" eval -m "$run/export" --runtime int --task docs --data "$docs" --max-length 128 \
+      --limit 2 --compare-device cpu -o "$tmp/eval_int.json" >"$tmp/out" 2>"$tmp/err"; then
+    python3 - "$tmp/eval_int.json" <<'PY' || fail "eval --runtime int --compare-device cpu: the passes do not line up"
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+d = r["simulated_on_compare_device"]
+ok = (d["device"] == "cpu" and d["greedy_agreement_with_cpu_fp32_simulation"] == 1.0
+      and d["greedy_agreement_with_integer"] == r["greedy_agreement"]
+      and d["values"][0] == r["metrics"][0]["simulated"] and r["positions"] > 0)
+print(json.dumps(d), r["greedy_agreement"], r["metrics"][0]["simulated"])
+sys.exit(0 if ok else 1)
+PY
+  else
+    fail "eval --runtime int --compare-device cpu:"; tail -5 "$tmp/err"
+  fi
+  expect_error compare-torch "needs runtime int" "$mq" eval -m "$run/export/hf" --task docs \
+    --data "$docs" --compare-device cpu
+else
+  fail "export: int/manifest.json or $docs missing"
+fi
 
 # An existing directory: refused without --force, replaced with it; nothing left beside it.
 expect_error exists "already exists" "$mq" export "$run"

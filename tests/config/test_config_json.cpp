@@ -209,7 +209,7 @@ TEST_CASE("read_config_file names the file on open, syntax and key errors", "[un
                       Contains(typo + ": unknown key 'max_lenght'") &&
                           Contains("allowed keys: [model, tokenizer, reference, device, dtype, "
                                    "tasks, data, max_length, seqlen, separator, batch_size, "
-                                   "limit, output, runtime, threads, sites]"));
+                                   "limit, output, runtime, threads, sites, compare_device]"));
   const std::string ill = (dir / "ill.json").string();
   std::ofstream(ill) << R"({"max_length": "2048"})";
   REQUIRE_THROWS_WITH(mq::read_config_file(ill, c),
@@ -288,6 +288,18 @@ TEST_CASE("EvalConfig::validate names the key, the value and what is allowed", "
                                                      "with the simulation; it needs runtime int"));
     c.runtime = mq::EvalRuntime::kInt;
     REQUIRE_NOTHROW(c.validate("eval"));
+  }
+  SECTION("compare_device is a device name, with the integer runtime only") {
+    mq::apply_override(c, "compare_device=\"cuda\"");
+    REQUIRE_THROWS_WITH(c.validate("eval"),
+                        Contains("eval: compare_device: compares the integer runtime's "
+                                 "simulation across devices; it needs runtime int"));
+    c.runtime = mq::EvalRuntime::kInt;
+    REQUIRE_NOTHROW(c.validate("eval"));
+    c.compare_device = "gpu";
+    REQUIRE_THROWS_WITH(c.validate("eval"),
+                        Contains("eval: compare_device: got 'gpu', expected one of [cpu, cuda, "
+                                 "cuda:N]"));
   }
 }
 

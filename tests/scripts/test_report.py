@@ -409,7 +409,8 @@ def test_range_widths(tmp, dirs):
     check(got["learned"]["0:input_layernorm.output"] == 51.0, f"learned {got['learned']}")
 
 
-def make_int_dir(parent, name, method, quant, run_ppl, sim, integer, limit=-1, documents=22):
+def make_int_dir(parent, name, method, quant, run_ppl, sim, integer, limit=-1, documents=22,
+                 on_device=None):
     """One run's directory of scripts/int_beside.sh: run_results.json and eval_int.json."""
     d = os.path.join(parent, name)
     cfg = config(method, quant, "none", "runs/" + name)
@@ -424,6 +425,11 @@ def make_int_dir(parent, name, method, quant, run_ppl, sim, integer, limit=-1, d
                      "metrics": [{"metric": "token_perplexity", "simulated": sim, "integer": integer,
                                   "simulated_fp64": integer / 1.001,
                                   "relative_difference": (integer - sim) / sim}]}]})
+    if on_device:
+        with open(os.path.join(d, "eval_int.json")) as f:
+            ev = json.load(f)
+        ev["results"][0]["simulated_on_compare_device"] = on_device
+        write_json(os.path.join(d, "eval_int.json"), ev)
     return d
 
 
@@ -450,6 +456,24 @@ def test_int_beside(tmp, dirs):
     check(rows[0][:8] == ["model", "preset", "method", "task", "metric", "simulated_run",
                           "simulated_same_windows", "integer"], f"CSV header {rows[0]}")
     check(len(rows) == 4, f"one CSV row per run and task, got {len(rows) - 1}")
+    check("on another device" not in p.stdout, "no device table without --compare-device")
+    # eval --compare-device: a table of the fp32 simulation on the other device.
+    dev = os.path.join(tmp, "int-device")
+    make_int_dir(dev, "w8a8-mobilequant", "mobilequant", "w8a8", 3.3770, 3.3776, 3.3828,
+                 on_device={"device": "cuda", "values": [3.3801],
+                            "greedy_agreement_with_cpu_fp32_simulation": 0.7431,
+                            "greedy_agreement_with_integer": 0.7402})
+    make_int_dir(dev, "w8a8-rtn", "rtn", "w8a8", 3.4136, 3.4136, 3.4183)
+    p = report("int", dev, "-o", os.path.join(dev, "t"))
+    check(p.returncode == 0, f"exit {p.returncode}: {p.stderr}")
+    check("| W8A8 | MobileQuant | docs | token_perplexity | cuda | 3.3776 | 3.3801 | 74.31% | 74.02% "
+          "| 98.00% | 700 | w8a8-mobilequant |" in table_lines(p.stdout),
+          "the device line: " + p.stdout)
+    check(p.stdout.count("| cuda |") == 1, "only the run with a device pass is listed")
+    with open(os.path.join(dev, "t.csv")) as f:
+        rows = {r[17].rsplit("/", 1)[-1]: r for r in list(csv.reader(f))[1:]}
+    check(rows["w8a8-mobilequant"][18:] == ["cuda", "3.3801", "0.7431", "0.7402"]
+          and rows["w8a8-rtn"][18:] == ["", "", "", ""], f"CSV device columns {rows}")
     # A subset is named; a broken directory is a note, not a failure (unless --strict).
     sub = os.path.join(tmp, "int-subset")
     make_int_dir(sub, "w8a8-rtn", "rtn", "w8a8", 49.5, 60.1, 60.3, limit=4, documents=4)
