@@ -3,8 +3,8 @@
 # (it has PyTorch with CUDA, nvcc, cmake and ninja, but no apt and no network):
 #   .carry/debs/      the Debian packages of our C++ dependencies (extracted there with dpkg -x)
 #   .carry/shared/    stories260K and the evaluation texts from ../shared
-#   .carry/model.N    SmolLM2-135M-Instruct's GGUF in parts of at most 24 MiB (one per call:
-#                     a part and the ~31 MiB working tree must stay under a call's 64 MiB)
+#   .carry/model.N    SmolLM2-135M-Instruct's GGUF in parts of at most 16 MiB (one per call:
+#                     a part and the ~40 MiB working tree must stay under a call's 64 MiB)
 #   .carry/git_revision  the commit of this tree (run prepare.sh again after committing)
 # .carry/ is git-ignored; scripts/gpu/run.sh names these paths in each call's carry list.
 set -euo pipefail
@@ -25,7 +25,7 @@ for f in models/stories260K data/tinystories data/wikitext2 data/ptb; do
   cp -r "$shared/$f" "$carry/shared/$(dirname "$f")/"
 done
 model=${MQ_MODELS_DIR:-$root/models}/SmolLM2-135M-Instruct.Q4_1.gguf
-part_bytes=$((24 * 1024 * 1024))
+part_bytes=$((16 * 1024 * 1024))
 if [ -f "$model" ] && { [ ! -f "$carry/model.sha256" ] ||
      [ "$(stat -c %s "$carry/model.part00" 2>/dev/null || echo 0)" -gt "$part_bytes" ]; }; then
   rm -f "$carry"/model.part*
