@@ -20,6 +20,7 @@
 #include "mobilequant/core/tensor_map.h"
 #include "mobilequant/config/quant_config.h"
 #include "mobilequant/export/encoding_table.h"
+#include "mobilequant/runtime/fixed_point.h"
 
 namespace mq {
 
@@ -73,10 +74,12 @@ struct FixedPoint {
   long double value() const;
 };
 
-/// The shift of every multiplier but the residual adds' is at least this (m < 2^31).
-inline constexpr int32_t kMinShift = 32;
-/// Shifts above this make a multiplier 0 (m < 2^-95).
-inline constexpr int32_t kMaxShift = 157;
+// The shift limits and the multiplier range: one definition, the runtime's
+// (runtime/fixed_point.h).
+using rt::kMaxShift;
+using rt::kMinShift;
+using rt::kResidualAddMinShift;
+using rt::multiplier_in_range;
 
 /// m as a FixedPoint with shift >= min_shift, M the 63-bit rounding of m's mantissa (m is
 /// computed in long double, so that M carries 62 correct bits). Throws mq::Error naming `what`
@@ -97,8 +100,6 @@ struct IntOpMultiplier {
 inline constexpr int kResidualHeadroomBits = 61;
 /// The final norm reads the residual shifted right by this many bits (int32 values).
 inline constexpr int kFinalNormShift = 31;
-/// The smallest shift of a residual-add multiplier (m up to 2^93).
-inline constexpr int32_t kResidualAddMinShift = -30;
 /// The fraction bits of the rotary tables: round(2^62 cos), round(2^62 sin) (I64).
 inline constexpr int kRopeFractionBits = 62;
 

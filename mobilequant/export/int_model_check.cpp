@@ -204,8 +204,7 @@ class IntChecker {
     const int32_t* sp = st.data_ptr<int32_t>();
     for (int64_t i = 0; i < n; ++i) {
       const std::string key = base + "multiplier" + (n > 1 ? "[" + std::to_string(i) + "]" : "");
-      const bool m_ok = mp[i] == 0 || (mp[i] != INT64_MIN && std::llabs(mp[i]) >= (int64_t{1} << 62));
-      if (sp[i] < min_shift || sp[i] > kMaxShift || !m_ok) {
+      if (sp[i] < min_shift || sp[i] > kMaxShift || !multiplier_in_range(mp[i])) {
         add(CheckRule::kRequant, trel_, key, "multiplier or shift out of range",
             "|M| in [2^62, 2^63) or 0, shift in [" + std::to_string(min_shift) + ", " +
                 std::to_string(kMaxShift) + "]",

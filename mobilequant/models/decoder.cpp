@@ -8,6 +8,8 @@
 #include <cmath>
 #include <set>
 
+#include <ATen/Parallel.h>
+
 #include "mobilequant/core/dtype.h"
 #include "mobilequant/core/error.h"
 
@@ -135,10 +137,13 @@ std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::tables(
     const float* f = freqs.data_ptr<float>();
     float* cp = c.data_ptr<float>();
     float* sp = s.data_ptr<float>();
-    for (int64_t i = 0; i < freqs.numel(); ++i) {
-      cp[i] = static_cast<float>(std::cos(static_cast<double>(f[i])));
-      sp[i] = static_cast<float>(std::sin(static_cast<double>(f[i])));
-    }
+    // Each element on its own: any split over threads gives the same bits.
+    at::parallel_for(0, freqs.numel(), 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        cp[i] = static_cast<float>(std::cos(static_cast<double>(f[i])));
+        sp[i] = static_cast<float>(std::sin(static_cast<double>(f[i])));
+      }
+    });
     return {torch::cat({c, c}, -1).unsqueeze(1), torch::cat({s, s}, -1).unsqueeze(1)};  // [B, 1, T, R]
   }
   // Copy the frequencies to the positions' device once, not on every forward.

@@ -66,7 +66,8 @@ class Loader {
   /// An I64 [1] multiplier and I32 [1] shift `prefix.mult_key`, `prefix.shift_key`,
   /// range-checked.
   Multiplier multiplier(const std::string& prefix, const std::string& mult_key = "multiplier",
-                        const std::string& shift_key = "shift", int32_t min_shift = 32) const {
+                        const std::string& shift_key = "shift",
+                        int32_t min_shift = kMinShift) const {
     Multiplier m;
     m.m = read<int64_t>(prefix + "." + mult_key, {DType::kI64}, {1})[0];
     m.shift = read<int32_t>(prefix + "." + shift_key, {DType::kI32}, {1})[0];
@@ -77,14 +78,14 @@ class Loader {
 
   /// |M| in [2^62, 2^63) or 0 (a 62-bit fixed-point multiplier).
   void check_multiplier(const std::string& name, int64_t m) const {
-    MQ_CHECK(m == 0 || (m != INT64_MIN && std::llabs(m) >= (int64_t{1} << 62)), "safetensors '",
+    MQ_CHECK(multiplier_in_range(m), "safetensors '",
              f_.path(), "': tensor '", name, "': multiplier ", m,
              " outside the 62-bit range |M| in [2^62, 2^63) (or 0)");
   }
 
-  void check_shift(const std::string& name, int32_t shift, int32_t min_shift = 32) const {
-    MQ_CHECK(shift >= min_shift && shift <= 157, "safetensors '", f_.path(), "': tensor '", name,
-             "': shift ", shift, " outside the supported [", min_shift, ", 157]");
+  void check_shift(const std::string& name, int32_t shift, int32_t min_shift = kMinShift) const {
+    MQ_CHECK(shift >= min_shift && shift <= kMaxShift, "safetensors '", f_.path(), "': tensor '",
+             name, "': shift ", shift, " outside the supported [", min_shift, ", ", kMaxShift, "]");
   }
 
   /// The encoding of activation site `site` from the manifest.
@@ -321,10 +322,10 @@ IntModel IntModel::load(const std::string& int_dir) {
     L.qk_bmm = ld.multiplier(pre + "self_attn.qk_bmm");
     L.softmax = ld.multiplier(pre + "self_attn.softmax");
     L.pv_bmm = ld.multiplier(pre + "self_attn.pv_bmm");
-    L.resid_add_1 = ld.multiplier(pre + "resid_add_1", "multiplier", "shift", -30);
+    L.resid_add_1 = ld.multiplier(pre + "resid_add_1", "multiplier", "shift", kResidualAddMinShift);
     L.act_fn = ld.multiplier(pre + "mlp.act_fn");
     L.mul = ld.multiplier(pre + "mlp.mul");
-    L.resid_add_2 = ld.multiplier(pre + "resid_add_2", "multiplier", "shift", -30);
+    L.resid_add_2 = ld.multiplier(pre + "resid_add_2", "multiplier", "shift", kResidualAddMinShift);
     MQ_CHECK(L.softmax.m >= 0 && L.softmax.shift <= 127, "safetensors '", f.path(),
              "': tensor '", pre, "self_attn.softmax.multiplier': (", L.softmax.m, ", ",
              L.softmax.shift, ") must be >= 0 with shift <= 127");

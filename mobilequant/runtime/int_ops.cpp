@@ -54,10 +54,9 @@ inline int bit_length(UInt128 v) {
 }  // namespace
 
 PreparedMultiplier PreparedMultiplier::from(Multiplier m) {
-  MQ_CHECK(m.shift >= 32, "requantization: shift ", m.shift, " below 32 (M ", m.m,
-           "): the multiplier is 2^31 or more");
-  if (m.shift >= 95 || m.m == 0) return {0, 0, 0};  // |a M| < 2^94: 0
-  return {m.m >> 31, m.m & ((int64_t{1} << 31) - 1), m.shift - 32};
+  MQ_CHECK(m.shift >= kMinShift, "requantization: shift ", m.shift, " below ", kMinShift,
+           " (M ", m.m, "): the multiplier is 2^31 or more");
+  return unchecked(m.m, m.shift);
 }
 
 bool all_in_range(const int32_t* v, int64_t n, int32_t lo, int32_t hi) {
@@ -345,8 +344,8 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term, int32
   std::vector<double> gain(static_cast<size_t>(c));      // [C]
   bool double_ok = true;
   for (int64_t k = 0; k < c; ++k) {
-    MQ_CHECK(gain_n[k] >= 32, "int_rmsnorm: gain shift ", gain_n[k], " of channel ", k,
-             " below 32");
+    MQ_CHECK(gain_n[k] >= kMinShift, "int_rmsnorm: gain shift ", gain_n[k], " of channel ", k,
+             " below ", kMinShift);
     double_ok &= gain_n[k] <= 400;
     chan_pow[static_cast<size_t>(k)] = std::ldexp(1.0, -std::min(gain_n[k], 400));
     gain[static_cast<size_t>(k)] = static_cast<double>(gain_m[k]);
@@ -391,7 +390,7 @@ void int_rmsnorm(const int32_t* d, int64_t t, int64_t c, int64_t eps_term, int32
 void int_rope(const int32_t* x, int64_t t, int64_t heads, int64_t d, int32_t z_in,
               const int64_t* cos, const int64_t* sin, Multiplier m, const ActQuant& out,
               int32_t* y) {
-  MQ_CHECK(m.shift >= 32, "int_rope: shift ", m.shift, " below 32");
+  MQ_CHECK(m.shift >= kMinShift, "int_rope: shift ", m.shift, " below ", kMinShift);
   const int64_t half = d / 2;
   const int32_t qmax = out.qmax();
   for (int64_t i = 0; i < t; ++i) {
@@ -633,7 +632,8 @@ void int_mul(const int32_t* a, int32_t z_a, const int32_t* b, int32_t z_b, int64
 }
 
 void int_residual_add(int64_t* r, const int32_t* x, int32_t z_x, int64_t n, Multiplier m) {
-  MQ_CHECK(m.shift >= -30, "int_residual_add: shift ", m.shift, " below -30");
+  MQ_CHECK(m.shift >= kResidualAddMinShift, "int_residual_add: shift ", m.shift, " below ",
+           kResidualAddMinShift);
   for (int64_t i = 0; i < n; ++i) {
     const Int128 d = static_cast<int64_t>(x[i]) - z_x;  // |d| < 2^32
     // Exact, unsaturated: a rounded shift of |d M| < 2^95, or a left shift to below 2^125.

@@ -55,6 +55,7 @@
 #include <memory>
 #include <vector>
 
+#include "mobilequant/runtime/fixed_point.h"
 #include "mobilequant/runtime/vnni_gemm.h"
 
 namespace mq::rt {
@@ -101,7 +102,7 @@ inline int64_t requant(int64_t a, int64_t m, int32_t n) {
 /// 2^(n-31)), every term below 2^127. n > 157 gives 0 (|v M| < 2^157), the exact value too.
 /// Saturated to [-2^62, 2^62].
 inline int64_t requant_wide(Int128 v, int64_t m, int32_t n) {
-  if (n > 157) return 0;
+  if (n > kMaxShift) return 0;
   const Int128 hi = v * (m >> 31);                                       // |.| < 2^126
   const Int128 lo = (v * (m & ((int64_t{1} << 31) - 1))) >> 31;         // |.| < 2^94
   return saturate_requant((hi + lo + (static_cast<Int128>(1) << (n - 32))) >> (n - 31));
@@ -116,16 +117,19 @@ struct PreparedMultiplier {
   int64_t hi = 0;  ///< M_h in [-2^32, 2^32)
   int64_t lo = 0;  ///< M_l in [0, 2^31)
   int64_t s1 = 0;  ///< n - 32, in [0, 62]
-  /// Prepares m; throws naming the shift when it is below 32.
+  /// Prepares m; throws naming the shift when it is below kMinShift.
   static PreparedMultiplier from(Multiplier m);
+  /// Prepares (M, n) for n >= kMinShift, unchecked (the loader checked it).
+  static PreparedMultiplier unchecked(int64_t m, int32_t n) {
+    if (n >= 95 || m == 0) return {0, 0, 0};  // |a M| < 2^94: 0
+    return {m >> 31, m & ((int64_t{1} << 31) - 1), n - kMinShift};
+  }
   int64_t apply(int64_t a) const { return (((a * hi + ((a * lo) >> 31)) >> s1) + 1) >> 1; }
 };
 
 /// requant of an int32 accumulator without a 128-bit step (PreparedMultiplier; n >= 32).
 inline int64_t requant32(int32_t a, int64_t m, int32_t n) {
-  if (n >= 95) return 0;
-  const PreparedMultiplier p{m >> 31, m & ((int64_t{1} << 31) - 1), n - 32};
-  return p.apply(a);
+  return PreparedMultiplier::unchecked(m, n).apply(a);
 }
 
 /// The softmax normalization of one row (docs step 2.6): for the row's exponential sum
