@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -380,6 +382,124 @@ TrainBenchResult bench_train(CausalLm& model, const QuantConfig& quant, const Le
     r.profiled = true;
   }
   model->set_hooks(nullptr);
+  return r;
+}
+
+TrainReferenceResult bench_train_references(CausalLm& model, const TrainBenchOptions& opts) {
+  MQ_CHECK(opts.warmup >= 1, "bench train --references: warmup must be >= 1, got ", opts.warmup);
+  MQ_CHECK(opts.steps >= 1, "bench train --references: steps must be >= 1, got ", opts.steps);
+  MQ_CHECK(opts.batch >= 1, "bench train --references: batch must be >= 1, got ", opts.batch);
+  MQ_CHECK(model->hooks() == nullptr,
+           "bench train --references: the float model still has hooks installed");
+  const ModelConfig& cfg = model->config();
+  MQ_CHECK(opts.seqlen >= 1 && opts.seqlen <= cfg.max_position_embeddings,
+           "bench train --references: seqlen ", opts.seqlen, " outside [1, ",
+           cfg.max_position_embeddings, "] (the model's context)");
+  const torch::Device device = model->parameters().front().device();
+  const bool bf16 = opts.precision == BenchPrecision::kBf16;
+  Tf32Guard tf32(opts.precision);
+  TrainReferenceResult r;
+  r.precision = opts.precision;
+  r.flops_per_step = train_step_flops(cfg, opts.seqlen, opts.batch);
+  r.peak_tflops = peak_matmul_tflops(accelerator_name(device), opts.precision);
+  auto timed = [&](const std::function<void()>& pass, std::vector<double>& seconds) {
+    for (int64_t i = 0; i < opts.warmup; ++i) pass();
+    for (int64_t i = 0; i < opts.steps; ++i) {
+      sync(device);
+      const double t0 = now_seconds();
+      pass();
+      sync(device);
+      seconds.push_back(now_seconds() - t0);
+    }
+  };
+  const int64_t layers = cfg.num_hidden_layers;
+
+  // The float step: every block weight trains (their previous flags and gradients restored).
+  {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+    auto ids = torch::randint(cfg.vocab_size, {opts.batch, opts.seqlen}, gen, torch::kInt64)
+                   .to(device);                                              // [B, T]
+    auto target = torch::randn({opts.batch, opts.seqlen, cfg.hidden_size}, gen)
+                      .to(device);                                           // [B, T, C] fp32
+    // Every parameter's (requires_grad, grad) as found; the blocks' train, the rest (the
+    // embeddings, the final norm, the classifier) is frozen.
+    std::vector<torch::Tensor> all = model->parameters(), params;
+    std::vector<std::pair<bool, torch::Tensor>> before;
+    for (auto& p : all) {
+      before.emplace_back(p.requires_grad(), p.grad());
+      p.set_requires_grad(false);
+    }
+    for (int64_t i = 0; i < layers; ++i)
+      for (auto& p : model->layer(i)->parameters()) {
+        p.set_requires_grad(true);
+        p.mutable_grad() = torch::Tensor();
+        params.push_back(p);
+      }
+    auto pass = [&] {
+      torch::Tensor loss;
+      {
+        AutocastGuard ac(device, bf16);
+        auto h = model->embed(ids);                                          // [B, T, C]
+        for (int64_t i = 0; i < layers; ++i) h = model->run_layer(i, h);
+        loss = torch::mse_loss(h.to(torch::kFloat32), target);
+      }
+      loss.backward();
+      for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    };
+    sync(device);
+    reset_gpu_peak(device);
+    timed(pass, r.float_step_seconds);
+    r.float_peak_gpu_allocated_gib = gpu_peak_gib(device).first;
+    for (size_t k = 0; k < all.size(); ++k) {
+      all[k].set_requires_grad(before[k].first);
+      all[k].mutable_grad() = before[k].second;
+    }
+  }
+  r.float_median_seconds = median(r.float_step_seconds);
+
+  // The matmuls alone, on random tensors of the step's shapes.
+  {
+    torch::NoGradGuard no_grad;
+    const auto o = torch::TensorOptions().device(device).dtype(bf16 ? torch::kBFloat16
+                                                                    : torch::kFloat32);
+    const int64_t n = opts.batch * opts.seqlen, c = cfg.hidden_size, d = cfg.head_dim;
+    const int64_t h = cfg.num_attention_heads, kv = cfg.num_key_value_heads;
+    const int64_t inter = cfg.intermediate_size;
+    // q, k, v, o, gate, up, down as (in, out).
+    const std::vector<std::pair<int64_t, int64_t>> shapes{
+        {c, h * d}, {c, kv * d}, {c, kv * d}, {h * d, c}, {c, inter}, {c, inter}, {inter, c}};
+    std::vector<torch::Tensor> xs, dys, ws;  // [n, in], [n, out]; ws: [out, in] per layer
+    for (const auto& [in, out] : shapes) {
+      xs.push_back(torch::randn({n, in}, o));
+      dys.push_back(torch::randn({n, out}, o));
+    }
+    for (int64_t l = 0; l < layers; ++l)
+      for (const auto& [in, out] : shapes) ws.push_back(torch::randn({out, in}, o) * 0.02);
+    // Attention operands after repeat_kv, as the step multiplies them: [B, H, T, D].
+    auto q = torch::randn({opts.batch, h, opts.seqlen, d}, o);
+    auto k = torch::randn({opts.batch, h, opts.seqlen, d}, o);
+    auto v = torch::randn({opts.batch, h, opts.seqlen, d}, o);
+    auto dout = torch::randn({opts.batch, h, opts.seqlen, d}, o);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    auto pass = [&] {
+      for (int64_t l = 0; l < layers; ++l) {
+        for (size_t j = 0; j < shapes.size(); ++j) {
+          const auto& w = ws[static_cast<size_t>(l) * shapes.size() + j];  // [out, in]
+          torch::mm(xs[j], w.t());   // forward        [n, out]
+          torch::mm(dys[j], w);      // input gradient [n, in]
+          torch::mm(dys[j].t(), xs[j]);  // weight gradient [out, in]
+        }
+        torch::AutoGradMode grad_on(true);
+        auto qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_();
+        auto vg = v.detach().requires_grad_();
+        auto ctx = at::scaled_dot_product_attention(qg, kg, vg, {}, 0.0, /*is_causal=*/true,
+                                                    scale);                  // [B, H, T, D]
+        torch::autograd::grad({ctx}, {qg, kg, vg}, {dout});
+      }
+    };
+    timed(pass, r.matmul_seconds);
+  }
+  r.matmul_median_seconds = median(r.matmul_seconds);
   return r;
 }
 

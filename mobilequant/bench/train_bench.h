@@ -21,7 +21,8 @@
 // --quant (preset of configs/quant/, default w8a8), --let (pairs with learnable scales, comma
 // list or all|none; default all, as MobileQuant trains), --steps/--warmup (optimizer steps timed
 // / untimed; at least one warm-up), --precision (one table row each), --profile,
-// --profile-top N, --threads, -o FILE (JSON with the command line and the machine).
+// --profile-top N, --references (bench_train_references: the float step and the matmuls
+// alone, per precision), --threads, -o FILE (JSON with the command line and the machine).
 //
 // Precisions: fp32 = fp32 weights and matmuls, TF32 off; tf32 = fp32 weights, cuBLAS/cuDNN
 // matmuls in TF32; bf16 = fp32 weights, the trainer's bf16 autocast (TF32 off for what stays
@@ -107,6 +108,34 @@ struct TrainBenchResult {
   bool profiled = false;
   TrainStepBreakdown breakdown;      ///< when profiled
 };
+
+/// The references of one precision, on the same shape, device and token count as the
+/// quantized step: the same matmul work without the quantizers. What the quantized step's
+/// fraction of peak can be read against (`bench train --references`).
+struct TrainReferenceResult {
+  BenchPrecision precision = BenchPrecision::kFp32;
+  std::vector<double> float_step_seconds;  ///< every timed float forward + backward
+  double float_median_seconds = 0;
+  std::vector<double> matmul_seconds;      ///< every timed pass of the matmuls alone
+  double matmul_median_seconds = 0;
+  double flops_per_step = 0;               ///< train_step_flops (the same as the step's)
+  double peak_tflops = 0;                  ///< peak_matmul_tflops (0: unknown)
+  double float_peak_gpu_allocated_gib = -1;  ///< the float step's peak (-1: not CUDA)
+};
+
+/// Times two references at opts.precision, each opts.warmup untimed then opts.steps timed
+/// passes (medians), on random ids of opts.seed:
+///  - float step: the float model's forward to the last layer and an MSE loss, then its
+///    backward, with no hooks installed (SDPA causal attention) and every decoder block's
+///    weights requiring gradients: the same 3 x forward matmul FLOPs as the quantized step
+///    (input and weight gradients), no optimizer step. bf16 is autocast over fp32 weights.
+///  - matmuls alone: per block, the 7 linear layers' forward, input gradient and weight
+///    gradient as mm on random [batch * seqlen, in] inputs, and SDPA causal attention forward
+///    and backward on [batch, heads, seqlen, head_dim], in the precision's dtype (bf16, or
+///    fp32 with TF32 per the precision): the cuBLAS / SDPA time of the counted FLOPs.
+/// The model's weights, gradients and requires_grad flags are as before on return. Its hooks
+/// must be cleared (bench_train clears them). Throws mq::Error on bad options.
+TrainReferenceResult bench_train_references(CausalLm& model, const TrainBenchOptions& opts);
 
 /// Matmul FLOPs of one end-to-end training step on `batch` windows of `seqlen` tokens: the
 /// forward stops at the last decoder layer (the loss is on its output; no lm_head), so

@@ -237,6 +237,7 @@ struct TrainArgs {
   bool profile = false;
   bool recompute = false;
   bool cuda_graph = false;
+  bool references = false;
   std::string output;
 };
 
@@ -374,12 +375,18 @@ void run_bench_train(const TrainArgs& a) {
   MQ_CHECK(!(a.recompute && a.profile), "bench train: --profile times the phases of a step "
            "without recompute; run --recompute and --profile apart");
   std::vector<TrainBenchResult> rows;
+  std::vector<TrainReferenceResult> refs;  // with --references, one per row
   for (BenchPrecision p : precisions) {
     bo.precision = p;
     std::cerr << "[bench] end-to-end training step, " << to_string(p) << ", seqlen " << a.seqlen
               << ", batch " << a.batch << ": " << a.warmup << " warm-up + " << a.steps
               << " timed steps\n";
     rows.push_back(bench_train(model, quant, let, bo));
+    if (a.references) {
+      std::cerr << "[bench] references, " << to_string(p) << ": the float model's forward + "
+                << "backward without quantizers, then the matmuls alone\n";
+      refs.push_back(bench_train_references(model, bo));
+    }
   }
 
   auto gib = [](double v) { return v < 0 ? std::string("n/a") : fixed(v, 2); };
@@ -437,6 +444,31 @@ void run_bench_train(const TrainArgs& a) {
     }
     out.push_back(row);
   }
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const auto& f = refs[i];
+    auto frac = [&](double seconds) {
+      return f.peak_tflops > 0 ? nlohmann::json(f.flops_per_step / seconds / 1e12 / f.peak_tflops)
+                               : nlohmann::json(nullptr);
+    };
+    out[i]["references"] = {
+        {"float_step",
+         {{"what", "the float model's forward to the last layer + MSE and backward, no hooks "
+                   "(SDPA causal attention), every block weight's gradient, no optimizer step"},
+          {"median_step_seconds", f.float_median_seconds},
+          {"step_seconds", f.float_step_seconds},
+          {"achieved_tflops", f.flops_per_step / f.float_median_seconds / 1e12},
+          {"fraction_of_peak", frac(f.float_median_seconds)},
+          {"peak_gpu_allocated_gib", f.float_peak_gpu_allocated_gib >= 0
+                                         ? nlohmann::json(f.float_peak_gpu_allocated_gib)
+                                         : nlohmann::json(nullptr)}}},
+        {"matmuls_alone",
+         {{"what", "per block: the 7 linears' forward, input and weight gradients as mm, and SDPA "
+                   "causal attention forward + backward, on random tensors"},
+          {"median_seconds", f.matmul_median_seconds},
+          {"seconds", f.matmul_seconds},
+          {"achieved_tflops", f.flops_per_step / f.matmul_median_seconds / 1e12},
+          {"fraction_of_peak", frac(f.matmul_median_seconds)}}}};
+  }
   const double gflop = rows.empty() ? 0.0 : rows.front().flops_per_step / 1e9;
   std::cout << "\nmodel " << label << "; quant " << quant.name << ", LET " << let_string(let)
             << "; seqlen " << a.seqlen << ", batch " << a.batch
@@ -447,6 +479,28 @@ void run_bench_train(const TrainArgs& a) {
             << dev_name << "), threads " << torch::get_num_threads() << "; "
             << fixed(gflop, 1) << " GFLOP/step (matmuls: 3 x forward to the last layer, causal "
             << "attention counted half); LibTorch " << TORCH_VERSION << "\n";
+
+  if (!refs.empty()) {
+    std::cout << "\n### References: the same matmul FLOPs without the quantizers\n\n"
+              << "| precision | what | ms (median) | matmul TFLOP/s | % of peak | quantized step "
+                 "/ this |\n|---|---|---:|---:|---:|---:|\n";
+    for (size_t i = 0; i < refs.size(); ++i) {
+      const auto& f = refs[i];
+      const double q = rows[i].median_step_seconds;
+      for (auto [what, sec] :
+           {std::pair{"quantized end-to-end step (above)", q},
+            std::pair{"float forward + backward, no quantizers (SDPA attention)",
+                      f.float_median_seconds},
+            std::pair{"matmuls alone (mm, SDPA attention)", f.matmul_median_seconds}}) {
+        const double tf = f.flops_per_step / sec / 1e12;
+        std::cout << "| " << to_string(f.precision) << " | " << what << " | "
+                  << fixed(sec * 1e3, 1) << " | " << fixed(tf, tf < 1 ? 4 : 1) << " | "
+                  << (f.peak_tflops > 0 ? fixed(100.0 * tf / f.peak_tflops, 1) + "%"
+                                        : std::string("n/a"))
+                  << " | " << fixed(q / sec, 2) << " |\n";
+      }
+    }
+  }
 
   for (const auto& r : rows) {
     if (!r.profiled) continue;
@@ -596,6 +650,9 @@ void add_bench_command(CLI::App& app) {
                   "Recompute each block in the backward pass (activation checkpointing)");
   train->add_flag("--cuda-graph", targs->cuda_graph,
                   "Capture one micro-batch as a CUDA graph after the first step and replay it");
+  train->add_flag("--references", targs->references,
+                  "Also time, per precision, the float model's forward + backward without "
+                  "quantizers and the step's matmuls alone (what % of peak is read against)");
   train->add_option("-o,--output", targs->output, "Also write the figures as JSON");
   train->callback([targs] { run_bench_train(*targs); });
 
