@@ -8,11 +8,13 @@
 # with and without blocks recomputed in the backward pass (--recompute: far less memory), and
 # bf16 runs of both with --profile (forward / backward / optimizer and the top operators and
 # kernels: where the time goes), and the step replayed as a CUDA graph (--cuda-graph).
-#   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama|bf16]
+#   scripts/gpu/bench_train.sh [MODEL|-] [OUTDIR] [all|smollm2|tinyllama|bf16|references]
 # OUTDIR (default /tmp/mq/out/bench_train) gets per run a .json and a .md (table and log), and
 # commands.txt and gpu.txt; packed as $OUT/gpu_bench_train.tgz when $OUT is set. Use `smollm2`
 # and `tinyllama` in two calls if one call's time limit is short; `bf16` runs only the rows of
-# the bf16 throughput goal (both shapes as CUDA graphs, and the 1.1B profile).
+# the bf16 throughput goal (both shapes as CUDA graphs, and the 1.1B profile); `references` runs
+# both shapes' TF32 and bf16 graph steps with --references (the float model's forward + backward
+# without quantizers and the matmuls alone, on the same shape: the ceiling of % of peak).
 set -uo pipefail
 model=${1:--}
 out=${2:-/tmp/mq/out/bench_train}
@@ -27,7 +29,7 @@ if [ "$model" != "-" ] && [ -e "$model" ]; then smol=(-m "$model"); else smol=(-
 bench() {  # NAME ARGS...: one run, table to NAME.md, JSON to NAME.json
   local name=$1; shift
   run "$mq" bench train "$@" "${common[@]}" -o "$out/$name.json" > "$out/$name.md" 2>&1
-  echo "== $name (exit $?)"; grep -E '^\|' "$out/$name.md" | head -8
+  echo "== $name (exit $?)"; grep -E '^\|' "$out/$name.md" | head -20
 }
 case "$which" in
   all|smollm2)
@@ -54,8 +56,14 @@ case "$which" in
       --profile-top 25
     bench train_smollm2_135m_cuda_graph_bf16 "${smol[@]}" --precision bf16 --cuda-graph
     ;;
+  references)  # the quantized step against the same matmul FLOPs without the quantizers
+    bench train_tinyllama_1.1b_references --shape tinyllama-1.1b --precision tf32,bf16 \
+      --cuda-graph --references
+    bench train_smollm2_135m_references "${smol[@]}" --precision tf32,bf16 --cuda-graph \
+      --references
+    ;;
   smollm2) ;;
-  *) echo "unknown set '$which' (all, smollm2, tinyllama, bf16)" >&2; exit 2 ;;
+  *) echo "unknown set '$which' (all, smollm2, tinyllama, bf16, references)" >&2; exit 2 ;;
 esac
 [ -n "${OUT:-}" ] && tar czf "$OUT/gpu_bench_train.tgz" -C "$out" .
 exit 0
