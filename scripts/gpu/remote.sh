@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine, from the repository root (scripts/gpu/README.md says how to call it).
-#   scripts/gpu/remote.sh setup      extract .carry/debs into /tmp/mq/deps, build with CUDA in /tmp/mq/build
+#   scripts/gpu/remote.sh debs       extract the carried .carry/debs/*.deb into /tmp/mq/deps (each once)
+#   scripts/gpu/remote.sh setup      the same, then build with CUDA in /tmp/mq/build
 #   scripts/gpu/remote.sh model      append the carried .carry/model.partNN to /tmp/mq/models (checks sha256 when whole)
 #   scripts/gpu/remote.sh run CMD... run CMD with build/, models/ and the libraries in place
 # /tmp survives between calls while the machine stays warm; every call is idempotent.
@@ -19,11 +20,24 @@ export MQ_SHARED_DIR=$state/shared
 export MQ_GIT_REVISION=$(cat .carry/git_revision 2>/dev/null || echo "unknown (no .carry/git_revision)")
 [ -d .carry/shared ] && { rm -rf "$state/shared"; cp -r .carry/shared "$state/shared"; }
 
+# Extracts each carried .carry/debs/*.deb once (a marker per package file), so the packages can
+# arrive over several calls when the tree and all of them exceed a call's 64 MiB.
+extract_debs() {
+  mkdir -p "$deps/.extracted"
+  for d in .carry/debs/*.deb; do
+    [ -f "$d" ] || continue
+    [ -f "$deps/.extracted/$(basename "$d")" ] && continue
+    dpkg -x "$d" "$deps" && touch "$deps/.extracted/$(basename "$d")"
+  done
+}
+
 case "${1:-}" in
+  debs)
+    extract_debs
+    echo "[gpu] packages extracted so far: $(ls "$deps/.extracted" | wc -l)"
+    ;;
   setup)
-    if [ ! -d "$deps/usr" ]; then
-      for d in .carry/debs/*.deb; do dpkg -x "$d" "$deps"; done
-    fi
+    extract_debs
     # The .so links of the -dev packages point at absolute /usr paths: repoint them.
     for l in "$lib"/*.so; do
       [ -L "$l" ] && ln -sf "$(basename "$(readlink "$l")")" "$l"
@@ -58,5 +72,5 @@ case "${1:-}" in
     "$@"
     ;;
   *)
-    echo "usage: scripts/gpu/remote.sh setup|model|run CMD..." >&2; exit 2 ;;
+    echo "usage: scripts/gpu/remote.sh debs|setup|model|run CMD..." >&2; exit 2 ;;
 esac
