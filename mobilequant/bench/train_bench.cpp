@@ -22,6 +22,7 @@
 #include "mobilequant/calib/act_stats.h"
 #include "mobilequant/core/error.h"
 #include "mobilequant/train/autocast_guard.h"
+#include "mobilequant/train/cuda_graph_step.h"
 #include "mobilequant/train/e2e_trainer.h"
 #include "mobilequant/train/param_groups.h"
 #include "mobilequant/transforms/quantized_model.h"
@@ -435,19 +436,41 @@ TrainReferenceResult bench_train_references(CausalLm& model, const TrainBenchOpt
         p.mutable_grad() = torch::Tensor();
         params.push_back(p);
       }
-    auto pass = [&] {
+    auto body = [&](const torch::Tensor& in, const torch::Tensor& want) {
       torch::Tensor loss;
       {
         AutocastGuard ac(device, bf16);
-        auto h = model->embed(ids);                                          // [B, T, C]
+        auto h = model->embed(in);                                           // [B, T, C]
         for (int64_t i = 0; i < layers; ++i) h = model->run_layer(i, h);
-        loss = torch::mse_loss(h.to(torch::kFloat32), target);
+        loss = torch::mse_loss(h.to(torch::kFloat32), want);
       }
       loss.backward();
+      return loss.detach();
+    };
+    std::function<void()> pass = [&] {
+      body(ids, target);
       for (auto& p : params) p.mutable_grad() = torch::Tensor();
     };
     sync(device);
     reset_gpu_peak(device);
+    // With cuda_graph, as the quantized step runs: one eager pass, then the forward and
+    // backward captured once and replayed, the gradients zeroed in place before each replay.
+    CudaGraphStep graph;
+    if (opts.cuda_graph && CudaGraphStep::available(device)) {
+      body(ids, target);
+      for (auto& p : params) p.mutable_grad().zero_();
+      std::string why;
+      if (graph.capture(body, ids, target, why)) {
+        r.float_step_graph = true;
+        pass = [&] {
+          for (auto& p : params) p.mutable_grad().zero_();
+          graph.replay(ids, target);
+        };
+      } else {
+        r.note = "float step: CUDA graph capture failed (" + why + "); timed eagerly";
+        for (auto& p : params) p.mutable_grad() = torch::Tensor();
+      }
+    }
     timed(pass, r.float_step_seconds);
     r.float_peak_gpu_allocated_gib = gpu_peak_gib(device).first;
     for (size_t k = 0; k < all.size(); ++k) {

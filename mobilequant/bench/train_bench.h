@@ -121,6 +121,8 @@ struct TrainReferenceResult {
   double flops_per_step = 0;               ///< train_step_flops (the same as the step's)
   double peak_tflops = 0;                  ///< peak_matmul_tflops (0: unknown)
   double float_peak_gpu_allocated_gib = -1;  ///< the float step's peak (-1: not CUDA)
+  bool float_step_graph = false;  ///< the float step was replayed as a CUDA graph
+  std::string note;               ///< why the graph asked for was not used, if it was not
 };
 
 /// Times two references at opts.precision, each opts.warmup untimed then opts.steps timed
@@ -129,6 +131,8 @@ struct TrainReferenceResult {
 ///    backward, with no hooks installed (SDPA causal attention) and every decoder block's
 ///    weights requiring gradients: the same 3 x forward matmul FLOPs as the quantized step
 ///    (input and weight gradients), no optimizer step. bf16 is autocast over fp32 weights.
+///    With opts.cuda_graph (on CUDA) it is captured after one eager pass and replayed, its
+///    gradients zeroed in place first, as the quantized step's graph runs.
 ///  - matmuls alone: per block, the 7 linear layers' forward, input gradient and weight
 ///    gradient as mm on random [batch * seqlen, in] inputs, and SDPA causal attention forward
 ///    and backward on [batch, heads, seqlen, head_dim], in the precision's dtype (bf16, or

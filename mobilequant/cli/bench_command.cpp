@@ -454,6 +454,8 @@ void run_bench_train(const TrainArgs& a) {
         {"float_step",
          {{"what", "the float model's forward to the last layer + MSE and backward, no hooks "
                    "(SDPA causal attention), every block weight's gradient, no optimizer step"},
+          {"cuda_graph", f.float_step_graph},
+          {"note", f.note},
           {"median_step_seconds", f.float_median_seconds},
           {"step_seconds", f.float_step_seconds},
           {"achieved_tflops", f.flops_per_step / f.float_median_seconds / 1e12},
@@ -489,7 +491,9 @@ void run_bench_train(const TrainArgs& a) {
       const double q = rows[i].median_step_seconds;
       for (auto [what, sec] :
            {std::pair{"quantized end-to-end step (above)", q},
-            std::pair{"float forward + backward, no quantizers (SDPA attention)",
+            std::pair{f.float_step_graph
+                          ? "float forward + backward, no quantizers (SDPA attention), CUDA graph"
+                          : "float forward + backward, no quantizers (SDPA attention)",
                       f.float_median_seconds},
             std::pair{"matmuls alone (mm, SDPA attention)", f.matmul_median_seconds}}) {
         const double tf = f.flops_per_step / sec / 1e12;
@@ -499,6 +503,7 @@ void run_bench_train(const TrainArgs& a) {
                                         : std::string("n/a"))
                   << " | " << fixed(q / sec, 2) << " |\n";
       }
+      if (!f.note.empty()) std::cout << "\n" << f.note << "\n";
     }
   }
 
