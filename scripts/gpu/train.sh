@@ -6,7 +6,7 @@
 #                             configs/sweeps/acceptance-smollm2.json for at most SECONDS: runs
 #                             already complete are skipped and an interrupted one resumes from
 #                             its checkpoint, so calling it again continues where it stopped
-#   train.sh bench [all|smollm2|tinyllama|bf16]   scripts/gpu/bench_train.sh
+#   train.sh bench [all|smollm2|tinyllama|bf16|references]   scripts/gpu/bench_train.sh
 # Runs live in /tmp/mq/runs (kept while the machine is warm); each call packs the run
 # directories without the model weights (config, env, log, metrics.jsonl, results.json) and the
 # sweep's results.md/csv under $OUT.
