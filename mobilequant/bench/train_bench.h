@@ -137,6 +137,7 @@ struct TrainReferenceResult {
 ///    gradient as mm on random [batch * seqlen, in] inputs, and SDPA causal attention forward
 ///    and backward on [batch, heads, seqlen, head_dim], in the precision's dtype (bf16, or
 ///    fp32 with TF32 per the precision): the cuBLAS / SDPA time of the counted FLOPs.
+/// opts.recompute and opts.profile do not apply to the references.
 /// The model's weights, gradients and requires_grad flags are as before on return. Its hooks
 /// must be cleared (bench_train clears them). Throws mq::Error on bad options.
 TrainReferenceResult bench_train_references(CausalLm& model, const TrainBenchOptions& opts);
